@@ -1,0 +1,99 @@
+"""A Board is a loaded spec: validated against the models' capabilities, compiled to a plan, bound
+to a store and an executor. It is the Python API (lensframe.load) and what the server serves.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .compiler import compile_plan
+from .data import load_dataset
+from .errors import SpecError
+from .focus import Focus
+from .models.sources import resolve_source
+from .spec.validate import Spec, load_spec, validate_spec
+from .store import Store
+
+
+class Board:
+    def __init__(self, spec: Spec, cache_dir: str | Path | None = None, device: str = "cpu",
+                 trust_remote_code: bool = False):
+        self.spec = spec
+        self.device = device
+        issues = []
+        self.sources = {}
+        for name, mspec in spec.models.items():
+            where = ("models", name, "source") if name in _models_block(spec) else ("model",)
+            if mspec.trust_remote_code and not trust_remote_code:
+                issues.append(spec.issue("trust_remote_code needs the command line to ask for it too", where[:-1] + ("trust_remote_code",) if where != ("model",) else where,
+                                         "pass --trust-remote-code, or remove it from the spec"))
+                continue
+            try:
+                self.sources[name] = resolve_source(name, mspec, spec.base_dir, where)
+            except SpecError as err:
+                issues += spec.locate(err).issues
+        try:
+            self.dataset = load_dataset(spec.dataset, spec.base_dir)
+        except SpecError as err:
+            issues += spec.locate(err).issues
+            self.dataset = None
+        self.infos = {}
+        for name, src in self.sources.items():
+            try:
+                self.infos[name] = src.info()
+            except SpecError as err:
+                issues += spec.locate(err).issues
+        # capability checks: before any weight is loaded
+        for v in spec.views.values():
+            info = self.infos.get(v.model)
+            if info is None:
+                continue
+            for path, msg, hint in v.cls(v.id, v.params, v.model).check(info):
+                issues.append(spec.issue(msg, ("views", v.id) + tuple(path), hint))
+        if issues:
+            raise SpecError(issues)
+        self.views = {vid: v.cls(vid, v.params, v.model) for vid, v in spec.views.items()}
+        self.store = Store(Path(cache_dir) if cache_dir else spec.base_dir / ".lensframe" / "cache")
+        fps = {name: src.fingerprint() for name, src in self.sources.items()}
+        self.plan = compile_plan(self.views, fps, self.dataset.fingerprint, self.infos, len(self.dataset),
+                                 spec.dataset.max_tokens, self.store)
+        from .executor import Executor
+
+        self.executor = Executor(self)
+        self.focus = Focus(model=next(iter(spec.models)))
+        self._loaded: dict = {}
+
+    @classmethod
+    def from_file(cls, path, **kwargs) -> "Board":
+        return cls(load_spec(path), **kwargs)
+
+    @classmethod
+    def from_text(cls, text: str, file: str = "<spec>", base_dir=None, **kwargs) -> "Board":
+        return cls(validate_spec(text, file, base_dir), **kwargs)
+
+    @property
+    def title(self) -> str:
+        return self.spec.title
+
+    def compute(self, progress=True):
+        """Run the dataset passes (cached results are reused); returns a ComputeReport."""
+        return self.executor.compute(progress)
+
+    def result(self, node):
+        """A stored result of a prepare or dataset node (None when not computed yet)."""
+        planned = self.plan.nodes[node]
+        if planned.key not in self._loaded:  # read and verified once, then served from memory
+            res = self.executor.prepared(node) if node.kind == "prepare" else self.store.get(planned.key)
+            if res is None:
+                return None
+            self._loaded[planned.key] = res
+        return self._loaded[planned.key]
+
+    def panel(self, focus: Focus | None = None):
+        """The Panel layout of this board (display it in Jupyter, or call .servable())."""
+        from lensframe.server.app import build_app
+
+        return build_app(self, focus or self.focus)
+
+
+def _models_block(spec: Spec) -> set:
+    return {p[1] for p in spec.positions.values if len(p) >= 2 and p[0] == "models"}

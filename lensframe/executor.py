@@ -1,0 +1,232 @@
+"""Runs a plan: prepare nodes, one fused dataset pass per model, memoized focus passes.
+
+Dataset pass: every dataset node of one model is folded into ONE batched forward. Hooks capture
+the union of the activations the nodes read; each batch is handed to every node's reduction and
+then dropped, so memory is the size of the results, not of the dataset's activations.
+Focus pass: one forward of the focused sample per model, capturing the union of what the focus
+nodes read, memoized (LRU) across views and browser sessions of this process.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from .ops import Batch, get_op
+from .ops.base import Result
+
+FOCUS_MEMO_SIZE = 64
+
+
+@dataclass
+class ComputeReport:
+    forward_passes: int = 0
+    batches: int = 0
+    cache_hits: int = 0
+    computed: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PassContext:
+    """What an op sees while running: the model's pieces and the dataset."""
+
+    info: object
+    adapter: object
+    tokenizer: object
+    dataset: object
+    n_tokens: int  # longest tokenized sample (result arrays are padded to it)
+    device: str
+
+
+def set_threads(threads: int | None) -> int:
+    """torch intra-op threads: explicit, else OMP_NUM_THREADS, else 2 (more thrashes small ops on
+    a loaded 2-core machine; see docs/ARCHITECTURE.md)."""
+    import torch
+
+    n = threads or int(os.environ.get("OMP_NUM_THREADS") or 2)
+    torch.set_num_threads(max(1, n))
+    return n
+
+
+class Executor:
+    def __init__(self, board):
+        self.board = board
+        self._models: dict = {}
+        self._model_locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._focus_memo: OrderedDict = OrderedDict()
+        self.forward_passes = 0  # every forward this executor ran (dataset and focus)
+        set_threads(board.spec.run.threads)
+
+    # --- models -----------------------------------------------------------------------------
+    def model_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._model_locks.setdefault(name, threading.RLock())
+
+    def model(self, name: str):
+        with self.model_lock(name):
+            if name not in self._models:
+                self._models[name] = self.board.sources[name].load(self.board.device)
+            return self._models[name]
+
+    def context(self, name: str, n_tokens: int) -> PassContext:
+        m = self.model(name)
+        return PassContext(m.info, m.adapter, m.tokenizer, self.board.dataset, n_tokens, m.device)
+
+    def _forward(self, loaded, input_ids, mask, hooks: set[str], sink: dict) -> None:
+        import torch
+
+        with loaded.adapter.capture(hooks) as captured, torch.no_grad():
+            loaded.model(input_ids=input_ids, attention_mask=mask.long(), use_cache=False,
+                         output_attentions=any(h.startswith("attn_pattern") for h in hooks))
+            sink.update(captured)
+        self.forward_passes += 1
+
+    # --- prepare nodes ----------------------------------------------------------------------
+    def prepared(self, node) -> Result:
+        planned = self.board.plan.nodes[node]
+        res = self.board.store.get(planned.key)
+        if res is None:
+            with self.model_lock(node.model):
+                res = self.board.store.get(planned.key)
+                if res is None:
+                    op = get_op(node.op)
+                    res = op.compute(node, self.context(node.model, 0))
+                    self.board.store.put(planned.key, res, node.label())
+                    planned.cached = True
+        return res
+
+    def tokens(self, model: str) -> Result:
+        node = next(p.node for p in self.board.plan.of_kind("prepare", model) if p.node.op == "tokens")
+        return self.prepared(node)
+
+    # --- dataset passes ---------------------------------------------------------------------
+    def compute(self, progress: bool | Callable[[float, str], None] = True) -> ComputeReport:
+        """Run every missing dataset node; cached ones are skipped (a warm start runs no forward)."""
+        t0 = time.perf_counter()
+        report = ComputeReport()
+        plan, store = self.board.plan, self.board.store
+        for p in plan.of_kind("prepare"):
+            if store.has(p.key) and store.get(p.key) is not None:
+                report.cache_hits += 1
+            else:
+                self.prepared(p.node)
+                report.computed += 1
+        for model in plan.models:
+            todo = []
+            for p in plan.of_kind("dataset", model):
+                if store.get(p.key) is not None:  # verifies the checksum: a corrupt entry is redone
+                    report.cache_hits += 1
+                    p.cached = True
+                else:
+                    todo.append(p)
+            if todo:
+                self._dataset_pass(model, todo, report, progress)
+        report.seconds = round(time.perf_counter() - t0, 3)
+        return report
+
+    def _dataset_pass(self, model: str, todo, report: ComputeReport, progress) -> None:
+        import torch
+
+        loaded = self.model(model)
+        tok = self.tokens(model)
+        ids, lengths = tok["ids"], tok["lengths"]
+        ctx = self.context(model, ids.shape[1])
+        ops = [(p, get_op(p.node.op)) for p in todo]
+        hooks = set().union(*(op.hooks(p.node, loaded.info) for p, op in ops))
+        states = {p.node: op.init(p.node, ctx) for p, op in ops}
+        order = np.argsort(-lengths, kind="stable")  # similar lengths together: less padding
+        bs = self.board.spec.run.batch_size
+        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        pad = loaded.tokenizer.pad_token_id or 0
+        bar = _progress(progress, len(batches), f"dataset pass on {model} ({len(todo)} node(s))")
+        for samples in batches:
+            T = int(lengths[samples].max())
+            batch_ids = torch.as_tensor(ids[samples, :T], dtype=torch.long)
+            mask = batch_ids >= 0
+            batch_ids = batch_ids.masked_fill(~mask, pad).to(loaded.device)
+            mask = mask.to(loaded.device)
+            captures: dict = {}
+            with self.model_lock(model):  # focus passes may interleave between batches
+                self._forward(loaded, batch_ids, mask, hooks, captures)
+            batch = Batch(np.asarray(samples), batch_ids, mask, captures)
+            for p, op in ops:
+                states[p.node] = op.update(p.node, states[p.node], batch, ctx)
+            del batch, captures
+            report.forward_passes += 1
+            report.batches += 1
+            bar.update(1)
+        bar.close()
+        for p, op in ops:
+            self.board.store.put(p.key, op.finalize(p.node, states[p.node], ctx), p.node.label())
+            p.cached = True
+            report.computed += 1
+
+    # --- focus passes -----------------------------------------------------------------------
+    def focus(self, model: str, sample: int) -> dict:
+        """Results of every focus node of `model` for one sample: one forward, memoized."""
+        import torch
+
+        memo_key = (model, sample)
+        with self._lock:
+            if memo_key in self._focus_memo:
+                self._focus_memo.move_to_end(memo_key)
+                return self._focus_memo[memo_key]
+        nodes = [p.node for p in self.board.plan.of_kind("focus", model)]
+        loaded = self.model(model)
+        tok = self.tokens(model)
+        n = int(tok["lengths"][sample])
+        input_ids = torch.as_tensor(tok["ids"][sample : sample + 1, :n], dtype=torch.long, device=loaded.device)
+        mask = torch.ones_like(input_ids, dtype=torch.bool)
+        hooks = set().union(*(get_op(nd.op).hooks(nd, loaded.info) for nd in nodes)) if nodes else set()
+        captures: dict = {}
+        with self.model_lock(model):
+            with self._lock:  # another session may have filled it while we waited
+                if memo_key in self._focus_memo:
+                    return self._focus_memo[memo_key]
+            if nodes:
+                self._forward(loaded, input_ids, mask, hooks, captures)
+            ctx = self.context(model, n)
+            results = {nd: get_op(nd.op).extract(nd, captures, ctx) for nd in nodes}
+            with self._lock:
+                self._focus_memo[memo_key] = results
+                while len(self._focus_memo) > FOCUS_MEMO_SIZE:
+                    self._focus_memo.popitem(last=False)
+        return results
+
+
+class _NoBar:
+    def update(self, n): ...
+    def close(self): ...
+
+
+class _CallbackBar:
+    def __init__(self, fn, total, desc):
+        self.fn, self.total, self.desc, self.n = fn, max(total, 1), desc, 0
+        fn(0.0, desc)
+
+    def update(self, n):
+        self.n += n
+        self.fn(self.n / self.total, self.desc)
+
+    def close(self):
+        self.fn(1.0, self.desc)
+
+
+def _progress(progress, total: int, desc: str):
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="batch")
+    if callable(progress):
+        return _CallbackBar(progress, total, desc)
+    return _NoBar()

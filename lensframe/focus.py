@@ -1,0 +1,29 @@
+"""The Focus: what the user is looking at, shared by all views of one browser session.
+
+A plain param class (no Panel), so notebooks and tests can drive it too. Views read fields and set
+them on click; `pin:` in a view's params overrides a field for that view only.
+"""
+from __future__ import annotations
+
+import param
+
+FIELDS = ("model", "sample", "position", "layer", "head", "neuron", "cluster")
+
+
+class Focus(param.Parameterized):
+    model = param.String(default=None, allow_None=True, doc="model name in the spec")
+    sample = param.Integer(default=0, bounds=(0, None), doc="dataset index")
+    position = param.Integer(default=None, allow_None=True, doc="token position; None = last token")
+    layer = param.Integer(default=None, allow_None=True, doc="block index; None = the view's default")
+    head = param.Integer(default=0, bounds=(0, None))
+    neuron = param.Integer(default=None, allow_None=True)
+    cluster = param.Integer(default=None, allow_None=True)
+
+    def values(self) -> dict:
+        return {f: getattr(self, f) for f in FIELDS}
+
+    def update(self, **fields) -> None:
+        unknown = set(fields) - set(FIELDS)
+        if unknown:
+            raise KeyError(f"unknown focus field(s): {', '.join(sorted(unknown))}; fields: {', '.join(FIELDS)}")
+        self.param.update(**fields)

@@ -1,0 +1,155 @@
+"""One adapter per architecture family: normalized hook names -> modules.
+
+Hook names follow TransformerLens's spirit (DESIGN.md, "Models"):
+  resid_pre.{l}   input of block l (resid_pre.0 is the embedding, positions included)
+  attn_out.{l}    attention output added to the residual
+  attn_pattern.{l} attention probabilities [batch, head, query, key] (eager attention only)
+  resid_mid.{l}   residual after attention, before the MLP
+  mlp_in.{l}      normalized input of the MLP
+  mlp_post.{l}    neuron activations m (the coefficients of the FFN value vectors)
+  mlp_out.{l}     MLP output added to the residual
+  resid_post.{l}  output of block l
+  final_norm      output of the final norm (what the unembedding reads)
+  unembed         logits
+Everything model-specific (module paths, which norm, gated MLP, where the value vectors live) is in
+the `Family` table below and nowhere else.
+"""
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    layers: str  # path of the ModuleList of blocks, from the CausalLM root
+    attn: str  # attention module, relative to a block
+    ln_mid: str  # norm before the MLP, relative to a block (its input is resid_mid)
+    mlp: str  # MLP module, relative to a block
+    mlp_down: str  # MLP output projection, relative to a block (its input is mlp_post)
+    final_norm: str
+    unembed: str
+    embed: str
+    gated_mlp: bool
+    value_vectors: str  # "rows" (GPT-2 Conv1D c_proj.weight) or "columns" (nn.Linear down_proj.weight)
+
+
+LLAMA = Family("llama", "model.layers", "self_attn", "post_attention_layernorm", "mlp", "mlp.down_proj",
+               "model.norm", "lm_head", "model.embed_tokens", True, "columns")
+GPT2 = Family("gpt2", "transformer.h", "attn", "ln_2", "mlp", "mlp.c_proj",
+              "transformer.ln_f", "lm_head", "transformer.wte", False, "rows")
+
+# model_type in a transformers config -> family
+FAMILIES = {
+    "llama": LLAMA, "mistral": LLAMA, "qwen2": LLAMA, "qwen3": LLAMA,
+    "gpt2": GPT2,
+}
+
+
+def family_for(model_type: str) -> Family | None:
+    return FAMILIES.get(model_type)
+
+
+def _get(root, path: str):
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
+
+
+def _first(x):
+    return x[0] if isinstance(x, (tuple, list)) else x
+
+
+_HOOK_RE = re.compile(r"^(resid_pre|attn_out|attn_pattern|resid_mid|mlp_in|mlp_post|mlp_out|resid_post)\.(\d+)$")
+
+
+class Adapter:
+    """Normalized access to one loaded HF causal LM."""
+
+    def __init__(self, model: torch.nn.Module, family: Family):
+        self.model = model
+        self.family = family
+        self.layers = _get(model, family.layers)
+        cfg = model.config
+        self.n_layers = len(self.layers)
+        self.n_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head")
+        self.d_model = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd")
+
+    # --- the pieces of the model the lens needs -------------------------------------------------
+    @property
+    def final_norm(self) -> torch.nn.Module:
+        return _get(self.model, self.family.final_norm)
+
+    @property
+    def unembed_weight(self) -> torch.Tensor:
+        """E, [vocab, d_model]."""
+        return _get(self.model, self.family.unembed).weight
+
+    @property
+    def unembed_bias(self) -> torch.Tensor | None:
+        return getattr(_get(self.model, self.family.unembed), "bias", None)
+
+    def hook_names(self) -> list[str]:
+        names = ["final_norm", "unembed"]
+        for l in range(self.n_layers):
+            names += [f"{k}.{l}" for k in ("resid_pre", "attn_out", "attn_pattern", "resid_mid",
+                                           "mlp_in", "mlp_post", "mlp_out", "resid_post")]
+        return names
+
+    def _point(self, name: str) -> tuple[torch.nn.Module, str, Callable]:
+        """(module, 'pre'|'post', extract) for a hook name."""
+        if name == "final_norm":
+            return self.final_norm, "post", _first
+        if name == "unembed":
+            return _get(self.model, self.family.unembed), "post", _first
+        m = _HOOK_RE.match(name)
+        if not m or int(m.group(2)) >= self.n_layers:
+            raise KeyError(f"unknown hook {name!r} for a {self.n_layers}-layer {self.family.name} model")
+        kind, block = m.group(1), self.layers[int(m.group(2))]
+        f = self.family
+        return {
+            "resid_pre": (block, "pre", _first),
+            "resid_post": (block, "post", _first),
+            "attn_out": (_get(block, f.attn), "post", lambda o: o[0]),
+            "attn_pattern": (_get(block, f.attn), "post", lambda o: o[1]),
+            "resid_mid": (_get(block, f.ln_mid), "pre", _first),
+            "mlp_in": (_get(block, f.ln_mid), "post", _first),
+            "mlp_post": (_get(block, f.mlp_down), "pre", _first),
+            "mlp_out": (_get(block, f.mlp), "post", _first),
+        }[kind]
+
+    @contextmanager
+    def capture(self, names, sink: Callable[[str, torch.Tensor], None] | None = None) -> Iterator[dict]:
+        """Register hooks for `names`; captured tensors land in the yielded dict (or go to `sink`).
+
+        Captures are detached unless gradients are enabled, so a dataset pass holds no graph.
+        """
+        store: dict[str, torch.Tensor] = {}
+        put = sink or store.__setitem__
+        handles = []
+        for name in sorted(set(names)):
+            module, where, extract = self._point(name)
+
+            def hook(mod, args, kwargs_or_out, *rest, _name=name, _extract=extract, _where=where):
+                if _where == "pre":
+                    value = args[0] if args else kwargs_or_out.get("hidden_states")
+                else:
+                    value = _extract(rest[0] if rest else kwargs_or_out)
+                if value is None:
+                    raise RuntimeError(f"hook {_name}: nothing captured (is attn_implementation eager?)")
+                put(_name, value if torch.is_grad_enabled() else value.detach())
+
+            if where == "pre":
+                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(lambda mod, args, out, _h=hook: _h(mod, args, out)))
+        try:
+            yield store
+        finally:
+            for h in handles:
+                h.remove()

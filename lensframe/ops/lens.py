@@ -1,0 +1,133 @@
+"""Logit lens (nostalgebraist 2020): decode every layer's residual as the model decodes its last.
+
+logits_l = E · norm_f(h_l), with the model's own final norm and unembedding. Layer index 0 is the
+embedding (resid_pre.0), index l+1 the output of block l (resid_post.l). Per (layer, position) we
+keep the top-k tokens and four metrics against the final layer's distribution p_final:
+  prob     p_l(y*), y* = argmax p_final (the model's prediction)
+  rank     rank of y* under p_l (0 = top-1)
+  kl       KL(p_final || p_l) in nats (0 at the last layer by construction)
+  entropy  H(p_l) in nats
+We decode our own captured resid_post of the last block, never HF's hidden_states[-1], which
+already has the final norm applied (applying it twice is the classic trap).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import register
+from .base import FilledRows, Op, Result
+
+METRICS = ("prob", "rank", "kl", "entropy")
+ROWS_PER_MATMUL = 1024  # measured sweet spot for the unembedding matmul (docs/ARCHITECTURE.md)
+
+
+def stream_hooks(stream: str, n_layers: int) -> list[str]:
+    if stream == "resid_post":
+        return ["resid_pre.0"] + [f"resid_post.{l}" for l in range(n_layers)]
+    raise ValueError(f"unknown stream {stream!r}")
+
+
+def lens_layer_names(stream: str, n_layers: int) -> list[str]:
+    return ["embed"] + [str(l) for l in range(n_layers)]
+
+
+@torch.no_grad()
+def decode_layers(hs: list[torch.Tensor], final_norm, E: torch.Tensor, bias, k: int) -> dict[str, torch.Tensor]:
+    """Lens statistics for residuals hs[l] of shape [R, d]; the last entry is the final layer.
+
+    The unembedding matmul dominates (R x d x V per layer), so everything else is arranged to stay
+    near it (measured in docs/ARCHITECTURE.md): layers are decoded a few at a time so each matmul
+    has ~ROWS_PER_MATMUL rows; logits live in one reused buffer for that group only; softmax
+    statistics come from one in-place shift and one exp; and KL needs no second full-vocab pass:
+      sum_v p_f(v) log p_l(v) = x_l . (E^T p_f) + p_f . b - lse_l,   x_l = norm_f(h_l).
+    """
+    R = hs[0].shape[0]
+    xs = [final_norm(h) for h in hs]
+    per_group = max(1, ROWS_PER_MATMUL // max(R, 1))
+    rows = min(len(hs), per_group) * R
+    z_buf = torch.empty(rows, E.shape[0], dtype=E.dtype)
+    e_buf = torch.empty_like(z_buf)
+    b_buf = torch.empty_like(z_buf, dtype=torch.bool)
+
+    def stats(x: torch.Tensor, target: torch.Tensor | None):
+        n = x.shape[0]
+        z, e = z_buf[:n], e_buf[:n]
+        torch.matmul(x, E.T, out=z)
+        if bias is not None:
+            z += bias
+        m = z.amax(-1, keepdim=True)
+        z -= m  # z is now logits - max
+        torch.exp(z, out=e)
+        s = e.sum(-1, keepdim=True)
+        log_s = s.log()
+        out = {"lse": (m + log_s).squeeze(-1)}
+        out["entropy"] = (log_s - torch.bmm(e.unsqueeze(1), z.unsqueeze(2)).view(n, 1) / s).squeeze(-1)
+        top = z.topk(k, dim=-1)
+        out["ids"], out["probs"] = top.indices, (top.values - log_s).exp()
+        if target is None:
+            target = top.indices[:, 0]
+        zt = z.gather(-1, target.view(n, 1))
+        out["prob"] = (zt - log_s).exp().squeeze(-1)
+        out["rank"] = torch.gt(z, zt, out=b_buf[:n]).view(torch.uint8).sum(-1, dtype=torch.int32).float()
+        return out, e, s
+
+    final, e_f, s_f = stats(xs[-1], None)
+    target = final["ids"][:, 0]  # y*, the model's prediction
+    p_f = e_f[:R] / s_f  # final distribution
+    w = p_f @ E  # E^T p_f, [R, d]
+    pf_b = p_f @ bias if bias is not None else 0.0
+    neg_h_f = -final["entropy"]
+    out = {m: [] for m in ("ids", "probs") + METRICS}
+    for start in range(0, len(xs), per_group):
+        group = xs[start : start + per_group]
+        st, _, _ = stats(torch.cat(group), target.repeat(len(group)))
+        G = len(group)
+        cross = (torch.cat(group) * w.repeat(G, 1)).sum(-1) + (pf_b.repeat(G) if bias is not None else 0.0) - st["lse"]
+        kl = (neg_h_f.repeat(G) - cross).clamp_min(0)
+        out["kl"].append(kl.view(G, R))
+        for name in ("ids", "probs", "prob", "rank", "entropy"):
+            v = st[name]
+            out[name].append(v.view(G, R, *v.shape[1:]))
+    return {k_: torch.cat(v) for k_, v in out.items()}  # each [layers, R, ...]
+
+
+@register
+class LogitLensOp(Op):
+    name = "logit_lens"
+    version = 1
+    kind = "dataset"
+
+    def hooks(self, node, info):
+        return set(stream_hooks(node.param("stream"), info.n_layers))
+
+    def estimate_bytes(self, node, info, n_samples, n_tokens):
+        cells = n_samples * (info.n_layers + 1) * n_tokens
+        return cells * (node.param("top_k") * 8 + len(METRICS) * 4)
+
+    def init(self, node, ctx):
+        L, T, k = ctx.info.n_layers + 1, ctx.n_tokens, node.param("top_k")
+        shapes = {"ids": (L, T, k), "probs": (L, T, k), **{m: (L, T) for m in METRICS}}
+        dtypes = {"ids": np.int32, **{m: np.float32 for m in ("probs",) + METRICS}}
+        return FilledRows(shapes, dtypes, len(ctx.dataset))
+
+    def update(self, node, state, batch, ctx):
+        names = stream_hooks(node.param("stream"), ctx.info.n_layers)
+        mask = batch.mask
+        hs = [batch.captures[n][mask].float() for n in names]  # real tokens only: [R, d]
+        a = ctx.adapter
+        stats = decode_layers(hs, a.final_norm, a.unembed_weight, a.unembed_bias, node.param("top_k"))
+        lengths = mask.sum(1).tolist()
+        offsets = np.cumsum([0] + lengths)
+        for name, value in stats.items():
+            value = value.cpu().numpy()
+            rows = [value[:, offsets[i] : offsets[i + 1]] for i in range(len(lengths))]
+            state.put(batch.samples, name, rows)
+        return state
+
+    def merge(self, node, a, b):
+        return a.merge(b)
+
+    def finalize(self, node, state, ctx):
+        return Result(state.arrays, {"layers": lens_layer_names(node.param("stream"), ctx.info.n_layers),
+                                     "metrics": list(METRICS)})

@@ -1,0 +1,28 @@
+"""View types, registered through the `lensframe.views` entry point group.
+
+Built-ins register the same way (pyproject.toml); from an uninstalled checkout we fall back to the
+built-in table so the repo works in place.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import import_module
+from importlib.metadata import entry_points
+
+BUILTIN_VIEWS = {
+    "text": "lensframe.views.text:TextView",
+    "logit_lens": "lensframe.views.logit_lens:LogitLensView",
+    "attention": "lensframe.views.attention:AttentionView",
+}
+
+
+def _load(target: str):
+    module, _, attr = target.partition(":")
+    return getattr(import_module(module), attr)
+
+
+@lru_cache(maxsize=1)
+def view_types() -> dict[str, type]:
+    found = {ep.name: ep.value for ep in entry_points(group="lensframe.views")}
+    table = {**BUILTIN_VIEWS, **found}
+    return {name: _load(target) for name, target in sorted(table.items())}

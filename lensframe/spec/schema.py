@@ -1,0 +1,90 @@
+"""Pydantic models for spec version 1 (see docs/ARCHITECTURE.md, "The spec").
+
+These models are the single source of truth for the spec: the validator, `lensframe schema`
+(JSON Schema for editors) and the README's spec reference all come from them. View params are
+validated separately, per view type, against each view class's own `Params` model (so a plugin
+view's params get the same line-numbered errors).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(Strict):
+    source: str = Field(
+        description="builtin:smollm2-135m, hf:<id>[@revision] or path:<dir> (relative to the spec)"
+    )
+    trust_remote_code: bool = Field(
+        False, description="allow the model's own code; also needs --trust-remote-code"
+    )
+    dtype: str = Field("float32", pattern="^(float32|bfloat16|float16)$", description="weights dtype")
+
+    @field_validator("source")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        scheme = v.split(":", 1)[0] if ":" in v else ""
+        if scheme not in ("builtin", "hf", "path"):
+            raise ValueError(
+                f"unknown model source {v!r}: expected builtin:<name>, hf:<id>[@revision] or path:<dir>"
+            )
+        return v
+
+
+class DatasetSpec(Strict):
+    source: Optional[str] = Field(
+        None,
+        description="builtin:fortunes, jsonl:<file>, csv:<file>, txt:<file> (relative to the spec); "
+        "or give `texts` inline instead",
+    )
+    texts: Optional[list[str]] = Field(None, description="inline texts, instead of `source`")
+    labels: Optional[list[str]] = Field(None, description="inline labels, one per text")
+    text: str = Field("text", description="column holding the text (jsonl, csv)")
+    label: Optional[str] = Field(None, description="column holding the label (jsonl, csv)")
+    categories: Optional[list[str]] = Field(
+        None, description="builtin:fortunes only: which category files to read"
+    )
+    limit: Optional[int] = Field(300, ge=1, description="at most this many samples (sampled with `seed`)")
+    max_tokens: int = Field(64, ge=2, le=4096, description="truncate each sample to this many tokens")
+    seed: int = Field(0, description="seed of the deterministic sample")
+
+
+class RunSpec(Strict):
+    batch_size: int = Field(8, ge=1, le=1024, description="samples per forward pass")
+    threads: Optional[int] = Field(
+        None, ge=1, description="torch intra-op threads (default: OMP_NUM_THREADS or 2)"
+    )
+
+
+class ViewSpec(BaseModel):
+    """A view entry before its type is known: `type` plus that type's params (validated later)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+
+class SpecV1(Strict):
+    lensframe: int = Field(description="spec format version; must be 1")
+    title: str = Field("lensframe", description="dashboard title")
+    model: Optional[str] = Field(None, description='shorthand for models: {main: {source: ...}}')
+    models: Optional[dict[str, ModelSpec]] = Field(None, description="named models")
+    dataset: DatasetSpec
+    run: RunSpec = Field(default_factory=RunSpec)
+    views: dict[str, dict[str, Any]] = Field(description="view id -> {type: ..., params}")
+    layout: Optional[str] = Field(
+        None, description="CSS grid-template-areas; each name a view id (default: one per row)"
+    )
+
+    @field_validator("lensframe")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != 1:
+            raise ValueError(f"unsupported spec version {v}; this lensframe reads version 1")
+        return v

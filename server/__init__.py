@@ -1,0 +1,1 @@
+"""lensframe's Panel server (installed as lensframe.server)."""

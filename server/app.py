@@ -1,0 +1,125 @@
+"""Board -> Panel app: title, progress while dataset passes run, the grid of view cards.
+
+One Focus per browser session (each session builds its own app around its own Focus); the board,
+its store, models and focus-pass memo are shared by all sessions of the process.
+"""
+from __future__ import annotations
+
+import html
+import threading
+import traceback
+
+import panel as pn
+
+from lensframe.context import NotReady, ViewContext
+from lensframe.focus import Focus
+
+from .grid import build_grid
+
+CSS = """
+.lf-title { margin: 4px 8px; }
+.lf-card { overflow: hidden; }
+.lf-error { color: #8a1c1c; background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px;
+            padding: 8px; font-size: 12px; overflow: auto; max-height: 100%; }
+.lf-waiting { color: #555; padding: 8px; }
+"""
+
+
+class ComputeJob:
+    """The board's dataset passes, run once per process in a background thread."""
+
+    def __init__(self, board):
+        self.board = board
+        self.fraction, self.message = 0.0, "starting"
+        self.done, self.error = False, None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "ComputeJob":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="lensframe-compute", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.board.compute(progress=self._progress)
+        except Exception as exc:  # shown in every session's progress area
+            self.error = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        finally:
+            self.done = True
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = fraction, message
+
+    def wait(self, timeout=None) -> None:
+        if self._thread:
+            self._thread.join(timeout)
+
+
+def render_view(view, ctx) -> pn.viewable.Viewable:
+    """A view's content, or an error card: a failing view never blanks the page."""
+    try:
+        return view.render(ctx)
+    except NotReady:
+        return pn.pane.HTML("<div class='lf-waiting'>waiting for the dataset pass…</div>",
+                            css_classes=["lf-waiting"], sizing_mode="stretch_width")
+    except Exception as exc:
+        tb = traceback.format_exc()
+        return pn.pane.HTML(
+            f"<div class='lf-error'><b>{html.escape(view.id)} failed:</b> {html.escape(type(exc).__name__)}: "
+            f"{html.escape(str(exc))}<details><summary>traceback</summary><pre>{html.escape(tb)}</pre></details></div>",
+            css_classes=["lf-error-card"], sizing_mode="stretch_both")
+
+
+def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None) -> pn.Column:
+    focus = focus or Focus(model=next(iter(board.spec.models)))
+    cards, refreshers = {}, []
+    for vid, view in board.views.items():
+        ctx = ViewContext(board, focus, view)
+        body = pn.Column(sizing_mode="stretch_both", css_classes=["lf-view-body"])
+
+        def refresh(*_, view=view, ctx=ctx, body=body):
+            body.objects = [render_view(view, ctx)]
+
+        refresh()
+        refreshers.append(refresh)
+        fields = [f for f in view.reads if getattr(view.p.pin, f, None) is None]
+        if fields:
+            focus.param.watch(refresh, fields)
+        cards[vid] = pn.Card(body, title=view.title, collapsible=False, sizing_mode="stretch_both",
+                             css_classes=["lf-card", f"lf-card-{vid}", f"lf-type-{view.type}"])
+    header = pn.pane.HTML(f"<h2 class='lf-title'>{html.escape(board.title)}</h2>", sizing_mode="stretch_width")
+    parts = [header]
+    if job is not None and not job.done:
+        bar = pn.indicators.Progress(value=int(job.fraction * 100), max=100, sizing_mode="stretch_width",
+                                     css_classes=["lf-progress"])
+        note = pn.pane.HTML(f"<div class='lf-progress-text'>{html.escape(job.message)}</div>")
+        progress = pn.Column(note, bar, sizing_mode="stretch_width", css_classes=["lf-progress-box"])
+        parts.append(progress)
+
+        def poll():
+            bar.value = int(job.fraction * 100)
+            note.object = f"<div class='lf-progress-text'>{html.escape(job.error or job.message)}</div>"
+            if job.done:
+                cb.stop()
+                if job.error is None:
+                    progress.visible = False
+                for r in refreshers:
+                    r()
+
+        cb = pn.state.add_periodic_callback(poll, period=400)
+    parts.append(build_grid(board.spec.layout, cards))
+    return pn.Column(*parts, sizing_mode="stretch_width", stylesheets=[CSS], css_classes=["lf-app"])
+
+
+def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = False, **kwargs):
+    """Serve the board: one app (and Focus) per browser session; dataset passes start at once."""
+    job = ComputeJob(board).start()
+
+    def session():
+        return build_app(board, Focus(model=next(iter(board.spec.models))), job)
+
+    origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
+    return pn.serve({"/": session}, port=port, address=address, show=show, title=board.title,
+                    websocket_origin=origins, print_url=True, **kwargs)

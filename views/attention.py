@@ -1,0 +1,67 @@
+"""attention: the focused layer and head's attention pattern for the focused sample, plus
+thumbnails of every head of the layer (click one to focus it).
+
+Patterns come from the focus pass (one forward of the focused sample, shared with other views).
+"""
+from __future__ import annotations
+
+from pydantic import Field
+
+from lensframe.graph import Node
+
+from .base import View, ViewParams
+
+
+class AttentionView(View):
+    type = "attention"
+    description = "attention pattern of the focused layer and head, with all heads of the layer"
+    reads = ("sample", "position", "layer", "head")
+    sets = ("head", "position")
+
+    class Params(ViewParams):
+        show_heads: bool = Field(True, description="show the thumbnails of all heads of the layer")
+
+    def attention_node(self) -> Node:
+        return Node.make("attention", self.model)
+
+    def needs(self, max_tokens):
+        return [self.tokens_node(max_tokens), self.attention_node()]
+
+    def render(self, ctx):
+        import panel as pn
+
+        from .widgets import HeadPicker, HeatGrid
+
+        pattern = ctx.focus_result(self.attention_node())["pattern"]  # [layers, heads, q, k]
+        n_layers, n_heads = pattern.shape[:2]
+        layer = min(ctx.get("layer") if ctx.get("layer") is not None else 0, n_layers - 1)
+        head = min(ctx.get("head") or 0, n_heads - 1)
+        tokens = ctx.tokens()
+        T = len(tokens)
+        pos = ctx.position(T)
+        p = pattern[layer, head]
+        vmax = float(p.max()) or 1.0
+        vals = [[float(p[q, k]) / vmax if k <= q else None for k in range(T)] for q in range(T)]
+        tips = [[f"{tokens[q]!r} (q {q}) → {tokens[k]!r} (k {k}): {p[q, k]:.3f}" for k in range(T)] for q in range(T)]
+        grid = HeatGrid(row_labels=[f"{q} {t}"[:12] for q, t in enumerate(tokens)], col_labels=tokens, values=vals,
+                        tips=tips, selected_row=pos, selected_col=-1, kind="attention", cell_width=10,
+                        cell_height=10, sizing_mode="stretch_both",
+                        on_click=lambda row, col: ctx.set(position=row))
+        top = sorted(range(pos + 1), key=lambda k: -p[pos, k])[:3]
+        caption = pn.pane.HTML(
+            f"<div class='lf-attn-head'>layer <b class='lf-layer'>{layer}</b> · head <b class='lf-head-index'>{head}</b>"
+            f" · query position <b class='lf-position'>{pos}</b> <code>{_esc(repr(tokens[pos]))}</code> attends to "
+            + ", ".join(f"<code>{_esc(repr(tokens[k]))}</code> {p[pos, k]:.2f}" for k in top) + "</div>",
+            sizing_mode="stretch_width")
+        parts = [caption]
+        if self.p.show_heads:
+            parts.append(HeadPicker(patterns=pattern[layer].round(3).tolist(), selected=head, size=56,
+                                    sizing_mode="stretch_width", on_click=lambda head: ctx.set(head=head)))
+        parts.append(grid)
+        return pn.Column(*parts, sizing_mode="stretch_both", css_classes=["lf-view-attention"])
+
+
+def _esc(s) -> str:
+    import html
+
+    return html.escape(str(s))

@@ -1,0 +1,68 @@
+"""The View contract: declared params, needs (graph nodes), focus reads/sets, and render.
+
+A view never runs a model: it asks for Nodes, and at render time reads their results through a
+ViewContext. Panel is imported only inside render methods (and lensframe.views.widgets), so the
+spec validator and the compiler can use view classes without importing Panel.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lensframe.graph import Node
+
+
+class Pin(BaseModel):
+    """Focus fields fixed for one view (e.g. two attention views pinned to different heads)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: Optional[str] = None
+    sample: Optional[int] = Field(None, ge=0)
+    position: Optional[int] = Field(None, ge=0)
+    layer: Optional[int] = Field(None, ge=0)
+    head: Optional[int] = Field(None, ge=0)
+    neuron: Optional[int] = Field(None, ge=0)
+    cluster: Optional[int] = Field(None, ge=0)
+
+
+class ViewParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: Optional[str] = Field(None, description="which model of the spec (default: the first)")
+    title: Optional[str] = Field(None, description="card title (default: the view id)")
+    pin: Pin = Field(default_factory=Pin, description="focus fields fixed for this view")
+
+
+class View:
+    type: ClassVar[str] = ""
+    Params: ClassVar[type[ViewParams]] = ViewParams
+    reads: ClassVar[tuple[str, ...]] = ()
+    sets: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+
+    def __init__(self, id: str, params: ViewParams, model: str):
+        self.id, self.p, self.model = id, params, model
+
+    @property
+    def title(self) -> str:
+        return self.p.title or self.id
+
+    def tokens_node(self, max_tokens: int) -> Node:
+        return Node.make("tokens", self.model, max_tokens=max_tokens)
+
+    def needs(self, max_tokens: int) -> list[Node]:
+        return []
+
+    def check(self, info) -> list[tuple[tuple, str, str | None]]:
+        """Capability problems as (param path, message, hint), found before weights load."""
+        issues = []
+        if self.p.pin.layer is not None and self.p.pin.layer >= info.n_layers:
+            issues.append((("pin", "layer"), f"layer {self.p.pin.layer} is beyond the model's depth "
+                           f"({info.n_layers} layers: 0..{info.n_layers - 1})", None))
+        if self.p.pin.head is not None and self.p.pin.head >= info.n_heads:
+            issues.append((("pin", "head"), f"head {self.p.pin.head} is out of range "
+                           f"({info.n_heads} heads: 0..{info.n_heads - 1})", None))
+        return issues
+
+    def render(self, ctx):
+        raise NotImplementedError

@@ -1,0 +1,107 @@
+"""logit_lens: what each layer would predict (nostalgebraist 2020), for the focused sample.
+
+Layers x positions grid: the top-1 token of E · norm_f(h_l) in each cell, coloured by a metric
+against the model's final distribution; top-k on hover; click sets focus layer and position.
+Numbers come from the dataset pass (lensframe.ops.lens); this view only draws them.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from lensframe.graph import Node
+
+from .base import View, ViewParams
+
+METRIC_HELP = {
+    "prob": "probability of the final prediction",
+    "rank": "rank of the final prediction (log scale, dark = top)",
+    "kl": "KL(final || layer), nats (dark = far from final)",
+    "entropy": "entropy, nats (dark = uncertain)",
+}
+
+
+class LogitLensView(View):
+    type = "logit_lens"
+    description = "layers x positions: top-1 token of every layer's decoded residual (logit lens)"
+    reads = ("sample", "position", "layer")
+    sets = ("layer", "position")
+
+    class Params(ViewParams):
+        metric: Literal["prob", "rank", "kl", "entropy"] = Field("prob", description="cell colour")
+        top_k: int = Field(5, ge=1, le=50, description="tokens listed on hover")
+        stream: Literal["resid_post"] = Field("resid_post", description="residual stream decoded")
+
+    def lens_node(self) -> Node:
+        # The metric is not part of the node: the op computes all four, so lens views that differ
+        # only in colour share one result.
+        return Node.make("logit_lens", self.model, stream=self.p.stream, top_k=self.p.top_k)
+
+    def needs(self, max_tokens):
+        return [self.tokens_node(max_tokens), self.lens_node()]
+
+    def render(self, ctx):
+        import panel as pn
+
+        from .widgets import HeatGrid
+
+        res = ctx.result(self.lens_node())
+        s, k = ctx.sample, self.p.top_k
+        tokens = ctx.tokens()
+        T = len(tokens)
+        pos = ctx.position(T)
+        layers = res.meta["layers"]
+        L = len(layers)
+        ids, probs = res["ids"][s, :, :T, :k], res["probs"][s, :, :T, :k]
+        metric = res[self.p.metric][s, :, :T]
+        shade = _shade(self.p.metric, metric, ctx.board.infos[self.model].vocab_size)
+        tok = ctx.board.executor.model(self.model).tokenizer
+        vocab = _decoder(tok, np.unique(ids))
+        order = list(range(L - 1, -1, -1))  # final layer on top, as lens plots read
+        texts, tips, vals = [], [], []
+        for l in order:
+            texts.append([vocab[int(ids[l, t, 0])][:6] for t in range(T)])
+            vals.append([float(shade[l, t]) for t in range(T)])
+            tips.append([
+                f"layer {layers[l]}, position {t} {tokens[t]!r}\n{self.p.metric} = {metric[l, t]:.4g}\n"
+                + "\n".join(f"{probs[l, t, j]:.3f}  {vocab[int(ids[l, t, j])]!r}" for j in range(k))
+                for t in range(T)])
+        focus_layer = ctx.get("layer")
+        sel_row = order.index(focus_layer + 1) if focus_layer is not None and focus_layer + 1 < L else -1
+
+        def clicked(row, col):
+            layer = order[row] - 1  # row "embed" is layer -1: focus the first block instead
+            ctx.set(layer=max(layer, 0), position=col)
+
+        grid = HeatGrid(row_labels=[layers[l] for l in order], col_labels=tokens, values=vals, texts=texts,
+                        tips=tips, selected_row=sel_row, selected_col=pos, kind="lens",
+                        sizing_mode="stretch_both", on_click=clicked)
+        final = vocab[int(ids[L - 1, pos, 0])]
+        caption = pn.pane.HTML(
+            f"<div class='lf-lens-head'>sample <b>{s}</b> · position <b class='lf-position'>{pos}</b> "
+            f"<code>{_esc(repr(tokens[pos]))}</code> → final prediction <code>{_esc(repr(final))}</code>"
+            f" · colour: {METRIC_HELP[self.p.metric]}</div>", sizing_mode="stretch_width")
+        return pn.Column(caption, grid, sizing_mode="stretch_both", css_classes=["lf-view-logit-lens"])
+
+
+def _shade(metric: str, values: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Map a metric to [0, 1] for colour (dark = the notable end)."""
+    if metric == "prob":
+        return np.clip(values, 0, 1)
+    if metric == "rank":
+        return 1 - np.log1p(values) / np.log1p(vocab_size)
+    top = max(float(values.max()), 1e-9)
+    return np.clip(values / top, 0, 1)
+
+
+def _decoder(tokenizer, ids) -> dict[int, str]:
+    ids = [int(i) for i in ids]
+    return dict(zip(ids, tokenizer.batch_decode([[i] for i in ids], clean_up_tokenization_spaces=False)))
+
+
+def _esc(s) -> str:
+    import html
+
+    return html.escape(str(s))

@@ -1,0 +1,61 @@
+"""text: browse the dataset's samples (with labels) and the focused sample's tokens.
+
+Clicking a sample sets focus.sample; clicking a token sets focus.position.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from .base import View, ViewParams
+
+PREVIEW_CHARS = 90
+
+
+class TextView(View):
+    type = "text"
+    description = "dataset samples and the focused sample's tokens (click to focus)"
+    reads = ("sample", "position")
+    sets = ("sample", "position")
+
+    class Params(ViewParams):
+        show_samples: bool = Field(True, description="show the list of samples beside the tokens")
+        max_samples: Optional[int] = Field(None, ge=1, description="list at most this many samples")
+
+    def needs(self, max_tokens):
+        return [self.tokens_node(max_tokens)]
+
+    def render(self, ctx):
+        import panel as pn
+
+        from .widgets import SampleList, TokenStrip
+
+        ds = ctx.board.dataset
+        sample = ctx.sample
+        tokens = ctx.tokens()
+        pos = ctx.position(len(tokens))
+        label = ds.labels[sample] if ds.labels else None
+        header = pn.pane.HTML(
+            f"<div class='lf-sample-head'>sample <b>{sample}</b>"
+            + (f" · <span class='lf-label'>{_esc(label)}</span>" if label else "")
+            + f" · {len(tokens)} tokens · position <b class='lf-position'>{pos}</b>"
+            + f" <code>{_esc(repr(tokens[pos]))}</code></div>",
+            css_classes=["lf-text-head"], sizing_mode="stretch_width")
+        strip = TokenStrip(tokens=tokens, selected=pos, sizing_mode="stretch_width",
+                           on_click=lambda index: ctx.set(position=index))
+        parts = [header, strip]
+        if self.p.show_samples:
+            n = min(len(ds), self.p.max_samples or len(ds))
+            items = [{"index": i, "label": ds.labels[i] if ds.labels else "",
+                      "text": " ".join(ds.texts[i].split())[:PREVIEW_CHARS]} for i in range(n)]
+            samples = SampleList(items=items, selected=sample, height=160, sizing_mode="stretch_width",
+                                 on_click=lambda index: ctx.set(sample=index, position=None))
+            parts.append(samples)
+        return pn.Column(*parts, sizing_mode="stretch_both", css_classes=["lf-view-text"])
+
+
+def _esc(s) -> str:
+    import html
+
+    return html.escape(str(s))

@@ -1,0 +1,216 @@
+"""Small Panel components (JSComponent) the built-in views draw with.
+
+Each renders plain HTML with stable CSS classes (lf-token, lf-cell, lf-head, lf-sample) so users
+can style them and browser tests can find them; a click sends a message back to Python
+(`on_click`), where the view turns it into a focus change.
+"""
+from __future__ import annotations
+
+import param
+from panel.custom import JSComponent
+
+_BASE_CSS = """
+:host { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; font-size: 12px; }
+.lf-scroll { overflow: auto; max-height: 100%; }
+"""
+
+
+class _Clickable(JSComponent):
+    """Routes `model.send_msg({...})` from the browser to on_click callbacks."""
+
+    __abstract = True
+
+    def __init__(self, on_click=None, **params):
+        super().__init__(**params)
+        if on_click is not None:
+            self.on_msg(lambda msg: on_click(**msg))
+
+
+class TokenStrip(_Clickable):
+    """Tokens of one sample as inline chips; shade in [0, 1] colours them; click -> index."""
+
+    tokens = param.List(default=[])
+    shade = param.List(default=[])
+    selected = param.Integer(default=-1)
+
+    _esm = """
+    export function render({ model, el }) {
+      const box = document.createElement('div');
+      box.className = 'lf-tokens';
+      model.tokens.forEach((t, i) => {
+        const s = document.createElement('span');
+        s.className = 'lf-token' + (i === model.selected ? ' lf-selected' : '');
+        s.dataset.position = i;
+        s.textContent = t.replace(/\\n/g, '\\u21b5').replace(/ /g, '\\u00a0') || '\\u2205';
+        const v = model.shade[i];
+        if (v !== undefined && v !== null) s.style.background = `rgba(214, 96, 77, ${Math.min(1, Math.max(0, v))})`;
+        s.title = `position ${i}: ${JSON.stringify(t)}`;
+        s.addEventListener('click', () => model.send_msg({index: i}));
+        box.appendChild(s);
+      });
+      el.appendChild(box);
+    }
+    """
+    _stylesheets = [_BASE_CSS + """
+    .lf-tokens { line-height: 2.0; font-family: ui-monospace, monospace; }
+    .lf-token { padding: 2px 1px; margin: 0 1px; border-radius: 3px; cursor: pointer;
+                border: 1px solid #ddd; white-space: pre; }
+    .lf-token:hover { border-color: #333; }
+    .lf-token.lf-selected { outline: 2px solid #1f6fd1; border-color: #1f6fd1; }
+    """]
+
+
+class SampleList(_Clickable):
+    """A scrollable list of dataset samples (label badge + preview); click -> index."""
+
+    items = param.List(default=[])  # [{"index", "label", "text"}]
+    selected = param.Integer(default=-1)
+
+    _esm = """
+    export function render({ model, el }) {
+      const box = document.createElement('div');
+      box.className = 'lf-samples lf-scroll';
+      model.items.forEach((it) => {
+        const row = document.createElement('div');
+        row.className = 'lf-sample' + (it.index === model.selected ? ' lf-selected' : '');
+        row.dataset.sample = it.index;
+        const idx = document.createElement('span'); idx.className = 'lf-index'; idx.textContent = it.index;
+        row.appendChild(idx);
+        if (it.label) { const b = document.createElement('span'); b.className = 'lf-label'; b.textContent = it.label; row.appendChild(b); }
+        const t = document.createElement('span'); t.className = 'lf-preview'; t.textContent = it.text; row.appendChild(t);
+        row.addEventListener('click', () => model.send_msg({index: it.index}));
+        box.appendChild(row);
+      });
+      el.appendChild(box);
+      const sel = box.querySelector('.lf-selected');
+      if (sel) sel.scrollIntoView({block: 'nearest'});
+    }
+    """
+    _stylesheets = [_BASE_CSS + """
+    .lf-samples { height: 100%; }
+    .lf-sample { padding: 3px 6px; cursor: pointer; white-space: nowrap; overflow: hidden;
+                 text-overflow: ellipsis; border-bottom: 1px solid #eee; }
+    .lf-sample:hover { background: #f2f6fc; }
+    .lf-sample.lf-selected { background: #dbe8fb; }
+    .lf-index { color: #888; display: inline-block; min-width: 3em; }
+    .lf-label { background: #eef; color: #335; border-radius: 8px; padding: 0 6px; margin-right: 6px; }
+    """]
+
+
+class HeatGrid(_Clickable):
+    """A rows x cols table of coloured cells (values in [0, 1] or null), optional cell text and
+    tooltips, a highlighted row/column/cell; click -> (row, col)."""
+
+    row_labels = param.List(default=[])
+    col_labels = param.List(default=[])
+    values = param.List(default=[])
+    texts = param.List(default=[])
+    tips = param.List(default=[])
+    selected_row = param.Integer(default=-1)
+    selected_col = param.Integer(default=-1)
+    kind = param.String(default="grid")  # extra CSS class: lf-<kind>
+    cell_width = param.Integer(default=40)
+    cell_height = param.Integer(default=18)
+    hue = param.String(default="31, 111, 209")
+
+    _esm = """
+    export function render({ model, el }) {
+      const wrap = document.createElement('div');
+      wrap.className = 'lf-grid-wrap lf-scroll lf-' + model.kind;
+      const table = document.createElement('table');
+      table.className = 'lf-grid';
+      const head = document.createElement('tr');
+      head.appendChild(document.createElement('th'));
+      model.col_labels.forEach((c, j) => {
+        const th = document.createElement('th');
+        th.className = 'lf-col' + (j === model.selected_col ? ' lf-selected' : '');
+        th.textContent = c.replace(/\\n/g, '\\u21b5'); th.title = `${j}: ${JSON.stringify(c)}`;
+        head.appendChild(th);
+      });
+      table.appendChild(head);
+      model.row_labels.forEach((r, i) => {
+        const tr = document.createElement('tr');
+        const th = document.createElement('th');
+        th.className = 'lf-row' + (i === model.selected_row ? ' lf-selected' : '');
+        th.textContent = r; tr.appendChild(th);
+        const vals = model.values[i] || [], texts = model.texts[i] || [], tips = model.tips[i] || [];
+        model.col_labels.forEach((_, j) => {
+          const td = document.createElement('td');
+          let cls = 'lf-cell';
+          if (j === model.selected_col) cls += ' lf-focus-col';
+          if (i === model.selected_row) cls += ' lf-focus-row';
+          if (i === model.selected_row && j === model.selected_col) cls += ' lf-selected';
+          td.className = cls;
+          td.dataset.row = i; td.dataset.col = j;
+          const v = vals[j];
+          if (v === null || v === undefined) { td.classList.add('lf-empty'); }
+          else {
+            td.style.background = `rgba(${model.hue}, ${Math.min(1, Math.max(0, v)).toFixed(3)})`;
+            if (v > 0.55) td.style.color = 'white';
+          }
+          td.style.minWidth = model.cell_width + 'px'; td.style.maxWidth = model.cell_width + 'px';
+          td.style.height = model.cell_height + 'px';
+          if (texts[j] !== undefined) td.textContent = texts[j].replace(/\\n/g, '\\u21b5');
+          if (tips[j]) td.title = tips[j];
+          td.addEventListener('click', () => model.send_msg({row: i, col: j}));
+          tr.appendChild(td);
+        });
+        table.appendChild(tr);
+      });
+      wrap.appendChild(table);
+      el.appendChild(wrap);
+    }
+    """
+    _stylesheets = [_BASE_CSS + """
+    .lf-grid-wrap { height: 100%; }
+    .lf-grid { border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 11px; }
+    .lf-grid th { font-weight: normal; color: #555; padding: 0 3px; white-space: pre; max-width: 60px;
+                  overflow: hidden; text-overflow: ellipsis; }
+    .lf-grid th.lf-selected { color: #1f6fd1; font-weight: bold; }
+    .lf-cell { border: 1px solid #fff; padding: 0 2px; overflow: hidden; white-space: pre;
+               text-overflow: ellipsis; cursor: pointer; text-align: center; }
+    .lf-cell.lf-empty { background: #f6f6f6; }
+    .lf-cell.lf-focus-col { border-left: 1px solid #1f6fd1; border-right: 1px solid #1f6fd1; }
+    .lf-cell.lf-selected { outline: 2px solid #e4572e; outline-offset: -2px; }
+    .lf-attention .lf-cell { padding: 0; border: 0; }
+    """]
+
+
+class HeadPicker(_Clickable):
+    """Thumbnails of every head's attention pattern on canvases; click -> head."""
+
+    patterns = param.List(default=[])  # [head][query][key]
+    selected = param.Integer(default=0)
+    size = param.Integer(default=64)
+
+    _esm = """
+    export function render({ model, el }) {
+      const box = document.createElement('div');
+      box.className = 'lf-heads';
+      model.patterns.forEach((p, h) => {
+        const item = document.createElement('div');
+        item.className = 'lf-head' + (h === model.selected ? ' lf-selected' : '');
+        item.dataset.head = h;
+        const c = document.createElement('canvas');
+        const n = p.length; c.width = n; c.height = n;
+        c.style.width = model.size + 'px'; c.style.height = model.size + 'px';
+        const ctx = c.getContext('2d'); const img = ctx.createImageData(n, n);
+        for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+          const v = Math.sqrt(Math.max(0, Math.min(1, p[i][j]))); const k = 4 * (i * n + j);
+          img.data[k] = 255 - 224 * v; img.data[k + 1] = 255 - 144 * v; img.data[k + 2] = 255 - 46 * v; img.data[k + 3] = 255;
+        }
+        ctx.putImageData(img, 0, 0);
+        const cap = document.createElement('div'); cap.textContent = 'head ' + h;
+        item.appendChild(c); item.appendChild(cap);
+        item.addEventListener('click', () => model.send_msg({head: h}));
+        box.appendChild(item);
+      });
+      el.appendChild(box);
+    }
+    """
+    _stylesheets = [_BASE_CSS + """
+    .lf-heads { display: flex; flex-wrap: wrap; gap: 6px; }
+    .lf-head { cursor: pointer; text-align: center; color: #555; padding: 2px; border: 2px solid transparent; }
+    .lf-head canvas { image-rendering: pixelated; border: 1px solid #ccc; }
+    .lf-head.lf-selected { border-color: #1f6fd1; color: #1f6fd1; }
+    """]
