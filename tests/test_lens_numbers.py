@@ -45,8 +45,9 @@ def check_lens(board: Board, sample: int, k: int = 4):
     np.testing.assert_allclose(res["probs"][sample, :, :n], top.values.exp().numpy(), atol=2e-5)
     np.testing.assert_array_equal(res["ids"][sample, :, :n, 0], top.indices[..., 0].numpy())
     np.testing.assert_allclose(res["prob"][sample, :, :n], prob.numpy(), atol=2e-5)
-    np.testing.assert_allclose(res["entropy"][sample, :, :n], ent.numpy(), atol=2e-4)
-    np.testing.assert_allclose(res["kl"][sample, :, :n], kl.numpy(), atol=2e-4)
+    # entropy and KL sum ~V terms in float32 (V = 49k on SmolLM2): 1e-3 nats is float32 precision
+    np.testing.assert_allclose(res["entropy"][sample, :, :n], ent.numpy(), atol=1e-3, rtol=1e-4)
+    np.testing.assert_allclose(res["kl"][sample, :, :n], kl.numpy(), atol=1e-3, rtol=1e-4)
     np.testing.assert_array_equal(res["rank"][sample, :, :n], rank.numpy())
     # the final layer of the lens is the model's own output distribution
     np.testing.assert_allclose(res["kl"][sample, -1, :n], 0, atol=1e-4)

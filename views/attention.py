@@ -44,8 +44,8 @@ class AttentionView(View):
         vals = [[float(p[q, k]) / vmax if k <= q else None for k in range(T)] for q in range(T)]
         tips = [[f"{tokens[q]!r} (q {q}) → {tokens[k]!r} (k {k}): {p[q, k]:.3f}" for k in range(T)] for q in range(T)]
         grid = HeatGrid(row_labels=[f"{q} {t}"[:12] for q, t in enumerate(tokens)], col_labels=tokens, values=vals,
-                        tips=tips, selected_row=pos, selected_col=-1, kind="attention", cell_width=10,
-                        cell_height=10, sizing_mode="stretch_both",
+                        tips=tips, selected_row=pos, selected_col=-1, kind="attention", cell_width=12,
+                        cell_height=12, vertical_cols=True, sizing_mode="stretch_both",
                         on_click=lambda row, col: ctx.set(position=row))
         top = sorted(range(pos + 1), key=lambda k: -p[pos, k])[:3]
         caption = pn.pane.HTML(

@@ -23,7 +23,7 @@ class _Clickable(JSComponent):
     def __init__(self, on_click=None, **params):
         super().__init__(**params)
         if on_click is not None:
-            self.on_msg(lambda msg: on_click(**msg))
+            self.on_msg(lambda event: on_click(**event.data))
 
 
 class TokenStrip(_Clickable):
@@ -112,13 +112,14 @@ class HeatGrid(_Clickable):
     cell_width = param.Integer(default=40)
     cell_height = param.Integer(default=18)
     hue = param.String(default="31, 111, 209")
+    vertical_cols = param.Boolean(default=False)  # column labels written top to bottom (narrow cells)
 
     _esm = """
     export function render({ model, el }) {
       const wrap = document.createElement('div');
       wrap.className = 'lf-grid-wrap lf-scroll lf-' + model.kind;
       const table = document.createElement('table');
-      table.className = 'lf-grid';
+      table.className = 'lf-grid' + (model.vertical_cols ? ' lf-vertical' : '');
       const head = document.createElement('tr');
       head.appendChild(document.createElement('th'));
       model.col_labels.forEach((c, j) => {
@@ -167,6 +168,8 @@ class HeatGrid(_Clickable):
     .lf-grid th { font-weight: normal; color: #555; padding: 0 3px; white-space: pre; max-width: 60px;
                   overflow: hidden; text-overflow: ellipsis; }
     .lf-grid th.lf-selected { color: #1f6fd1; font-weight: bold; }
+    .lf-grid.lf-vertical th.lf-col { writing-mode: vertical-rl; max-height: 70px; max-width: none;
+                                     vertical-align: bottom; padding: 2px 0; }
     .lf-cell { border: 1px solid #fff; padding: 0 2px; overflow: hidden; white-space: pre;
                text-overflow: ellipsis; cursor: pointer; text-align: center; }
     .lf-cell.lf-empty { background: #f6f6f6; }
