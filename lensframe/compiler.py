@@ -12,15 +12,21 @@ from .ops import get_op
 def compile_plan(views: dict, model_fps: dict[str, str], dataset_fp: str, infos: dict, n_samples: int,
                  max_tokens: int, store=None) -> Plan:
     nodes: dict[Node, PlannedNode] = {}
+
+    def add(node: Node) -> PlannedNode:
+        if node not in nodes:
+            input_keys = [add(i).key for i in node.inputs]  # inputs first: a key covers its inputs
+            op = get_op(node.op)
+            key = node_key(node, model_fps.get(node.model), dataset_fp, op.version, input_keys)
+            est = op.estimate_bytes(node, infos[node.model], n_samples, max_tokens)
+            nodes[node] = PlannedNode(node, key, est_bytes=est)
+        return nodes[node]
+
     for view in views.values():
         for node in view.needs(max_tokens):
-            if node not in nodes:
-                op = get_op(node.op)
-                key = node_key(node, model_fps.get(node.model), dataset_fp, op.version)
-                est = op.estimate_bytes(node, infos[node.model], n_samples, max_tokens)
-                nodes[node] = PlannedNode(node, key, est_bytes=est)
-            if view.id not in nodes[node].views:
-                nodes[node].views.append(view.id)
+            planned = add(node)
+            if view.id not in planned.views:
+                planned.views.append(view.id)
     if store is not None:
         for p in nodes.values():
             p.cached = store.has(p.key)

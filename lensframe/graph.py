@@ -28,10 +28,11 @@ class Node:
     op: str
     model: str | None = None
     params: tuple = ()  # sorted ((name, value), ...)
+    inputs: tuple = ()  # Nodes whose results this one is computed from
 
     @staticmethod
-    def make(op: str, model: str | None = None, **params) -> "Node":
-        return Node(op, model, _freeze(params))
+    def make(op: str, model: str | None = None, inputs: tuple = (), **params) -> "Node":
+        return Node(op, model, _freeze(params), tuple(inputs))
 
     def param(self, name: str, default=None):
         return dict(self.params).get(name, default)
@@ -47,8 +48,9 @@ class Node:
         return f"{self.op}({args})" + (f" @{self.model}" if self.model else "")
 
 
-def node_key(node: Node, model_fp: str | None, dataset_fp: str, op_version: int) -> str:
-    doc = [STORE_FORMAT, node.op, op_version, list(node.params), model_fp, dataset_fp]
+def node_key(node: Node, model_fp: str | None, dataset_fp: str, op_version: int, input_keys=()) -> str:
+    """Identity of a result: what it is, how it is computed, and what it was computed from."""
+    doc = [STORE_FORMAT, node.op, op_version, list(node.params), model_fp, dataset_fp, list(input_keys)]
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

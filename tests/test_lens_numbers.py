@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from lensframe.board import Board
-from lensframe.graph import Node
 
 from .conftest import tiny_spec
 
@@ -27,7 +26,7 @@ def reference_lens(model, final_norm, E, bias, ids):
 
 
 def check_lens(board: Board, sample: int, k: int = 4):
-    res = board.result(Node.make("logit_lens", "main", stream="resid_post", top_k=k))
+    res = board.result(board.views["lens"].lens_node(board.spec.dataset.max_tokens))
     loaded = board.executor.model("main")
     tok = board.executor.tokens("main")
     n = int(tok["lengths"][sample])
@@ -61,7 +60,7 @@ def test_logit_lens_matches_hand_computation(kind, tiny_models, tmp_path):
     for sample in range(len(board.dataset)):
         check_lens(board, sample)
     # the metrics are not trivially flat on these random models
-    res = board.result(Node.make("logit_lens", "main", stream="resid_post", top_k=4))
+    res = board.result(board.views["lens"].lens_node(board.spec.dataset.max_tokens))
     assert res["kl"][:, 0].max() > 0.1
 
 

@@ -21,18 +21,18 @@ class AttentionView(View):
     class Params(ViewParams):
         show_heads: bool = Field(True, description="show the thumbnails of all heads of the layer")
 
-    def attention_node(self) -> Node:
-        return Node.make("attention", self.model)
+    def attention_node(self, max_tokens: int) -> Node:
+        return Node.make("attention", self.model, inputs=(self.tokens_node(max_tokens),))
 
     def needs(self, max_tokens):
-        return [self.tokens_node(max_tokens), self.attention_node()]
+        return [self.tokens_node(max_tokens), self.attention_node(max_tokens)]
 
     def render(self, ctx):
         import panel as pn
 
         from .widgets import HeadPicker, HeatGrid
 
-        pattern = ctx.focus_result(self.attention_node())["pattern"]  # [layers, heads, q, k]
+        pattern = ctx.focus_result(self.attention_node(ctx.board.spec.dataset.max_tokens))["pattern"]  # [layers, heads, q, k]
         n_layers, n_heads = pattern.shape[:2]
         layer = min(ctx.get("layer") if ctx.get("layer") is not None else 0, n_layers - 1)
         head = min(ctx.get("head") or 0, n_heads - 1)

@@ -34,20 +34,21 @@ class LogitLensView(View):
         top_k: int = Field(5, ge=1, le=50, description="tokens listed on hover")
         stream: Literal["resid_post"] = Field("resid_post", description="residual stream decoded")
 
-    def lens_node(self) -> Node:
+    def lens_node(self, max_tokens: int) -> Node:
         # The metric is not part of the node: the op computes all four, so lens views that differ
         # only in colour share one result.
-        return Node.make("logit_lens", self.model, stream=self.p.stream, top_k=self.p.top_k)
+        return Node.make("logit_lens", self.model, inputs=(self.tokens_node(max_tokens),),
+                         stream=self.p.stream, top_k=self.p.top_k)
 
     def needs(self, max_tokens):
-        return [self.tokens_node(max_tokens), self.lens_node()]
+        return [self.tokens_node(max_tokens), self.lens_node(max_tokens)]
 
     def render(self, ctx):
         import panel as pn
 
         from .widgets import HeatGrid
 
-        res = ctx.result(self.lens_node())
+        res = ctx.result(self.lens_node(ctx.board.spec.dataset.max_tokens))
         s, k = ctx.sample, self.p.top_k
         tokens = ctx.tokens()
         T = len(tokens)
