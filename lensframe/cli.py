@@ -65,18 +65,23 @@ def cmd_serve(args) -> int:
 
 def cmd_views(args) -> int:
     from .registry import view_types
+    from .spec.reference import default_text, type_name
 
     for name, cls in view_types().items():
         print(f"{name}: {cls.description}")
-        print(f"    reads focus: {', '.join(cls.reads) or '-'}; sets: {', '.join(cls.sets) or '-'}")
+        print(f"    reads focus: {', '.join(cls.reads) or '-'}; a click sets: {', '.join(cls.sets) or '-'}")
         for pname, f in cls.Params.model_fields.items():
-            default = f.default if f.default is not None else ""
-            anno = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
-            print(f"    {pname}: {anno} = {default!r}  {f.description or ''}".rstrip())
+            kind = type_name(f.annotation).replace("\\|", "|")
+            print(f"    {pname}: {kind} = {default_text(f).strip('`') or 'None'}  {f.description or ''}".rstrip())
     return 0
 
 
 def cmd_schema(args) -> int:
+    if args.markdown:
+        from .spec.reference import markdown
+
+        print(markdown())
+        return 0
     from .spec.jsonschema import spec_json_schema
 
     print(json.dumps(spec_json_schema(), indent=2))
@@ -111,7 +116,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print forward_passes, batches, cache_hits, seconds")
     c.set_defaults(fn=cmd_compute)
     sub.add_parser("views", help="list view types and their params").set_defaults(fn=cmd_views)
-    sub.add_parser("schema", help="print the spec's JSON Schema").set_defaults(fn=cmd_schema)
+    sc = sub.add_parser("schema", help="print the spec's JSON Schema (for editors)")
+    sc.add_argument("--markdown", action="store_true", help="print the spec reference as markdown instead")
+    sc.set_defaults(fn=cmd_schema)
     return p
 
 

@@ -33,6 +33,7 @@ class ComputeJob:
         self.fraction, self.message = 0.0, "starting"
         self.done, self.error = False, None
         self._thread: threading.Thread | None = None
+        self._bar = None
 
     def start(self) -> "ComputeJob":
         if self._thread is None:
@@ -47,9 +48,20 @@ class ComputeJob:
             self.error = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
         finally:
+            if self._bar is not None:
+                self._bar.close()
             self.done = True
 
     def _progress(self, fraction: float, message: str) -> None:
+        """Shared by every session's progress bar, and mirrored to a tqdm bar in the terminal."""
+        from tqdm.auto import tqdm
+
+        if self._bar is None or self._bar.desc != message:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = tqdm(total=100, desc=message, unit="%")
+        self._bar.n = int(fraction * 100)
+        self._bar.refresh()
         self.fraction, self.message = fraction, message
 
     def wait(self, timeout=None) -> None:
