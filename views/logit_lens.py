@@ -43,6 +43,13 @@ class LogitLensView(View):
     def needs(self, max_tokens):
         return [self.tokens_node(max_tokens), self.lens_node(max_tokens)]
 
+    def check(self, info):
+        issues = super().check(info)
+        if not info.has_lm_head:
+            issues.append((("type",), f"logit_lens needs an LM head, and this model ({info.architecture}) has none",
+                           "use a causal LM (…ForCausalLM / …LMHeadModel)"))
+        return issues
+
     def render(self, ctx):
         import panel as pn
 
