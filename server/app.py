@@ -92,7 +92,11 @@ def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None) 
         body = pn.Column(sizing_mode="stretch_both", css_classes=["lf-view-body"])
 
         def refresh(*_, view=view, ctx=ctx, body=body):
-            body.objects = [render_view(view, ctx)]
+            body.loading = True  # a focus pass may take a moment: show it rather than stale content
+            try:
+                body.objects = [render_view(view, ctx)]
+            finally:
+                body.loading = False
 
         refresh()
         refreshers.append(refresh)

@@ -5,6 +5,7 @@ Patterns come from the focus pass (one forward of the focused sample, shared wit
 """
 from __future__ import annotations
 
+import numpy as np
 from pydantic import Field
 
 from lensframe.graph import Node
@@ -14,6 +15,7 @@ from .base import View, ViewParams
 
 class AttentionView(View):
     type = "attention"
+    default_title = "Attention"
     description = "attention pattern of the focused layer and head, with all heads of the layer"
     reads = ("sample", "position", "layer", "head")
     sets = ("head", "position")
@@ -40,8 +42,10 @@ class AttentionView(View):
         T = len(tokens)
         pos = ctx.position(T)
         p = pattern[layer, head]
-        vmax = float(p.max()) or 1.0
-        vals = [[float(p[q, k]) / vmax if k <= q else None for k in range(T)] for q in range(T)]
+        # each query row scaled by its own max, square root: one strong sink (often position 0)
+        # would otherwise wash out every other cell
+        shade = np.sqrt(p / np.maximum(p.max(-1, keepdims=True), 1e-12))
+        vals = [[float(shade[q, k]) if k <= q else None for k in range(T)] for q in range(T)]
         tips = [[f"{tokens[q]!r} (q {q}) → {tokens[k]!r} (k {k}): {p[q, k]:.3f}" for k in range(T)] for q in range(T)]
         grid = HeatGrid(row_labels=[f"{q} {t}"[:12] for q, t in enumerate(tokens)], col_labels=tokens, values=vals,
                         tips=tips, selected_row=pos, selected_col=-1, kind="attention", cell_width=12,
@@ -49,7 +53,7 @@ class AttentionView(View):
                         on_click=lambda row, col: ctx.set(position=row))
         top = sorted(range(pos + 1), key=lambda k: -p[pos, k])[:3]
         caption = pn.pane.HTML(
-            f"<div class='lf-attn-head'>layer <b class='lf-layer'>{layer}</b> · head <b class='lf-head-index'>{head}</b>"
+            f"<div class='lf-attn-head'>sample <b class='lf-sample-index'>{ctx.sample}</b> · layer <b class='lf-layer'>{layer}</b> · head <b class='lf-head-index'>{head}</b>"
             f" · query position <b class='lf-position'>{pos}</b> <code>{_esc(repr(tokens[pos]))}</code> attends to "
             + ", ".join(f"<code>{_esc(repr(tokens[k]))}</code> {p[pos, k]:.2f}" for k in top) + "</div>",
             sizing_mode="stretch_width")

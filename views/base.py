@@ -43,9 +43,11 @@ class View:
     def __init__(self, id: str, params: ViewParams, model: str):
         self.id, self.p, self.model = id, params, model
 
+    default_title: ClassVar[str] = ""
+
     @property
     def title(self) -> str:
-        return self.p.title or self.id
+        return self.p.title or self.default_title or self.id
 
     def tokens_node(self, max_tokens: int) -> Node:
         return Node.make("tokens", self.model, max_tokens=max_tokens)

@@ -34,6 +34,10 @@ class LogitLensView(View):
         top_k: int = Field(5, ge=1, le=50, description="tokens listed on hover")
         stream: Literal["resid_post"] = Field("resid_post", description="residual stream decoded")
 
+    @property
+    def default_title(self) -> str:
+        return f"Logit lens ({self.p.metric})"
+
     def lens_node(self, max_tokens: int) -> Node:
         # The metric is not part of the node: the op computes all four, so lens views that differ
         # only in colour share one result.
@@ -80,8 +84,8 @@ class LogitLensView(View):
         sel_row = order.index(focus_layer + 1) if focus_layer is not None and focus_layer + 1 < L else -1
 
         def clicked(row, col):
-            layer = order[row] - 1  # row "embed" is layer -1: focus the first block instead
-            ctx.set(layer=max(layer, 0), position=col)
+            layer = order[row] - 1  # the "embed" row is no block: it moves the position only
+            ctx.set(position=col, **({"layer": layer} if layer >= 0 else {}))
 
         grid = HeatGrid(row_labels=[layers[l] for l in order], col_labels=tokens, values=vals, texts=texts,
                         tips=tips, selected_row=sel_row, selected_col=pos, kind="lens",

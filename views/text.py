@@ -15,6 +15,7 @@ PREVIEW_CHARS = 90
 
 class TextView(View):
     type = "text"
+    default_title = "Text"
     description = "dataset samples and the focused sample's tokens (click to focus)"
     reads = ("sample", "position")
     sets = ("sample", "position")
@@ -49,7 +50,7 @@ class TextView(View):
             n = min(len(ds), self.p.max_samples or len(ds))
             items = [{"index": i, "label": ds.labels[i] if ds.labels else "",
                       "text": " ".join(ds.texts[i].split())[:PREVIEW_CHARS]} for i in range(n)]
-            samples = SampleList(items=items, selected=sample, height=160, sizing_mode="stretch_width",
+            samples = SampleList(items=items, selected=sample, min_height=120, sizing_mode="stretch_both",
                                  on_click=lambda index: ctx.set(sample=index, position=None))
             parts.append(samples)
         return pn.Column(*parts, sizing_mode="stretch_both", css_classes=["lf-view-text"])

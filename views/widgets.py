@@ -15,6 +15,15 @@ _BASE_CSS = """
 """
 
 
+def _atomically(fn, data: dict) -> None:
+    """Run a click's focus change with document updates held, so every linked view changes in
+    one step (no view shows the new position over the old sample while another computes)."""
+    from panel.io import hold
+
+    with hold():
+        fn(**data)
+
+
 class _Clickable(JSComponent):
     """Routes `model.send_msg({...})` from the browser to on_click callbacks."""
 
@@ -23,7 +32,7 @@ class _Clickable(JSComponent):
     def __init__(self, on_click=None, **params):
         super().__init__(**params)
         if on_click is not None:
-            self.on_msg(lambda event: on_click(**event.data))
+            self.on_msg(lambda event: _atomically(on_click, event.data))
 
 
 class TokenStrip(_Clickable):
@@ -160,6 +169,15 @@ class HeatGrid(_Clickable):
       });
       wrap.appendChild(table);
       el.appendChild(wrap);
+      // a re-render starts scrolled to the top-left: bring the focused cell back into view
+      requestAnimationFrame(() => {
+        const sel = wrap.querySelector('td.lf-selected') || wrap.querySelector('th.lf-col.lf-selected')
+                    || wrap.querySelector('th.lf-row.lf-selected');
+        if (!sel) return;
+        const w = wrap.getBoundingClientRect(), r = sel.getBoundingClientRect();
+        if (r.left < w.left + 60 || r.right > w.right) wrap.scrollLeft += r.left - w.left - (w.width - r.width) / 2;
+        if (r.top < w.top + 20 || r.bottom > w.bottom) wrap.scrollTop += r.top - w.top - (w.height - r.height) / 2;
+      });
     }
     """
     _stylesheets = [_BASE_CSS + """
@@ -173,6 +191,9 @@ class HeatGrid(_Clickable):
     .lf-cell { border: 1px solid #fff; padding: 0 2px; overflow: hidden; white-space: pre;
                text-overflow: ellipsis; cursor: pointer; text-align: center; }
     .lf-cell.lf-empty { background: #f6f6f6; }
+    .lf-grid th.lf-col { position: sticky; top: 0; background: #fff; z-index: 1; }
+    .lf-grid th.lf-row { position: sticky; left: 0; background: #fff; z-index: 1; text-align: right; }
+    .lf-cell.lf-focus-row { box-shadow: inset 0 1px #1f6fd1, inset 0 -1px #1f6fd1; }
     .lf-cell.lf-focus-col { border-left: 1px solid #1f6fd1; border-right: 1px solid #1f6fd1; }
     .lf-cell.lf-selected { outline: 2px solid #e4572e; outline-offset: -2px; }
     .lf-attention .lf-cell { padding: 0; border: 0; }
