@@ -162,6 +162,8 @@ def _read_source(spec: DatasetSpec, base_dir: pathlib.Path):
         return spec.source, texts, labels if spec.label else None, sources
 
     path = base_dir / pathlib.Path(rest).expanduser()
+    if path.is_dir():
+        raise _err(f"{path.resolve()} is a folder, not a file", "source")
     if not path.is_file():
         raise _err(f"file not found: {path.resolve()}", "source")
     shown = os.path.normpath(rest)  # as the user wrote it, for display
@@ -170,7 +172,10 @@ def _read_source(spec: DatasetSpec, base_dir: pathlib.Path):
             raise _err("txt files have no label column; use jsonl or csv for labels", "label")
         texts, sources = _read_txt(path, shown)
         return scheme, texts, None, sources
-    rows, columns = (_read_jsonl if scheme == "jsonl" else _read_csv)(path, shown)
+    try:
+        rows, columns = (_read_jsonl if scheme == "jsonl" else _read_csv)(path, shown)
+    except UnicodeDecodeError as exc:
+        raise _err(f"{shown}: not UTF-8 text (byte {exc.start})", "source", hint="save the file as UTF-8") from None
     texts, labels, sources = _columns(rows, columns, spec)
     return scheme, texts, labels, sources
 

@@ -41,16 +41,24 @@ class SpecError(LensframeError):
             issues = [SpecIssue(issues, tuple(path), hint)]
         elif isinstance(issues, SpecIssue):
             issues = [issues]
-        self.issues: list[SpecIssue] = list(issues)
+        # like a compiler: in the order of the file (stable; issues without a line go last)
+        self.issues: list[SpecIssue] = sorted(
+            issues, key=lambda i: (i.line is None, i.line or 0, i.column or 0))
         super().__init__(self.format())
 
     def format(self) -> str:
         return "\n".join(i.format() for i in self.issues)
 
 
-def did_you_mean(name: str, choices) -> Optional[str]:
-    """"did you mean 'x'?" for the closest known name, or None when nothing is close."""
+def closest(name, choices) -> Optional[str]:
+    """The known name closest to `name`, or None when nothing is close."""
     import difflib
 
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
+    return close[0] if close else None
+
+
+def did_you_mean(name, choices) -> Optional[str]:
+    """"did you mean 'x'?" for the closest known name, or None when nothing is close."""
+    close = closest(name, choices)
+    return f"did you mean {close!r}?" if close else None

@@ -105,6 +105,8 @@ def info_from_config(cfg, where: tuple) -> ModelInfo:
 class Source:
     """Base: subclasses find the folder (or hub id) that transformers loads from."""
 
+    config_hint = "the source must name a saved transformers model"
+
     def __init__(self, name: str, spec, where: tuple):
         self.name, self.spec, self.where = name, spec, where
         self._info: ModelInfo | None = None
@@ -119,7 +121,12 @@ class Source:
         if self._info is None:
             from transformers import AutoConfig
 
-            cfg = AutoConfig.from_pretrained(self.folder(), trust_remote_code=self.spec.trust_remote_code, **self.load_kwargs())
+            try:
+                cfg = AutoConfig.from_pretrained(self.folder(), trust_remote_code=self.spec.trust_remote_code,
+                                                 **self.load_kwargs())
+            except Exception as exc:  # a broken config.json, a model type transformers lacks, ...
+                raise SpecError(f"cannot read the model config in {self.folder()}: {str(exc).splitlines()[0]}",
+                                self.where, self.config_hint) from None
             self._info = info_from_config(cfg, self.where)
         return self._info
 
@@ -167,6 +174,8 @@ class PathSource(Source):
 class HubSource(Source):
     """hf:<id>[@revision], read from the local Hugging Face cache (or the hub where reachable)."""
 
+    config_hint = "download it once where the hub is reachable (it is then read from the HF cache), or use path:<dir>"
+
     def __init__(self, name, spec, where):
         super().__init__(name, spec, where)
         ident = spec.source.split(":", 1)[1]
@@ -178,15 +187,6 @@ class HubSource(Source):
 
     def folder(self) -> str:
         return self.repo_id
-
-    def info(self) -> ModelInfo:
-        try:
-            return super().info()
-        except SpecError:
-            raise
-        except Exception as exc:  # not in the cache and no network, a typo in the id, ...
-            raise SpecError(f"cannot load config of hf:{self.repo_id}: {str(exc).splitlines()[0]}", self.where,
-                            "download it once where the hub is reachable, or use path:<dir>") from None
 
     def fingerprint(self) -> str:
         from huggingface_hub import try_to_load_from_cache

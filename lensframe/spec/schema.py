@@ -12,6 +12,9 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+MODEL_SCHEMES = ("builtin", "hf", "path")
+
+
 class Strict(BaseModel):
     """Unknown keys are errors, never silently dropped."""
 
@@ -31,7 +34,7 @@ class ModelSpec(Strict):
     @classmethod
     def _known_scheme(cls, v: str) -> str:
         scheme = v.split(":", 1)[0] if ":" in v else ""
-        if scheme not in ("builtin", "hf", "path"):
+        if scheme not in MODEL_SCHEMES:
             raise ValueError(
                 f"unknown model source {v!r}: expected builtin:<name>, hf:<id>[@revision] or path:<dir>"
             )

@@ -1,23 +1,27 @@
 """Spec validation: YAML -> normalized Spec, with every error of the file at once.
 
 Stages, each reporting all its problems with file:line:column:
-  1. YAML syntax, duplicate keys (yaml_loader)
-  2. the spec's own schema (schema.SpecV1)
-  3. each view against its type's Params (from the view registry), model references, pins
-  4. the layout (rectangles of known view ids; every view placed)
+  1. YAML syntax, duplicate keys, refused tags (yaml_loader)
+  2. the spec's own schema (schema.SpecV1), in pydantic's strict mode: YAML has real numbers and
+     booleans, so a quoted "5" or "yes" is a wrong type, not something to coerce
+  3. the model(s), checked from the raw data so a mistake elsewhere never hides one here
+  4. each view against its type's Params (from the view registry), model references, pins
+  5. the layout (rectangles of known view ids; every view placed), positioned at the row and cell
+A stage never stops the next: every issue of the file is raised at once, sorted by position.
 Capability checks that need the model's config or the dataset run later, in Board.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import SpecError, SpecIssue, did_you_mean
+from ..errors import SpecError, SpecIssue, closest, did_you_mean
 from .layout import Layout, default_layout, parse_layout
-from .schema import DatasetSpec, ModelSpec, RunSpec, SpecV1
+from .schema import MODEL_SCHEMES, DatasetSpec, ModelSpec, RunSpec, SpecV1
 from .yaml_loader import Positions, load_yaml
 
 
@@ -69,23 +73,79 @@ class Spec:
         }
 
 
-def _pydantic_issues(exc: ValidationError, prefix: tuple, file: str, pos: Positions, known: dict[tuple, list]) -> list[SpecIssue]:
+_TYPE_WORDS = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
+    "bool_type": "true or false", "bool_parsing": "true or false", "list_type": "a list",
+    "tuple_type": "a list", "set_type": "a list", "dict_type": "a mapping", "model_type": "a mapping",
+    "model_attributes_type": "a mapping", "none_required": "empty (null)",
+}
+_MISSING_HINTS = {
+    ("lensframe",): "start the spec with `lensframe: 1`",
+    ("dataset",): "e.g. dataset: {source: builtin:fortunes}",
+    ("views",): "e.g. views: {text: {type: text}}",
+}
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+
+
+def _unwrap(annotation):
+    """The pydantic model reached through Optional[...], list[...], dict[..., ...], or None."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in reversed(get_args(annotation)):  # dict[str, M]: the value type is last
+        found = _unwrap(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _known_keys(model_cls, loc: tuple) -> list[str]:
+    """Field names of the pydantic model that holds the last key of `loc` (relative to model_cls)."""
+    cls = model_cls
+    for part in loc[:-1]:
+        if cls is None:
+            return []
+        if isinstance(part, str) and part in cls.model_fields:
+            cls = _unwrap(cls.model_fields[part].annotation)
+        # else: a dict key or list index: stay on the value type found above
+    return list(cls.model_fields) if cls is not None else []
+
+
+def _pydantic_issues(exc: ValidationError, prefix: tuple, file: str, pos: Positions, model_cls,
+                     extra_keys: tuple = ()) -> list[SpecIssue]:
     issues = []
     for e in exc.errors():
-        loc = prefix + tuple(e["loc"])
+        rel = tuple(p for p in e["loc"] if p != "[key]")
+        loc = prefix + rel
         kind = e["type"]
         hint = None
         if kind == "extra_forbidden":
-            parent = loc[:-1]
-            choices = known.get(parent, [])
-            msg = f"unknown key {loc[-1]!r}"
-            hint = did_you_mean(loc[-1], choices) or (f"known keys: {', '.join(choices)}" if choices else None)
+            choices = list(extra_keys if len(rel) == 1 else ()) + _known_keys(model_cls, rel)
+            msg = f"unknown key {rel[-1]!r}"
+            hint = did_you_mean(rel[-1], choices) or (f"known keys: {', '.join(choices)}" if choices else None)
             line, col = pos.of(loc, key=True) or (None, None)
         else:
             msg = _message(e)
-            line, col = pos.of(loc) or (None, None)
+            if kind == "literal_error":
+                hint = did_you_mean(e.get("input"), re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", ""))))
+            elif kind == "missing":
+                hint = _MISSING_HINTS.get(loc)
+            elif kind == "string_pattern_mismatch":
+                hint = did_you_mean(e.get("input"), _pattern_choices(e) or [])
+            line, col = pos.of(loc, key="[key]" in e["loc"]) or (None, None)
+            if "[key]" in e["loc"]:
+                msg = "a key " + msg
         issues.append(SpecIssue(msg, loc, hint, file, line, col))
     return issues
+
+
+def _pattern_choices(e: dict) -> list[str] | None:
+    m = re.fullmatch(r"\^\(([\w|.-]+)\)\$", str((e.get("ctx") or {}).get("pattern", "")))
+    return m.group(1).split("|") if m else None
 
 
 def _message(e: dict) -> str:
@@ -93,19 +153,48 @@ def _message(e: dict) -> str:
     ctx = e.get("ctx") or {}
     if kind == "missing":
         return "required key is missing"
-    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+    if kind in _BOUNDS:
         bound = next(iter(ctx.values()))
-        return f"must be {op} {bound} (got {got!r})"
+        return f"must be {_BOUNDS[kind]} {bound} (got {got!r})"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')} (got {got!r})"
+    if kind == "string_pattern_mismatch" and _pattern_choices(e):
+        choices = [repr(c) for c in _pattern_choices(e)]
+        return f"must be one of {', '.join(choices[:-1])} or {choices[-1]} (got {got!r})"
     if kind == "value_error":
         return str(ctx.get("error", e["msg"]))
-    return f"{e['msg'].lower()} (got {got!r})"
+    if kind in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[kind]} (got {_show(got)})"
+    if kind in ("too_short", "too_long"):
+        return f"{e['msg'][0].lower()}{e['msg'][1:]} (got {len(got) if hasattr(got, '__len__') else got!r})"
+    return f"{e['msg'][0].lower()}{e['msg'][1:]} (got {_show(got)})"
 
 
-def _fields(model_cls) -> list[str]:
-    return list(model_cls.model_fields)
+def _show(value) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "null" if value is None else repr(value)
+
+
+def _source_hint(source: str) -> str | None:
+    """A hint for a model source with an unknown scheme: the close scheme, or the three forms."""
+    scheme, sep, rest = source.partition(":")
+    if not sep:
+        return f"did you mean 'hf:{source}' (or 'path:{source}' for a folder)?"
+    close = closest(scheme, MODEL_SCHEMES)
+    if close:
+        return f"did you mean '{close}:{rest}'?"
+    return "e.g. model: builtin:smollm2-135m, model: hf:gpt2 or model: path:./models/mine"
+
+
+def _under(path: tuple, reported: set) -> bool:
+    return any(path[:len(r)] == r for r in reported)
+
+
+def _pos(pos: Positions, path: tuple, key: bool = False) -> tuple:
+    return pos.of(path, key=key) or (None, None)
 
 
 def validate_spec(text: str, file: str, base_dir: Path | None = None) -> Spec:
@@ -118,96 +207,144 @@ def validate_spec(text: str, file: str, base_dir: Path | None = None) -> Spec:
         raise SpecError(issues)
     if not isinstance(data, dict):
         raise SpecError(issues + [SpecIssue("the spec must be a mapping (key: value lines)", (), "start with `lensframe: 1`", file, 1, 1)])
+    reported = {i.path for i in issues}  # the loader already blamed these (refused tags, ...)
 
-    known_keys: dict[tuple, list] = {
-        (): _fields(SpecV1), ("dataset",): _fields(DatasetSpec), ("run",): _fields(RunSpec)}
-    for name in (data.get("models") or {}) if isinstance(data.get("models"), dict) else {}:
-        known_keys[("models", name)] = _fields(ModelSpec)
+    def add(found: list[SpecIssue]) -> None:
+        issues.extend(i for i in found if not _under(i.path, reported))
 
     raw_views = data.get("views") if isinstance(data.get("views"), dict) else {}
     spec_obj = None
     try:
-        spec_obj = SpecV1.model_validate({**data, "views": {k: {} for k in raw_views} if raw_views else data.get("views")})
+        # strict: a quoted "5" is not an integer, "yes" is not a boolean (YAML has real ones)
+        spec_obj = SpecV1.model_validate({**data, "views": {k: {} for k in raw_views} if raw_views else data.get("views")},
+                                         strict=True)
     except ValidationError as exc:
-        issues += _pydantic_issues(exc, (), file, pos, known_keys)
+        add(_pydantic_issues(exc, (), file, pos, SpecV1))
 
-    # models: `model: src` is shorthand for {main: {source: src}}
+    # models: `model: src` is shorthand for {main: {source: src}}. Checked from the raw data, so a
+    # mistake elsewhere in the file does not hide a mistake here.
     models: dict[str, ModelSpec] = {}
-    if spec_obj is not None:
-        if spec_obj.model and spec_obj.models:
-            issues.append(SpecIssue("give either `model` or `models`, not both", ("model",), None, file, *(pos.of(("model",), key=True) or (None, None))))
-        elif spec_obj.model:
+    model_names: list = []
+    raw_model, raw_models = data.get("model"), data.get("models")
+    if raw_model is not None and raw_models is not None:
+        issues.append(SpecIssue("give either `model` or `models`, not both", ("model",), None, file, *_pos(pos, ("model",), key=True)))
+    elif raw_model is not None:
+        model_names = ["main"]
+        if isinstance(raw_model, str):  # a wrong type is reported by SpecV1 above
             try:
-                models = {"main": ModelSpec(source=spec_obj.model)}
+                models = {"main": ModelSpec.model_validate({"source": raw_model}, strict=True)}
             except ValidationError as exc:
-                issues += [SpecIssue(_message(e), ("model",), "e.g. model: builtin:smollm2-135m", file, *(pos.of(("model",)) or (None, None))) for e in exc.errors()]
-        elif spec_obj.models:
-            models = dict(spec_obj.models)
-        else:
-            issues.append(SpecIssue("no model given", ("model",), "add `model: builtin:smollm2-135m`", file, 1, 1))
-        if not raw_views and spec_obj.views is not None:
-            issues.append(SpecIssue("no views given", ("views",), "add e.g. `text: {type: text}` under views", file, *(pos.of(("views",)) or (1, 1))))
+                add([SpecIssue(_message(e), ("model",), _source_hint(raw_model), file, *_pos(pos, ("model",))) for e in exc.errors()])
+    elif raw_models is not None:
+        if isinstance(raw_models, dict):
+            model_names = list(raw_models)
+            for name, m in raw_models.items():
+                try:
+                    models[name] = ModelSpec.model_validate(m, strict=True)
+                except ValidationError as exc:  # reported by SpecV1 above; add a hint to a bad source
+                    if isinstance(m, dict) and isinstance(m.get("source"), str):
+                        for i in issues:
+                            if i.path == ("models", name, "source") and i.hint is None:
+                                i.hint = _source_hint(m["source"])
+            if not raw_models and ("models",) not in reported:
+                issues.append(SpecIssue("no models given", ("models",), "e.g. models: {main: {source: hf:gpt2}}", file, *_pos(pos, ("models",))))
+    elif not _under(("model",), reported):
+        issues.append(SpecIssue("no model given", ("model",), "add `model: builtin:smollm2-135m`", file, 1, 1))
+    if isinstance(data.get("views"), dict) and not raw_views:
+        issues.append(SpecIssue("no views given", ("views",), "add e.g. `text: {type: text}` under views", file, *_pos(pos, ("views",))))
 
     # views: each against its type's own Params model
     types = view_types()
     entries: dict[str, ViewEntry] = {}
     for vid, raw in raw_views.items():
         where = ("views", vid)
+        if _under(where, reported):
+            continue
         if not isinstance(raw, dict):
-            issues.append(SpecIssue("a view must be a mapping with a `type`", where, "e.g. {type: text}", file, *(pos.of(where) or (None, None))))
+            issues.append(SpecIssue("a view must be a mapping with a `type`", where, "e.g. {type: text}", file, *_pos(pos, where)))
             continue
         vtype = raw.get("type")
+        if where + ("type",) in reported:
+            continue
         if vtype is None:
-            issues.append(SpecIssue("the view has no `type`", where, f"types: {', '.join(types)}", file, *(pos.of(where) or (None, None))))
+            issues.append(SpecIssue("the view has no `type`", where, f"types: {', '.join(types)}", file, *_pos(pos, where)))
+            continue
+        if not isinstance(vtype, str):
+            issues.append(SpecIssue(f"must be a view type name (got {_show(vtype)})", where + ("type",),
+                                    f"types: {', '.join(types)}", file, *_pos(pos, where + ("type",))))
             continue
         if vtype not in types:
             issues.append(SpecIssue(f"unknown view type {vtype!r}", where + ("type",),
-                                    did_you_mean(vtype, types) or f"types: {', '.join(types)}", file, *(pos.of(where + ("type",)) or (None, None))))
+                                    did_you_mean(vtype, types) or f"types: {', '.join(types)}", file, *_pos(pos, where + ("type",))))
             continue
         cls = types[vtype]
-        known_keys[where] = ["type"] + _fields(cls.Params)
-        known_keys[where + ("pin",)] = list(cls.Params.model_fields["pin"].annotation.model_fields) if "pin" in cls.Params.model_fields else []
         try:
-            params = cls.Params.model_validate({k: v for k, v in raw.items() if k != "type"})
+            params = cls.Params.model_validate({k: v for k, v in raw.items() if k != "type"}, strict=True)
         except ValidationError as exc:
-            issues += _pydantic_issues(exc, where, file, pos, known_keys)
+            add(_pydantic_issues(exc, where, file, pos, cls.Params, extra_keys=("type",)))
             continue
-        model = params.model or (next(iter(models)) if models else "main")
-        if models and model not in models:
+        model = params.model or (model_names[0] if model_names else "main")
+        if model_names and model not in model_names:
             issues.append(SpecIssue(f"unknown model {model!r}", where + ("model",),
-                                    did_you_mean(model, models) or f"models: {', '.join(models)}", file, *(pos.of(where + ("model",)) or (None, None))))
+                                    did_you_mean(model, model_names) or f"models: {', '.join(map(str, model_names))}",
+                                    file, *_pos(pos, where + ("model",))))
+            continue
+        if params.pin.model is not None and model_names and params.pin.model not in model_names:
+            issues.append(SpecIssue(f"unknown model {params.pin.model!r}", where + ("pin", "model"),
+                                    did_you_mean(params.pin.model, model_names) or f"models: {', '.join(map(str, model_names))}",
+                                    file, *_pos(pos, where + ("pin", "model"))))
             continue
         entries[vid] = ViewEntry(vid, vtype, cls, params, model)
 
     # layout
     layout = None
     if raw_views:
-        text_layout = data.get("layout") if isinstance(data.get("layout"), str) else default_layout(list(raw_views))
+        given = data.get("layout")
+        text_layout = given if isinstance(given, str) else default_layout(list(raw_views))
         layout, problems = parse_layout(text_layout, list(raw_views))
-        lpos = pos.of(("layout",))
-        for row, msg, hint in problems:
-            issues.append(SpecIssue(msg, ("layout",), hint, file, *_layout_line(text, lpos, row)))
+        for p in problems:
+            line, col = _layout_position(text, pos, p.row, p.cell) if isinstance(given, str) else _pos(pos, ("views",), key=True)
+            issues.append(SpecIssue(p.message, ("layout",), p.hint, file, line, col))
 
     if issues:
         raise SpecError(issues)
     return Spec(file, base_dir, spec_obj.title, models, spec_obj.dataset, spec_obj.run, entries, layout, pos)
 
 
-def _layout_line(text: str, lpos, row: int) -> tuple[int | None, int | None]:
-    """Line of the `row`-th non-empty row of a block-scalar layout (the value starts after `|`)."""
-    if not lpos:
+def _layout_position(text: str, pos: Positions, row: int, cell: int | None) -> tuple[int | None, int | None]:
+    """Line and column of the `row`-th non-empty row (and its `cell`-th name) of the layout value.
+
+    A block scalar (`layout: |`) has one row per line, starting on the line after the `|` (which
+    may carry a comment). A one-line plain or quoted value is row 0 on its own line. Anything else
+    (a multi-line quoted string) points at the value's start.
+    """
+    start = pos.of(("layout",))
+    if not start:
         return None, None
+    style = pos.styles.get(("layout",))
+    end = pos.ends.get(("layout",), start)
     lines = text.splitlines()
-    start = lpos[0] - 1
-    if lines[start].rstrip().endswith(("|", ">", "|-", ">-", "|+")):
-        start += 1
-    seen = -1
-    for i in range(start, len(lines)):
-        if lines[i].strip():
-            seen += 1
-            if seen == row:
-                return i + 1, len(lines[i]) - len(lines[i].lstrip()) + 1
-    return lpos
+    if style in ("|", ">"):
+        seen = -1
+        for i in range(start[0], min(end[0], len(lines))):  # 0-based index of the line after `|`
+            if lines[i].strip():
+                seen += 1
+                if seen == row:
+                    return i + 1, _cell_column(lines[i], 0, cell)
+        return start
+    if end[0] == start[0] and row == 0:
+        quote = 1 if style in ('"', "'") else 0
+        return start[0], _cell_column(lines[start[0] - 1], start[1] - 1 + quote, cell)
+    return start
+
+
+def _cell_column(line: str, offset: int, cell: int | None) -> int:
+    """1-based column of the `cell`-th whitespace-separated name in line[offset:] (its first name if None)."""
+    names = list(re.finditer(r"\S+", line[offset:]))
+    if not names:
+        return offset + 1
+    m = names[min(cell or 0, len(names) - 1)]
+    return offset + m.start() + 1
 
 
 def load_spec(path) -> Spec:
@@ -216,6 +353,10 @@ def load_spec(path) -> Spec:
         text = path.read_text()
     except FileNotFoundError:
         raise SpecError(SpecIssue("spec file not found", (), "check the path", str(path))) from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise SpecError(SpecIssue(f"the spec is not UTF-8 text (byte {exc.start})", (), "save it as UTF-8",
+                                  str(path), line, 1)) from None
     except OSError as exc:
         raise SpecError(SpecIssue(f"cannot read spec file: {exc.strerror}", (), None, str(path))) from None
     return validate_spec(text, str(path), path.resolve().parent)

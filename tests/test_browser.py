@@ -1,0 +1,229 @@
+"""Browser tests: `lensframe serve` on the small SmolLM2 spec, driven by Playwright (sync API) in
+Debian's Chromium. Checks the linked views (a click in one view moves the others), that every
+browser session has its own focus, and that no view shows an error card.
+
+Needs the playwright Python package and /usr/bin/chromium (never `playwright install`).
+Screenshots go to tests/artifacts/ (git-ignored).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = Path(__file__).parent / "specs" / "smollm2_small.yaml"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+START_TIMEOUT_S = 180
+TIMEOUT_MS = 30_000  # per expectation: a focus change re-renders the views over the websocket
+
+TITLE = "lensframe integration"  # the spec's title
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_board, smollm2_cache, tmp_path_factory):
+    """`lensframe serve` on the small spec, warm: smollm2_board has already filled the store."""
+    del smollm2_board  # requested first only so the store is computed before the server starts
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "lensframe", "serve", str(SPEC), "--port", str(port),
+           "--cache-dir", str(smollm2_cache)]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+
+    def output() -> str:
+        return log_path.read_text(errors="replace")[-8000:]
+
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _answers(url):
+            if proc.poll() is not None:
+                pytest.fail(f"`lensframe serve` exited with {proc.returncode} before answering:\n{output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"`lensframe serve` did not answer HTTP 200 on {url} in {START_TIMEOUT_S}s:\n{output()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def expect():
+    from playwright.sync_api import expect as _expect
+
+    _expect.set_options(timeout=TIMEOUT_MS)
+    return _expect
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def _open(browser, url, expect):
+    """A new browser context (its own Bokeh session, so its own Focus) showing the dashboard."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    expect(page.locator(".lf-card-text .lf-token").first).to_be_visible()
+    return context, page, errors
+
+
+def _check_page(page, expect, js_errors):
+    expect(page).to_have_title(TITLE)
+    expect(page.locator(".lf-title")).to_have_text(TITLE)
+    expect(page.locator(".lf-error")).to_have_count(0)
+    expect(page.locator(".lf-waiting")).to_have_count(0)
+    assert not js_errors, f"JavaScript errors in the page: {js_errors}"
+
+
+def _n_tokens(page) -> int:
+    return page.locator(".lf-card-text .lf-token").count()
+
+
+def test_click_token_moves_every_view(server, browser, expect, artifacts):
+    context, page, js_errors = _open(browser, server, expect)
+    try:
+        text, lens, attn = page.locator(".lf-card-text"), page.locator(".lf-card-lens"), page.locator(".lf-card-attn")
+        T = _n_tokens(page)
+        assert T > 6, f"the first sample has only {T} tokens"
+        last = str(T - 1)
+        # Default focus: the last token, in every view.
+        expect(text.locator(".lf-position")).to_have_text(last)
+        expect(lens.locator(".lf-position")).to_have_text(last)
+        expect(attn.locator(".lf-position")).to_have_text(last)
+
+        # Click the token at position 5: the text, both lens views and the attention view follow.
+        text.locator('.lf-token[data-position="5"]').click()
+        expect(text.locator('.lf-token[data-position="5"]')).to_have_class(re.compile(r"\blf-selected\b"))
+        expect(text.locator(".lf-position")).to_have_text("5")
+        expect(lens.locator(".lf-position")).to_have_text("5")
+        expect(lens.locator("th.lf-col.lf-selected")).to_have_count(1)
+        expect(lens.locator("th.lf-col").nth(5)).to_have_class(re.compile(r"\blf-selected\b"))
+        expect(page.locator(".lf-card-lens_kl .lf-position")).to_have_text("5")
+        expect(attn.locator(".lf-position")).to_have_text("5")
+        expect(attn.locator("th.lf-row").nth(5)).to_have_class(re.compile(r"\blf-selected\b"))
+
+        # Click a lens cell: its row is a layer, its column a position; attention follows both.
+        row, col = 10, 3
+        cell = lens.locator(f'.lf-cell[data-row="{row}"][data-col="{col}"]')
+        layer = lens.locator("th.lf-row").nth(row).inner_text().strip()
+        assert layer.isdigit(), f"lens row {row} is labelled {layer!r}, expected a block index"
+        cell.click()
+        expect(attn.locator(".lf-layer")).to_have_text(layer)
+        expect(attn.locator(".lf-position")).to_have_text(str(col))
+        expect(lens.locator(".lf-position")).to_have_text(str(col))
+        expect(lens.locator(f'.lf-cell[data-row="{row}"][data-col="{col}"]')).to_have_class(
+            re.compile(r"\blf-selected\b"))
+        expect(text.locator(".lf-position")).to_have_text(str(col))
+
+        # Click head 2's thumbnail.
+        expect(attn.locator(".lf-head-index")).to_have_text("0")
+        attn.locator('.lf-head[data-head="2"]').click()
+        expect(attn.locator(".lf-head-index")).to_have_text("2")
+        expect(attn.locator('.lf-head[data-head="2"]')).to_have_class(re.compile(r"\blf-selected\b"))
+        expect(attn.locator(".lf-layer")).to_have_text(layer)  # the layer stays
+
+        _check_page(page, expect, js_errors)
+        page.screenshot(path=str(artifacts / "browser-after-click.png"), full_page=True)
+
+        # Click sample 3 in the sample list: the header shows it, position resets to its last token.
+        text.locator('.lf-sample[data-sample="3"]').click()
+        expect(text.locator(".lf-sample-head b").first).to_have_text("3")
+        expect(text.locator('.lf-sample[data-sample="3"]')).to_have_class(re.compile(r"\blf-selected\b"))
+        expect(lens.locator(".lf-lens-head b").first).to_have_text("3")
+        T3 = _n_tokens(page)
+        expect(text.locator(".lf-position")).to_have_text(str(T3 - 1))
+        # The attention caption does not name the sample: check that its grid shows sample 3's tokens
+        # (the token strip's title is 'position i: "tok"', a grid column's title 'i: "tok"').
+        for view in (attn, lens):
+            expect(view.locator("th.lf-col")).to_have_count(T3)
+            for i in (0, T3 - 1):
+                tip = text.locator(f'.lf-token[data-position="{i}"]').get_attribute("title")
+                expect(view.locator("th.lf-col").nth(i)).to_have_attribute("title", tip.removeprefix("position "))
+        expect(attn.locator(".lf-position")).to_have_text(str(T3 - 1))
+        expect(attn.locator(".lf-head-index")).to_have_text("2")  # head and layer are kept
+        expect(attn.locator(".lf-layer")).to_have_text(layer)
+        _check_page(page, expect, js_errors)
+    finally:
+        context.close()
+
+
+def test_sessions_have_their_own_focus(server, browser, expect, artifacts):
+    ctx_a, page_a, err_a = _open(browser, server, expect)
+    ctx_b, page_b, err_b = _open(browser, server, expect)
+    try:
+        last = str(_n_tokens(page_b) - 1)
+        for page in (page_a, page_b):
+            expect(page.locator(".lf-card-lens .lf-position")).to_have_text(last)
+
+        page_a.locator('.lf-card-text .lf-token[data-position="2"]').click()
+        for sel in (".lf-card-text", ".lf-card-lens", ".lf-card-attn"):
+            expect(page_a.locator(f"{sel} .lf-position")).to_have_text("2")
+
+        # Make session B re-render (a head click) so a leak of A's focus would show up there.
+        page_b.locator('.lf-card-attn .lf-head[data-head="1"]').click()
+        expect(page_b.locator(".lf-card-attn .lf-head-index")).to_have_text("1")
+        for sel in (".lf-card-text", ".lf-card-lens", ".lf-card-attn"):
+            expect(page_b.locator(f"{sel} .lf-position")).to_have_text(last)
+        expect(page_b.locator(f'.lf-card-text .lf-token[data-position="{last}"]')).to_have_class(
+            re.compile(r"\blf-selected\b"))
+        # ... and A did not get B's head.
+        expect(page_a.locator(".lf-card-attn .lf-head-index")).to_have_text("0")
+
+        _check_page(page_a, expect, err_a)
+        _check_page(page_b, expect, err_b)
+        page_b.screenshot(path=str(artifacts / "browser-second-session.png"), full_page=True)
+    finally:
+        ctx_a.close()
+        ctx_b.close()
