@@ -1,0 +1,328 @@
+"""Sharing: the dataset pass of one board (all views compiled into one plan, one fused forward per
+batch) against the same views computed one by one (one board per view, each with its own pass).
+
+    python benchmarks/bench_sharing.py [--spec specs/demo.yaml] [--limit N] [--max-tokens T]
+                                       [--repeat R] [--threads 2] [--out docs/BENCHMARKS.md]
+
+The spec measured is the given spec (the demo by default) plus two more logit_lens views, so that
+several views need dataset passes:
+  lens_kl: {type: logit_lens, metric: kl}    same top_k as `lens`: the SAME node (shared result)
+  lens10:  {type: logit_lens, top_k: 10}     another node, fused into the same forward pass
+Shared: that whole spec as one board. Separate: for every view with dataset-pass needs, a board of
+that view alone (same model, dataset and run settings), each computing its own pass. Every board
+gets a fresh temporary store, so nothing is cached. Forward passes are counted twice: by a forward
+hook on the loaded Hugging Face model, and by lensframe's ComputeReport. Model loading is done
+before the clock starts (it is the same for both sides and not what sharing saves); the timed part
+is board.compute(), i.e. tokenizing plus the dataset pass(es).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+SECTION = "Sharing: one fused pass vs views one by one"
+EXTRA_VIEWS = {
+    "lens_kl": {"type": "logit_lens", "metric": "kl", "title": "Logit lens (KL)"},
+    "lens10": {"type": "logit_lens", "top_k": 10, "title": "Logit lens (top 10)"},
+}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spec", default="specs/demo.yaml", help="spec to start from (default: %(default)s)")
+    ap.add_argument("--limit", type=int, default=24,
+                    help="dataset samples (default: %(default)s; 0 = as in the spec, the full demo is 100)")
+    ap.add_argument("--max-tokens", type=int, default=32,
+                    help="tokens per sample (default: %(default)s; 0 = as in the spec)")
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="measure both sides this many times, alternating which goes first (default: %(default)s)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads, via OMP_NUM_THREADS (default: %(default)s)")
+    ap.add_argument("--out", default=None, help="write/replace this benchmark's section of this markdown file")
+    return ap.parse_args(argv)
+
+
+# --- specs -------------------------------------------------------------------------------------
+def bench_spec(spec_path: Path, limit: int, max_tokens: int) -> dict:
+    """The spec as data: the given spec plus the extra lens views, with the dataset size set."""
+    import yaml
+
+    data = yaml.safe_load(spec_path.read_text())
+    data = copy.deepcopy(data)
+    views = data["views"]
+    lens = next((vid for vid, v in views.items() if v.get("type") == "logit_lens"), None)
+    if lens is None:
+        raise SystemExit(f"{spec_path}: the spec has no logit_lens view to derive the extra views from")
+    top_k = views[lens].get("top_k", 5)
+    extra = copy.deepcopy(EXTRA_VIEWS)
+    extra["lens_kl"]["top_k"] = top_k  # same top_k as the spec's lens: one shared node
+    for vid, v in extra.items():
+        if vid in views:
+            raise SystemExit(f"{spec_path}: view id {vid!r} is taken; this benchmark adds it")
+        if "model" in views[lens]:
+            v["model"] = views[lens]["model"]
+        views[vid] = v
+    if data.get("layout"):
+        data["layout"] = data["layout"].rstrip("\n") + "\n" + " ".join(extra) + "\n"
+    ds = data["dataset"]
+    if limit:
+        ds["limit"] = limit
+    if max_tokens:
+        ds["max_tokens"] = max_tokens
+    return data
+
+
+def single_view_spec(data: dict, vid: str) -> dict:
+    """The same spec (models, dataset, run settings) with only the view `vid`."""
+    one = copy.deepcopy(data)
+    one["views"] = {vid: data["views"][vid]}
+    one.pop("layout", None)  # one view, one row
+    one["title"] = f"{data.get('title', 'lensframe')} [{vid} alone]"
+    return one
+
+
+def make_board(data: dict, spec_path: Path, cache_dir: Path, name: str):
+    import yaml
+
+    from lensframe.board import Board
+
+    text = yaml.safe_dump(data, sort_keys=False)
+    return Board.from_text(text, file=f"<{name}: derived from {spec_path}>", base_dir=spec_path.parent,
+                           cache_dir=cache_dir)
+
+
+# --- measuring -----------------------------------------------------------------------------------
+class ForwardCounter:
+    """Counts the calls of a Hugging Face model's forward (a hook on the model itself)."""
+
+    def __init__(self, model):
+        self.calls = 0
+        self.handle = model.register_forward_hook(self._hook)
+
+    def _hook(self, *_):
+        self.calls += 1
+
+    def remove(self):
+        self.handle.remove()
+
+
+def dataset_views(board) -> list[str]:
+    mt = board.spec.dataset.max_tokens
+    return [vid for vid, v in board.views.items() if any(n.kind == "dataset" for n in v.needs(mt))]
+
+
+def run_board(data: dict, spec_path: Path, name: str) -> dict:
+    """Compute one board in a fresh store; the model is loaded before the clock starts."""
+    with tempfile.TemporaryDirectory(prefix="lensframe-bench-") as tmp:
+        board = make_board(data, spec_path, Path(tmp) / "store", name)
+        t0 = time.perf_counter()
+        counters = {m: ForwardCounter(board.executor.model(m).model) for m in board.plan.models}
+        load_s = time.perf_counter() - t0
+        t0, c0 = time.perf_counter(), time.process_time()
+        report = board.compute(progress=False)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        for c in counters.values():
+            c.remove()
+        lens = {}
+        for p in board.plan.of_kind("dataset"):
+            res = board.result(p.node)
+            lens[p.node] = {k: res[k] for k in ("ids", "probs", "prob", "rank", "kl", "entropy") if k in res.arrays}
+        return {
+            "name": name,
+            "seconds": seconds,
+            "cpu": cpu,
+            "load_s": load_s,
+            "hook_forwards": sum(c.calls for c in counters.values()),
+            "report": report,
+            "dataset_nodes": len(board.plan.of_kind("dataset")),
+            "results": lens,
+            "threads": __import__("torch").get_num_threads(),
+        }
+
+
+def run_shared(data, spec_path) -> dict:
+    return run_board(data, spec_path, "shared")
+
+
+def run_separate(data, spec_path, vids) -> dict:
+    runs = [run_board(single_view_spec(data, vid), spec_path, vid) for vid in vids]
+    return {
+        "name": "separate",
+        "seconds": sum(r["seconds"] for r in runs),
+        "cpu": sum(r["cpu"] for r in runs),
+        "load_s": sum(r["load_s"] for r in runs),
+        "hook_forwards": sum(r["hook_forwards"] for r in runs),
+        "forward_passes": sum(r["report"].forward_passes for r in runs),
+        "batches": sum(r["report"].batches for r in runs),
+        "dataset_nodes": sum(r["dataset_nodes"] for r in runs),
+        "boards": len(runs),
+        "runs": runs,
+    }
+
+
+def same_results(shared: dict, separate: dict) -> bool:
+    """Each single-view board's lens result equals the shared board's result of the same node."""
+    import numpy as np
+
+    for run in separate["runs"]:
+        for node, arrays in run["results"].items():
+            ref = shared["results"].get(node)
+            if ref is None:
+                return False
+            for k, v in arrays.items():
+                if k == "ids":
+                    if not np.array_equal(v, ref[k]):
+                        return False
+                elif not np.allclose(v, ref[k], rtol=1e-4, atol=1e-5, equal_nan=True):
+                    return False
+    return True
+
+
+# --- reporting -----------------------------------------------------------------------------------
+def describe_plan(board_data: dict, spec_path: Path) -> tuple:
+    with tempfile.TemporaryDirectory(prefix="lensframe-bench-") as tmp:
+        board = make_board(board_data, spec_path, Path(tmp) / "store", "plan")
+        lines = []
+        for p in board.plan.of_kind("dataset"):
+            lines.append(f"`{p.node.label()}` needed by {', '.join(f'`{v}`' for v in p.views)}")
+        return lines, dataset_views(board), list(board.views), len(board.dataset), board.spec.run.batch_size
+
+
+def command_line(args) -> str:
+    cmd = ["python", "benchmarks/bench_sharing.py", "--spec", args.spec, "--limit", str(args.limit),
+           "--max-tokens", str(args.max_tokens), "--repeat", str(args.repeat), "--threads", str(args.threads)]
+    if args.out:
+        cmd += ["--out", args.out]
+    return " ".join(cmd)
+
+
+def table(shared_runs, separate_runs) -> tuple[str, dict]:
+    sh, se = shared_runs[0], separate_runs[0]
+    best = lambda runs, k: min(r[k] for r in runs)  # best of R: the run least disturbed by others
+    ratio = {k: best(separate_runs, k) / best(shared_runs, k) for k in ("seconds", "cpu")}
+
+    def fmt(k):
+        each = [b[k] / a[k] for a, b in zip(shared_runs, separate_runs)]
+        out = f"**{ratio[k]:.2f}×**"
+        return out + (f" (per repeat: {', '.join(f'{r:.2f}' for r in each)})" if len(each) > 1 else "")
+
+    rows = [
+        "| | boards | dataset nodes computed | forward passes (hook on HF model) | forward passes "
+        "(ComputeReport) | batches | wall s | CPU s | wall ratio separate / shared | CPU ratio separate / shared |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| shared: one board, one fused pass | 1 | {sh['dataset_nodes']} | {sh['hook_forwards']} "
+        f"| {sh['report'].forward_passes} | {sh['report'].batches} | {best(shared_runs, 'seconds'):.1f} "
+        f"| {best(shared_runs, 'cpu'):.1f} | 1.00 (baseline) | 1.00 (baseline) |",
+        f"| separate: one board per view | {se['boards']} | {se['dataset_nodes']} | {se['hook_forwards']} "
+        f"| {se['forward_passes']} | {se['batches']} | {best(separate_runs, 'seconds'):.1f} "
+        f"| {best(separate_runs, 'cpu'):.1f} | {fmt('seconds')} | {fmt('cpu')} |",
+    ]
+    return "\n".join(rows), {"wall": ratio["seconds"], "cpu": ratio["cpu"]}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # before torch is imported anywhere: lensframe's executor reads OMP_NUM_THREADS for its threads
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    spec_path = Path(args.spec).resolve()
+    out_path = Path(args.out).resolve() if args.out else None
+    from _common import machine, write_section
+    data = bench_spec(spec_path, args.limit, args.max_tokens)
+    plan_lines, vids, all_views, n_samples, batch_size = describe_plan(data, spec_path)
+    print(f"spec: {args.spec} + lens_kl (metric: kl) + lens10 (top_k: 10); views: {', '.join(all_views)}")
+    print(f"views with dataset-pass needs (one board each on the separate side): {', '.join(vids)}")
+    print(f"dataset: {n_samples} samples x <= {data['dataset']['max_tokens']} tokens, batch {batch_size}; "
+          f"torch threads: {args.threads} (OMP_NUM_THREADS={args.threads})")
+
+    # warm-up (not measured): first load of the weights from disk, first kernels
+    warm = copy.deepcopy(data)
+    warm["dataset"]["limit"] = min(2, n_samples)
+    run_board(single_view_spec(warm, vids[0]), spec_path, "warm-up")
+
+    shared_runs, separate_runs = [], []
+    for i in range(args.repeat):
+        order = ("shared", "separate") if i % 2 == 0 else ("separate", "shared")
+        got = {}
+        for side in order:
+            t0 = time.perf_counter()
+            got[side] = run_shared(data, spec_path) if side == "shared" else run_separate(data, spec_path, vids)
+            print(f"  repeat {i + 1}/{args.repeat} {side:8s}: {got[side]['seconds']:.1f} s compute, "
+                  f"{got[side]['cpu']:.1f} CPU s "
+                  f"({time.perf_counter() - t0:.1f} s with loading)", flush=True)
+        shared_runs.append(got["shared"])
+        separate_runs.append(got["separate"])
+
+    identical = all(same_results(a, b) for a, b in zip(shared_runs, separate_runs))
+    m = machine()
+    tab, ratio = table(shared_runs, separate_runs)
+    cmd = command_line(args)
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sh = shared_runs[0]
+    expect_sep = sum(r["report"].batches for r in separate_runs[0]["runs"])
+    body = f"""\
+What sharing saves on a dataset pass. The spec is `{args.spec}` **plus two extra logit_lens views
+added by the benchmark**, so that several views need dataset passes:
+`lens_kl: {{type: logit_lens, metric: kl}}` (same top_k as `lens`, so the same node: one shared
+result) and `lens10: {{type: logit_lens, top_k: 10}}` (another node, fused into the same forward).
+Views: {', '.join(f'`{v}`' for v in all_views)}; those with dataset-pass needs: {', '.join(f'`{v}`' for v in vids)}
+(`text` only tokenizes, `attn` runs per focused sample, so they add no dataset pass).
+
+- **shared**: the whole spec as one board: all views compiled into one plan; its dataset nodes
+{chr(10).join('  - ' + l for l in plan_lines)}
+
+  are fused into one pass, one forward per batch.
+- **separate**: the same views one by one: for each of {', '.join(f'`{v}`' for v in vids)}, a board
+  of that view alone (same model, dataset and run settings), each running its own dataset pass.
+
+Every board starts from a fresh temporary store (nothing cached). The time is `board.compute()`
+(tokenizing and the dataset pass); loading the weights is done before the clock starts on both
+sides. Forward passes are counted by a forward hook on the loaded Hugging Face model and by
+lensframe's ComputeReport. Dataset: {n_samples} samples of `{data['dataset']['source']}`, at most
+{data['dataset']['max_tokens']} tokens each, batch size {batch_size} (the full demo is
+`--limit 100`). Torch threads: {args.threads} (`OMP_NUM_THREADS={args.threads}`, set by the benchmark).
+Both sides ran {args.repeat} time(s), alternating which went first; seconds are each side's best
+of its {args.repeat} (the run least disturbed by other processes), and the ratios are best over best
+(each repeat's own ratio in brackets). Wall time is what a user waits; CPU time
+(`time.process_time`, all threads of this process) is the work done, which other processes on a
+shared machine disturb much less, so it is the steadier of the two figures.
+
+{tab}
+
+Results of the separate boards equal the shared board's, node by node: **{'yes' if identical else 'NO'}**.
+Sharing saves two things here: forward passes ({sh['hook_forwards']} instead of {expect_sep}), and
+the second lens decoding of `top_k: {data['views']['lens_kl']['top_k']}` (`lens` and `lens_kl` are one
+node on the shared side, two computations on the separate side). So the ratio has bounds: if the
+forwards cost nothing it would be about {separate_runs[0]['dataset_nodes']}/{sh['dataset_nodes']} = \
+{separate_runs[0]['dataset_nodes'] / sh['dataset_nodes']:.2f} (dataset nodes computed), if the lens
+decodings (final norm and unembedding of every layer, per node) cost nothing it would be about \
+{expect_sep}/{sh['hook_forwards']} = {expect_sep / sh['hook_forwards']:.2f} (forwards); where it
+falls between says how the work splits between the two. What each board pays once (tokenizing,
+allocating, writing its results) also counts against the separate side, most at tiny sizes.
+
+Machine: {m['cores']} cores, {m['cpu']}, torch {m['torch']} (CPU, {args.threads} threads), Python
+{m['python']}, {m['os']}; load average (1/5/15 min) at the end: {m['load']}
+(above {m['cores']} means other processes competed for the cores).
+Date: {date}. Command (from the repository root):
+
+    {cmd}
+"""
+    print()
+    print(tab)
+    print(f"\nratio separate/shared: wall {ratio['wall']:.2f}x, CPU {ratio['cpu']:.2f}x; results identical: {identical}; machine: {m['cores']} cores, {m['cpu']}, torch {m['torch']}")
+    if args.out:
+        path = write_section(SECTION, body, out_path)
+        print(f"wrote section {SECTION!r} of {path}")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
