@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -45,6 +45,8 @@ class PassContext:
     dataset: object
     n_tokens: int  # longest tokenized sample (result arrays are padded to it)
     device: str
+    nodes: tuple = ()  # the nodes of the pass this context runs (ops may share work between them)
+    scratch: dict = field(default_factory=dict)  # buffers that live for the whole pass
 
 
 def set_threads(threads: int | None) -> int:
@@ -141,6 +143,7 @@ class Executor:
         tok = self.tokens(model)
         ids, lengths = tok["ids"], tok["lengths"]
         ctx = self.context(model, ids.shape[1])
+        ctx.nodes = tuple(p.node for p in todo)
         ops = [(p, get_op(p.node.op)) for p in todo]
         hooks = set().union(*(op.hooks(p.node, loaded.info) for p, op in ops))
         states = {p.node: op.init(p.node, ctx) for p, op in ops}

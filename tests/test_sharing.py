@@ -45,13 +45,19 @@ def test_views_share_nodes_and_one_dataset_pass(tiny_models, tmp_path):
     assert counter.calls == n_batches == report.forward_passes == report.batches
 
 
-def test_two_dataset_nodes_fuse_into_one_pass(tiny_models, tmp_path):
+def test_two_dataset_nodes_fuse_into_one_pass(tiny_models, tmp_path, monkeypatch):
+    import lensframe.ops.lens as lens
+
+    decodes = []
+    real = lens.decode_layers
+    monkeypatch.setattr(lens, "decode_layers", lambda *a, **kw: decodes.append(a[4]) or real(*a, **kw))
     views = VIEWS + "  lens5: {type: logit_lens, top_k: 5}\n"
     b = board(tiny_models, tmp_path, views=views)
     assert len(b.plan.of_kind("dataset")) == 2
     counter = ForwardCounter(b.executor.model("main").model)
     report = b.compute(progress=False)
     assert counter.calls == report.batches == 3  # 8 samples, batch 3: both nodes from each forward
+    assert decodes == [5, 5, 5]  # and one unembedding per batch, at the larger k, for both nodes
     r3 = b.result(b.views["lens"].lens_node(16))
     r5 = b.result(b.views["lens5"].lens_node(16))
     np.testing.assert_array_equal(r3["ids"], r5["ids"][..., :3])

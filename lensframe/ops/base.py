@@ -32,6 +32,7 @@ class Batch:
     input_ids: Any  # torch [B, T]
     mask: Any  # torch bool [B, T], True on real tokens
     captures: dict  # hook name -> torch tensor [B, ...]
+    shared: dict = field(default_factory=dict)  # work done once per batch for several nodes
 
 
 class Op:

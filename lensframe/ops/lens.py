@@ -33,7 +33,8 @@ def lens_layer_names(stream: str, n_layers: int) -> list[str]:
 
 
 @torch.no_grad()
-def decode_layers(hs: list[torch.Tensor], final_norm, E: torch.Tensor, bias, k: int) -> dict[str, torch.Tensor]:
+def decode_layers(hs: list[torch.Tensor], final_norm, E: torch.Tensor, bias, k: int,
+                  buffers: dict | None = None) -> dict[str, torch.Tensor]:
     """Lens statistics for residuals hs[l] of shape [R, d]; the last entry is the final layer.
 
     The unembedding matmul dominates (R x d x V per layer), so everything else is arranged to stay
@@ -47,10 +48,7 @@ def decode_layers(hs: list[torch.Tensor], final_norm, E: torch.Tensor, bias, k: 
     R = hs[0].shape[0]
     xs = [final_norm(h) for h in hs]
     per_group = max(1, ROWS_PER_MATMUL // max(R, 1))
-    rows = min(len(hs), per_group) * R
-    z_buf = torch.empty(rows, E.shape[0], dtype=E.dtype)
-    e_buf = torch.empty_like(z_buf)
-    b_buf = torch.empty_like(z_buf, dtype=torch.bool)
+    z_buf, e_buf, b_buf = _buffers(buffers if buffers is not None else {}, min(len(hs), per_group) * R, E)
 
     def stats(x: torch.Tensor, target: torch.Tensor | None):
         n = x.shape[0]
@@ -94,6 +92,17 @@ def decode_layers(hs: list[torch.Tensor], final_norm, E: torch.Tensor, bias, k: 
     return {k_: torch.cat(v) for k_, v in out.items()}  # each [layers, R, ...]
 
 
+def _buffers(cache: dict, rows: int, E: torch.Tensor):
+    """[rows, V] work buffers, kept in `cache` across batches: fresh 200 MB tensors per batch cost
+    page faults that showed up as a large share of system time."""
+    if cache.get("rows", 0) < rows:
+        cache["z"] = torch.empty(rows, E.shape[0], dtype=E.dtype)
+        cache["e"] = torch.empty_like(cache["z"])
+        cache["b"] = torch.empty_like(cache["z"], dtype=torch.bool)
+        cache["rows"] = rows
+    return cache["z"], cache["e"], cache["b"]
+
+
 @register
 class LogitLensOp(Op):
     name = "logit_lens"
@@ -114,15 +123,23 @@ class LogitLensOp(Op):
         return FilledRows(shapes, dtypes, len(ctx.dataset))
 
     def update(self, node, state, batch, ctx):
-        names = stream_hooks(node.param("stream"), ctx.info.n_layers)
-        mask = batch.mask
-        hs = [batch.captures[n][mask].float() for n in names]  # real tokens only: [R, d]
-        a = ctx.adapter
-        stats = decode_layers(hs, a.final_norm, a.unembed_weight, a.unembed_bias, node.param("top_k"))
-        lengths = mask.sum(1).tolist()
+        stream, k = node.param("stream"), node.param("top_k")
+        # Lens nodes of one stream that differ only in top_k share one decode per batch (the
+        # unembedding is the expensive part): decode once with the largest k, then slice.
+        shared_key = ("logit_lens", stream)
+        if shared_key not in batch.shared:
+            k_max = max([n.param("top_k") for n in ctx.nodes if n.op == self.name and n.param("stream") == stream] + [k])
+            mask = batch.mask
+            hs = [batch.captures[n][mask].float() for n in stream_hooks(stream, ctx.info.n_layers)]  # [R, d]
+            a = ctx.adapter
+            stats = decode_layers(hs, a.final_norm, a.unembed_weight, a.unembed_bias, k_max,
+                                  ctx.scratch.setdefault(shared_key, {}))
+            batch.shared[shared_key] = {name: v.cpu().numpy() for name, v in stats.items()}
+        lengths = batch.mask.sum(1).tolist()
         offsets = np.cumsum([0] + lengths)
-        for name, value in stats.items():
-            value = value.cpu().numpy()
+        for name, value in batch.shared[shared_key].items():
+            if name in ("ids", "probs"):
+                value = value[..., :k]  # torch.topk is sorted: the first k of k_max are the top k
             rows = [value[:, offsets[i] : offsets[i + 1]] for i in range(len(lengths))]
             state.put(batch.samples, name, rows)
         return state
