@@ -75,7 +75,7 @@ def render_view(view, ctx) -> pn.viewable.Viewable:
         return view.render(ctx)
     except NotReady:
         return pn.pane.HTML("<div class='lf-waiting'>waiting for the dataset pass…</div>",
-                            css_classes=["lf-waiting"], sizing_mode="stretch_width")
+                            sizing_mode="stretch_width")
     except Exception as exc:
         tb = traceback.format_exc()
         return pn.pane.HTML(
@@ -116,7 +116,8 @@ def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None) 
 
         def poll():
             bar.value = int(job.fraction * 100)
-            note.object = f"<div class='lf-progress-text'>{html.escape(job.error or job.message)}</div>"
+            text = job.error or f"{job.message}: {int(job.fraction * 100)}%"
+            note.object = f"<div class='lf-progress-text'>{html.escape(text)}</div>"
             if job.done:
                 cb.stop()
                 if job.error is None:

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,15 +48,13 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def server(smollm2_board, smollm2_cache, tmp_path_factory):
-    """`lensframe serve` on the small spec, warm: smollm2_board has already filled the store."""
-    del smollm2_board  # requested first only so the store is computed before the server starts
+@contextmanager
+def serving(spec: Path, cache_dir: Path, log_dir: Path):
+    """`lensframe serve SPEC` in a subprocess; yields its URL once it answers HTTP 200."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    log_path = log_dir / "serve.log"
     env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "lensframe", "serve", str(SPEC), "--port", str(port),
-           "--cache-dir", str(smollm2_cache)]
+    cmd = [sys.executable, "-m", "lensframe", "serve", str(spec), "--port", str(port), "--cache-dir", str(cache_dir)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -79,6 +78,14 @@ def server(smollm2_board, smollm2_cache, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(15)
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_board, smollm2_cache, tmp_path_factory):
+    """`lensframe serve` on the small spec, warm: smollm2_board has already filled the store."""
+    del smollm2_board  # requested first only so the store is computed before the server starts
+    with serving(SPEC, smollm2_cache, tmp_path_factory.mktemp("serve")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +234,23 @@ def test_sessions_have_their_own_focus(server, browser, expect, artifacts):
     finally:
         ctx_a.close()
         ctx_b.close()
+
+
+def test_demo_serves_cold_with_progress(smollm2_board, browser, expect, artifacts, tmp_path):
+    """specs/demo.yaml from an empty store: the page shows the progress of the dataset pass and the
+    views that need it say they are waiting, while the text and attention views already work."""
+    del smollm2_board  # the converted model is cached: the server starts in seconds
+    demo = ROOT / "specs" / "demo.yaml"
+    with serving(demo, tmp_path / "store", tmp_path) as url:
+        context, page, js_errors = _open(browser, url, expect)
+        try:
+            expect(page.locator(".lf-title")).to_have_text("Where does SmolLM2 decide the next token?")
+            expect(page.locator(".lf-progress-box")).to_be_visible()
+            expect(page.locator(".lf-progress-text")).to_contain_text("dataset pass on main")
+            expect(page.locator(".lf-card-lens .lf-waiting")).to_be_visible()
+            expect(page.locator(".lf-card-attn .lf-head")).to_have_count(9)  # focus pass: no dataset pass needed
+            expect(page.locator(".lf-error")).to_have_count(0)
+            page.screenshot(path=str(artifacts / "browser-demo-cold.png"), full_page=True)
+            assert not js_errors, js_errors
+        finally:
+            context.close()
