@@ -68,3 +68,16 @@ def test_logit_lens_matches_hand_computation(kind, tiny_models, tmp_path):
 def test_logit_lens_on_smollm2(smollm2_board):
     for sample in (0, 3):
         check_lens(smollm2_board, sample, k=5)
+
+
+@pytest.mark.slow
+def test_attention_on_smollm2_equals_output_attentions(smollm2_board):
+    b = smollm2_board
+    res = b.executor.focus("main", 2)[b.views["attn"].attention_node(b.spec.dataset.max_tokens)]["pattern"]
+    tok = b.executor.tokens("main")
+    n = int(tok["lengths"][2])
+    ids = torch.as_tensor(tok["ids"][2:3, :n], dtype=torch.long)
+    with torch.no_grad():
+        ref = b.executor.model("main").model(input_ids=ids, output_attentions=True).attentions
+    assert res.shape == (30, 9, n, n)
+    np.testing.assert_allclose(res, torch.stack([a[0] for a in ref]).numpy(), atol=1e-6)
