@@ -299,14 +299,13 @@ shared machine disturb much less, so it is the steadier of the two figures.
 
 Results of the separate boards equal the shared board's, node by node: **{'yes' if identical else 'NO'}**.
 Sharing saves two things here: forward passes ({sh['hook_forwards']} instead of {expect_sep}), and
-the second lens decoding of `top_k: {data['views']['lens_kl']['top_k']}` (`lens` and `lens_kl` are one
-node on the shared side, two computations on the separate side). So the ratio has bounds: if the
-forwards cost nothing it would be about {separate_runs[0]['dataset_nodes']}/{sh['dataset_nodes']} = \
-{separate_runs[0]['dataset_nodes'] / sh['dataset_nodes']:.2f} (dataset nodes computed), if the lens
-decodings (final norm and unembedding of every layer, per node) cost nothing it would be about \
-{expect_sep}/{sh['hook_forwards']} = {expect_sep / sh['hook_forwards']:.2f} (forwards); where it
-falls between says how the work splits between the two. What each board pays once (tokenizing,
-allocating, writing its results) also counts against the separate side, most at tiny sizes.
+lens decodings (final norm and unembedding of every layer, the expensive part). `lens` and `lens_kl`
+are one node on the shared side; `lens10` is a second node, but lens nodes of one stream share one
+decode per batch (decoded once at the largest top_k, then sliced), so the shared pass decodes each
+batch once where the separate boards decode it {separate_runs[0]['dataset_nodes']} times. Both the
+forwards and the decodes shrink {expect_sep / sh['hook_forwards']:.0f}×, so about \
+{expect_sep / sh['hook_forwards']:.2f} is the expected ratio; what each board pays once (tokenizing,
+allocating, writing its results) adds to the separate side, most at tiny sizes.
 
 Machine: {m['cores']} cores, {m['cpu']}, torch {m['torch']} (CPU, {args.threads} threads), Python
 {m['python']}, {m['os']}; load average (1/5/15 min) at the end: {m['load']}
