@@ -10,7 +10,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams
+from .base import View, ViewParams, esc
 
 
 class AttentionView(View):
@@ -54,8 +54,8 @@ class AttentionView(View):
         top = sorted(range(pos + 1), key=lambda k: -p[pos, k])[:3]
         caption = pn.pane.HTML(
             f"<div class='lf-attn-head'>sample <b class='lf-sample-index'>{ctx.sample}</b> · layer <b class='lf-layer'>{layer}</b> · head <b class='lf-head-index'>{head}</b>"
-            f" · query position <b class='lf-position'>{pos}</b> <code>{_esc(repr(tokens[pos]))}</code> attends to "
-            + ", ".join(f"<code>{_esc(repr(tokens[k]))}</code> {p[pos, k]:.2f}" for k in top) + "</div>",
+            f" · query position <b class='lf-position'>{pos}</b> <code>{esc(repr(tokens[pos]))}</code> attends to "
+            + ", ".join(f"<code>{esc(repr(tokens[k]))}</code> {p[pos, k]:.2f}" for k in top) + "</div>",
             sizing_mode="stretch_width")
         parts = [caption]
         if self.p.show_heads:
@@ -63,9 +63,3 @@ class AttentionView(View):
                                     sizing_mode="stretch_width", on_click=lambda head: ctx.set(head=head)))
         parts.append(grid)
         return pn.Column(*parts, sizing_mode="stretch_both", css_classes=["lf-view-attention"])
-
-
-def _esc(s) -> str:
-    import html
-
-    return html.escape(str(s))

@@ -6,6 +6,7 @@ spec validator and the compiler can use view classes without importing Panel.
 """
 from __future__ import annotations
 
+import html
 from typing import ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,3 +69,8 @@ class View:
 
     def render(self, ctx):
         raise NotImplementedError
+
+
+def esc(value) -> str:
+    """HTML-escape any value for the captions views write."""
+    return html.escape(str(value))

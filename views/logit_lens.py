@@ -13,7 +13,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams
+from .base import View, ViewParams, esc
 
 METRIC_HELP = {
     "prob": "probability of the final prediction",
@@ -93,7 +93,7 @@ class LogitLensView(View):
         final = vocab[int(ids[L - 1, pos, 0])]
         caption = pn.pane.HTML(
             f"<div class='lf-lens-head'>sample <b>{s}</b> · position <b class='lf-position'>{pos}</b> "
-            f"<code>{_esc(repr(tokens[pos]))}</code> → final prediction <code>{_esc(repr(final))}</code>"
+            f"<code>{esc(repr(tokens[pos]))}</code> → final prediction <code>{esc(repr(final))}</code>"
             f" · colour: {METRIC_HELP[self.p.metric]}</div>", sizing_mode="stretch_width")
         return pn.Column(caption, grid, sizing_mode="stretch_both", css_classes=["lf-view-logit-lens"])
 
@@ -111,9 +111,3 @@ def _shade(metric: str, values: np.ndarray, vocab_size: int) -> np.ndarray:
 def _decoder(tokenizer, ids) -> dict[int, str]:
     ids = [int(i) for i in ids]
     return dict(zip(ids, tokenizer.batch_decode([[i] for i in ids], clean_up_tokenization_spaces=False)))
-
-
-def _esc(s) -> str:
-    import html
-
-    return html.escape(str(s))

@@ -8,7 +8,7 @@ from typing import Optional
 
 from pydantic import Field
 
-from .base import View, ViewParams
+from .base import View, ViewParams, esc
 
 PREVIEW_CHARS = 90
 
@@ -39,9 +39,9 @@ class TextView(View):
         label = ds.labels[sample] if ds.labels else None
         header = pn.pane.HTML(
             f"<div class='lf-sample-head'>sample <b>{sample}</b>"
-            + (f" · <span class='lf-label'>{_esc(label)}</span>" if label else "")
+            + (f" · <span class='lf-label'>{esc(label)}</span>" if label else "")
             + f" · {len(tokens)} tokens · position <b class='lf-position'>{pos}</b>"
-            + f" <code>{_esc(repr(tokens[pos]))}</code></div>",
+            + f" <code>{esc(repr(tokens[pos]))}</code></div>",
             css_classes=["lf-text-head"], sizing_mode="stretch_width")
         strip = TokenStrip(tokens=tokens, selected=pos, sizing_mode="stretch_width",
                            on_click=lambda index: ctx.set(position=index))
@@ -54,9 +54,3 @@ class TextView(View):
                                  on_click=lambda index: ctx.set(sample=index, position=None))
             parts.append(samples)
         return pn.Column(*parts, sizing_mode="stretch_both", css_classes=["lf-view-text"])
-
-
-def _esc(s) -> str:
-    import html
-
-    return html.escape(str(s))
