@@ -59,7 +59,7 @@ class ComputeJob:
         if self._bar is None or self._bar.desc != message:
             if self._bar is not None:
                 self._bar.close()
-            self._bar = tqdm(total=100, desc=message, unit="%")
+            self._bar = tqdm(total=100, desc=message, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
         self._bar.n = int(fraction * 100)
         self._bar.refresh()
         self.fraction, self.message = fraction, message
