@@ -20,7 +20,8 @@ import numpy as np
 from .ops import Batch, get_op
 from .ops.base import Result
 
-FOCUS_MEMO_SIZE = 64
+FOCUS_MEMO_SIZE = 16  # samples; a SmolLM2 sample's focus results are ~20 MB at 64 tokens
+LOOKUP_MEMO_SIZE = 256
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Executor:
         self._model_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._focus_memo: OrderedDict = OrderedDict()
+        self._lookup_memo: OrderedDict = OrderedDict()
         self.forward_passes = 0  # every forward this executor ran (dataset and focus)
         set_threads(board.spec.run.threads)
 
@@ -84,14 +86,15 @@ class Executor:
         m = self.model(name)
         return PassContext(m.info, m.adapter, m.tokenizer, self.board.dataset, n_tokens, m.device)
 
-    def _forward(self, loaded, input_ids, mask, hooks: set[str], sink: dict) -> None:
+    def _forward(self, loaded, input_ids, mask, hooks: set[str], sink: dict, edits=()):
         import torch
 
-        with loaded.adapter.capture(hooks) as captured, torch.no_grad():
-            loaded.model(input_ids=input_ids, attention_mask=mask.long(), use_cache=False,
-                         output_attentions=any(h.startswith("attn_pattern") for h in hooks))
-            sink.update(captured)
+        with loaded.adapter.capture(hooks) as captured, loaded.adapter.edit_neurons(edits), torch.no_grad():
+            out = loaded.model(input_ids=input_ids, attention_mask=mask.long(), use_cache=False,
+                               output_attentions=any(h.startswith("attn_pattern") for h in hooks))
+            sink.update(captured.complete())
         self.forward_passes += 1
+        return out
 
     # --- prepare nodes ----------------------------------------------------------------------
     def prepared(self, node) -> Result:
@@ -205,6 +208,36 @@ class Executor:
                 while len(self._focus_memo) > FOCUS_MEMO_SIZE:
                     self._focus_memo.popitem(last=False)
         return results
+
+
+    # --- lookups and interventions ------------------------------------------------------------
+    def lookup(self, node, **args) -> Result:
+        """A small computation on demand (from weights, or from a sample's focus results), for
+        arguments that come from the focus rather than the spec; memoized."""
+        key = (node, tuple(sorted(args.items())))
+        with self._lock:
+            if key in self._lookup_memo:
+                self._lookup_memo.move_to_end(key)
+                return self._lookup_memo[key]
+        res = get_op(node.op).lookup(node, self, **args)
+        with self._lock:
+            self._lookup_memo[key] = res
+            while len(self._lookup_memo) > LOOKUP_MEMO_SIZE:
+                self._lookup_memo.popitem(last=False)
+        return res
+
+    def intervene(self, model: str, sample: int, edits: tuple) -> "np.ndarray":
+        """Final log-probabilities [T, V] of one sample with neuron edits applied by hooks
+        (edits: (layer, position, neuron, value), ...); one forward, memoized as a lookup."""
+        import torch
+
+        loaded = self.model(model)
+        tok = self.tokens(model)
+        n = int(tok["lengths"][sample])
+        input_ids = torch.as_tensor(tok["ids"][sample : sample + 1, :n], dtype=torch.long, device=loaded.device)
+        with self.model_lock(model):
+            out = self._forward(loaded, input_ids, torch.ones_like(input_ids, dtype=torch.bool), set(), {}, edits)
+        return torch.log_softmax(out.logits[0].float(), -1).cpu().numpy()
 
 
 class _NoBar:

@@ -37,17 +37,25 @@ class Family:
     embed: str
     gated_mlp: bool
     value_vectors: str  # "rows" (GPT-2 Conv1D c_proj.weight) or "columns" (nn.Linear down_proj.weight)
+    # GPT-NeoX (Pythia) by default runs attention and MLP in parallel on the same input:
+    # x + attn(ln1(x)) + mlp(ln2(x)). There is no module whose input is "after attention", so
+    # resid_mid is derived as resid_pre + attn_out (what the residual holds once attention has added).
+    parallel_attr: str | None = None  # config flag that turns the parallel residual on
 
 
 LLAMA = Family("llama", "model.layers", "self_attn", "post_attention_layernorm", "mlp", "mlp.down_proj",
                "model.norm", "lm_head", "model.embed_tokens", True, "columns")
 GPT2 = Family("gpt2", "transformer.h", "attn", "ln_2", "mlp", "mlp.c_proj",
               "transformer.ln_f", "lm_head", "transformer.wte", False, "rows")
+NEOX = Family("gpt_neox", "gpt_neox.layers", "attention", "post_attention_layernorm", "mlp", "mlp.dense_4h_to_h",
+              "gpt_neox.final_layer_norm", "lm_head", "gpt_neox.embed_in", False, "columns",
+              parallel_attr="use_parallel_residual")
 
 # model_type in a transformers config -> family
 FAMILIES = {
     "llama": LLAMA, "mistral": LLAMA, "qwen2": LLAMA, "qwen3": LLAMA,
     "gpt2": GPT2,
+    "gpt_neox": NEOX,
 }
 
 
@@ -79,6 +87,8 @@ class Adapter:
         self.n_layers = len(self.layers)
         self.n_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head")
         self.d_model = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd")
+        self.parallel = bool(family.parallel_attr and getattr(cfg, family.parallel_attr, False))
+        self.d_mlp = self.value_vectors(0).shape[0]
 
     # --- the pieces of the model the lens needs -------------------------------------------------
     @property
@@ -93,6 +103,25 @@ class Adapter:
     @property
     def unembed_bias(self) -> torch.Tensor | None:
         return getattr(_get(self.model, self.family.unembed), "bias", None)
+
+    @property
+    def embed_weight(self) -> torch.Tensor:
+        """The input embedding matrix W_E, [vocab, d_model]."""
+        return _get(self.model, self.family.embed).weight
+
+    def value_vectors(self, layer: int) -> torch.Tensor:
+        """The FFN value vectors v_i of a layer as rows, [d_mlp, d_model] (Geva et al. 2022):
+        MLP(x) = sum_i m_i v_i + b. GPT-2's Conv1D c_proj.weight is [d_mlp, d] (rows); an
+        nn.Linear down_proj.weight is [d, d_mlp] (columns)."""
+        w = _get(self.layers[layer], self.family.mlp_down).weight
+        return w if self.family.value_vectors == "rows" else w.T
+
+    def mlp_out_bias(self, layer: int) -> torch.Tensor | None:
+        return getattr(_get(self.layers[layer], self.family.mlp_down), "bias", None)
+
+    def mlp_down(self, layer: int) -> torch.nn.Module:
+        """The module whose input is mlp_post.{layer} (where neuron edits are applied)."""
+        return _get(self.layers[layer], self.family.mlp_down)
 
     def hook_names(self) -> list[str]:
         names = ["final_norm", "unembed"]
@@ -123,16 +152,29 @@ class Adapter:
             "mlp_out": (_get(block, f.mlp), "post", _first),
         }[kind]
 
+    def _derived(self, name: str) -> tuple[str, ...] | None:
+        """Hooks computed from others rather than read from a module (see Family.parallel_attr)."""
+        m = _HOOK_RE.match(name)
+        if self.parallel and m and m.group(1) == "resid_mid":
+            return (f"resid_pre.{m.group(2)}", f"attn_out.{m.group(2)}")
+        return None
+
     @contextmanager
-    def capture(self, names, sink: Callable[[str, torch.Tensor], None] | None = None) -> Iterator[dict]:
-        """Register hooks for `names`; captured tensors land in the yielded dict (or go to `sink`).
+    def capture(self, names) -> Iterator["Captures"]:
+        """Register hooks for `names`; captured tensors land in the yielded dict.
 
         Captures are detached unless gradients are enabled, so a dataset pass holds no graph.
         """
-        store: dict[str, torch.Tensor] = {}
-        put = sink or store.__setitem__
+        store = Captures()
+        put = store.__setitem__
+        wanted = set()
+        for name in set(names):
+            parts = self._derived(name)
+            if parts:
+                store.derived[name] = parts
+            wanted.update(parts or (name,))
         handles = []
-        for name in sorted(set(names)):
+        for name in sorted(wanted):
             module, where, extract = self._point(name)
 
             def hook(mod, args, kwargs_or_out, *rest, _name=name, _extract=extract, _where=where):
@@ -153,3 +195,45 @@ class Adapter:
         finally:
             for h in handles:
                 h.remove()
+
+    @contextmanager
+    def edit_neurons(self, edits) -> Iterator[None]:
+        """Set neuron activations during a forward: edits are (layer, position, neuron, value),
+        applied to mlp_post (the input of the MLP's output projection) by a hook, never by
+        touching the weights. value 0 turns a sub-update m_i v_i off."""
+        by_layer: dict[int, list] = {}
+        for layer, position, neuron, value in edits:
+            by_layer.setdefault(int(layer), []).append((int(position), int(neuron), float(value)))
+        handles = []
+        for layer, items in by_layer.items():
+            def pre(mod, args, kwargs, _items=items):
+                x = (args[0] if args else kwargs["hidden_states"]).clone()
+                for position, neuron, value in _items:
+                    x[:, position, neuron] = value
+                return ((x,) + tuple(args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+            handles.append(self.mlp_down(layer).register_forward_pre_hook(pre, with_kwargs=True))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+
+class Captures(dict):
+    """Captured activations by hook name; derived hooks are computed from their parts on access."""
+
+    def __init__(self):
+        super().__init__()
+        self.derived: dict[str, tuple[str, ...]] = {}
+
+    def __missing__(self, name: str):
+        if name in self.derived:
+            value = sum(self[p] for p in self.derived[name])
+            self[name] = value
+            return value
+        raise KeyError(name)
+
+    def complete(self) -> "Captures":
+        for name in self.derived:
+            self[name]
+        return self

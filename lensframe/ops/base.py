@@ -68,6 +68,10 @@ class Op:
     def extract(self, node, captures: dict, ctx) -> Result:
         raise NotImplementedError
 
+    # lookup ops: on demand, with arguments from the focus (executor.lookup memoizes them)
+    def lookup(self, node, executor, **args) -> Result:
+        raise NotImplementedError
+
 
 class FilledRows:
     """Reduction state of per-sample results: preallocated arrays indexed by sample.
