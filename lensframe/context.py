@@ -13,6 +13,7 @@ class NotReady(Exception):
 class ViewContext:
     def __init__(self, board, focus: Focus, view):
         self.board, self.focus, self.view = board, focus, view
+        self.state: dict = {}  # this view's own state in this session (e.g. neuron edits)
 
     def get(self, name: str):
         """A focus field for this view: its pin if the spec pins it, else the shared focus."""
@@ -34,6 +35,23 @@ class ViewContext:
 
     def focus_result(self, node: Node) -> Result:
         return self.board.executor.focus(node.model, self.sample)[node]
+
+    def lookup(self, node: Node, **args) -> Result:
+        return self.board.executor.lookup(node, **args)
+
+    def prepared(self, node: Node) -> Result:
+        return self.board.executor.prepared(node)
+
+    def layer(self, default: int = 0) -> int:
+        """The focused layer clamped to the model (None = `default`)."""
+        layer = self.get("layer")
+        n = self.board.infos[self.view.model].n_layers
+        return min(layer if layer is not None else default, n - 1)
+
+    def decode(self, ids) -> list[str]:
+        """Token ids as display strings, with this view's model's tokenizer."""
+        tok = self.board.executor.model(self.view.model).tokenizer
+        return tok.batch_decode([[int(i)] for i in ids], clean_up_tokenization_spaces=False)
 
     def tokens(self) -> list[str]:
         """Display strings of the focused sample's tokens for this view's model."""

@@ -95,7 +95,7 @@ class Plan:
     def describe(self) -> str:
         lines = ["nodes:"]
         for p in self.nodes.values():
-            state = "cached" if p.cached else ("computed per focus" if p.node.kind == "focus" else "to compute")
+            state = "cached" if p.cached else {"focus": "computed per focus", "lookup": "on demand"}.get(p.node.kind, "to compute")
             lines.append(f"  {p.node.label():48s} {p.node.kind:8s} {_mb(p.est_bytes):>9s}  {state:18s} "
                          f"views: {', '.join(p.views)}")
         lines.append("passes:")

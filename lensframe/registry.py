@@ -13,6 +13,9 @@ BUILTIN_VIEWS = {
     "text": "lensframe.views.text:TextView",
     "logit_lens": "lensframe.views.logit_lens:LogitLensView",
     "attention": "lensframe.views.attention:AttentionView",
+    "neurons": "lensframe.views.neurons:NeuronsView",
+    "top_examples": "lensframe.views.top_examples:TopExamplesView",
+    "ffn_vocab": "lensframe.views.ffn_vocab:FfnVocabView",
 }
 
 

@@ -200,6 +200,68 @@ class HeatGrid(_Clickable):
     """]
 
 
+class BarList(_Clickable):
+    """Rows of (label, bar in [-1, 1], note), e.g. neurons ranked by activation; click -> key."""
+
+    items = param.List(default=[])  # [{"key", "label", "bar", "note"}]
+    selected = param.Integer(default=-1)
+    kind = param.String(default="list")
+
+    _esm = """
+    export function render({ model, el }) {
+      const box = document.createElement('div');
+      box.className = 'lf-bars lf-scroll lf-' + model.kind;
+      model.items.forEach((it) => {
+        const row = document.createElement('div');
+        row.className = 'lf-bar-row lf-' + model.kind + '-item' + (it.key === model.selected ? ' lf-selected' : '');
+        row.dataset.key = it.key;
+        const lab = document.createElement('span'); lab.className = 'lf-bar-label'; lab.textContent = it.label;
+        const track = document.createElement('span'); track.className = 'lf-bar-track';
+        const bar = document.createElement('span'); bar.className = 'lf-bar' + (it.bar < 0 ? ' lf-neg' : '');
+        bar.style.width = (Math.min(1, Math.abs(it.bar)) * 100).toFixed(1) + '%';
+        track.appendChild(bar);
+        const note = document.createElement('span'); note.className = 'lf-bar-note'; note.textContent = it.note || '';
+        row.appendChild(lab); row.appendChild(track); row.appendChild(note);
+        row.addEventListener('click', () => model.send_msg({key: it.key}));
+        box.appendChild(row);
+      });
+      el.appendChild(box);
+    }
+    """
+    _stylesheets = [_BASE_CSS + """
+    .lf-bars { height: 100%; font-family: ui-monospace, monospace; font-size: 11px; }
+    .lf-bar-row { display: flex; align-items: center; gap: 6px; padding: 1px 4px; cursor: pointer; }
+    .lf-bar-row:hover { background: #f2f6fc; }
+    .lf-bar-row.lf-selected { background: #dbe8fb; }
+    .lf-bar-label { min-width: 4.5em; text-align: right; color: #333; }
+    .lf-bar-track { flex: 0 0 90px; height: 9px; background: #f0f0f0; border-radius: 2px; }
+    .lf-bar { display: block; height: 100%; background: #1f6fd1; border-radius: 2px; }
+    .lf-bar.lf-neg { background: #d6604d; }
+    .lf-bar-note { white-space: pre; overflow: hidden; text-overflow: ellipsis; color: #444; }
+    """]
+
+
+def histogram_svg(counts, edges, marker: float | None = None, width: int = 260, height: int = 60) -> str:
+    """A small inline SVG histogram (log counts), with an optional marker at one value."""
+    import math
+
+    n = len(counts)
+    top = max((math.log1p(c) for c in counts), default=1) or 1
+    bw = width / max(n, 1)
+    bars = "".join(
+        f"<rect x='{i * bw:.1f}' y='{height - height * math.log1p(c) / top:.1f}' width='{max(bw - 1, 1):.1f}' "
+        f"height='{height * math.log1p(c) / top:.1f}' fill='#1f6fd1'><title>[{edges[i]:.3g}, {edges[i + 1]:.3g}): {c}</title></rect>"
+        for i, c in enumerate(counts))
+    mark = ""
+    if marker is not None:
+        idx = sum(1 for e in edges[1:-1] if marker >= e)
+        x = (idx + 0.5) * bw
+        mark = f"<line x1='{x:.1f}' x2='{x:.1f}' y1='0' y2='{height}' stroke='#e4572e' stroke-width='2'/>"
+    return (f"<svg class='lf-hist' width='{width}' height='{height + 14}'>{bars}{mark}"
+            f"<text x='0' y='{height + 12}' font-size='10'>{edges[0]:.3g}</text>"
+            f"<text x='{width}' y='{height + 12}' font-size='10' text-anchor='end'>{edges[-1]:.3g}</text></svg>")
+
+
 class HeadPicker(_Clickable):
     """Thumbnails of every head's attention pattern on canvases; click -> head."""
 

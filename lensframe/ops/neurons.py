@@ -20,6 +20,7 @@ import torch
 from . import register
 from .base import Op, Result
 
+WINDOW = (12, 4)  # tokens kept before and after each top example's peak, with their activations
 HIST_BINS = 48
 HIST_LIMIT = 6.0  # histogram edges are uniform in asinh(m) on [-6, 6]: |m| up to ~200
 
@@ -87,8 +88,9 @@ class ValueNormsOp(Op):
 @register
 class NeuronTopExamplesOp(Op):
     """For every neuron of the chosen layers: the k samples where it fires most (max over
-    positions, with that position), and a histogram of its activation over all tokens. A streaming
-    reduction: each batch is folded in and dropped."""
+    positions, with that position and the neuron's activations on the tokens around it), and a
+    histogram of its activation over all tokens. A streaming reduction: each batch is folded in
+    and dropped, so clicking any neuron is answered from the store."""
 
     name = "neuron_top_examples"
     kind = "dataset"
@@ -97,12 +99,14 @@ class NeuronTopExamplesOp(Op):
         return {f"mlp_post.{l}" for l in layers_of(node, info.n_layers)}
 
     def estimate_bytes(self, node, info, n_samples, n_tokens):
-        return len(layers_of(node, info.n_layers)) * info.d_mlp * (node.param("k") * 12 + HIST_BINS * 4)
+        width = sum(WINDOW) + 1
+        return len(layers_of(node, info.n_layers)) * info.d_mlp * (node.param("k") * (12 + 2 * width) + HIST_BINS * 4)
 
     def init(self, node, ctx):
         nl, d, k = len(layers_of(node, ctx.info.n_layers)), ctx.adapter.d_mlp, node.param("k")
         return {"values": torch.full((nl, d, k), -torch.inf), "samples": torch.full((nl, d, k), -1, dtype=torch.long),
                 "positions": torch.full((nl, d, k), -1, dtype=torch.long),
+                "windows": torch.full((nl, d, k, sum(WINDOW) + 1), torch.nan),
                 "hist": torch.zeros((nl, d, HIST_BINS), dtype=torch.long)}
 
     @torch.no_grad()
@@ -111,16 +115,23 @@ class NeuronTopExamplesOp(Op):
         mask = batch.mask.cpu()
         samples = torch.as_tensor(batch.samples, dtype=torch.long)
         edges = torch.as_tensor(hist_edges()[1:-1])
+        lengths = mask.sum(1)
+        offsets = torch.arange(-WINDOW[0], WINDOW[1] + 1)
         for i, layer in enumerate(layers_of(node, ctx.info.n_layers)):
             acts = batch.captures[f"mlp_post.{layer}"].float().cpu()  # [B, T, d]
-            d = acts.shape[-1]
+            (B, T, d), W = acts.shape, len(offsets)
             best, where = acts.masked_fill(~mask.unsqueeze(-1), -torch.inf).max(dim=1)  # [B, d]
+            idx = where.unsqueeze(-1) + offsets  # [B, d, W]: positions around each peak
+            inside = (idx >= 0) & (idx < lengths.view(B, 1, 1))
+            win = acts.transpose(1, 2).gather(2, idx.clamp(0, T - 1)).masked_fill(~inside, torch.nan)
             vals = torch.cat([state["values"][i], best.T], dim=1)  # [d, k + B]
             samp = torch.cat([state["samples"][i], samples.expand(d, -1)], dim=1)
             pos = torch.cat([state["positions"][i], where.T], dim=1)
+            wins = torch.cat([state["windows"][i], win.transpose(0, 1)], dim=1)  # [d, k + B, W]
             top = vals.topk(k, dim=1)
             state["values"][i], state["samples"][i] = top.values, samp.gather(1, top.indices)
             state["positions"][i] = pos.gather(1, top.indices)
+            state["windows"][i] = wins.gather(1, top.indices.unsqueeze(-1).expand(-1, -1, W))
             real = acts[mask]  # [tokens, d]
             bins = torch.bucketize(real, edges) + torch.arange(d) * HIST_BINS
             state["hist"][i] += torch.bincount(bins.flatten(), minlength=d * HIST_BINS).view(d, HIST_BINS)
@@ -130,16 +141,19 @@ class NeuronTopExamplesOp(Op):
         k = node.param("k")
         vals = torch.cat([a["values"], b["values"]], -1)
         top = vals.topk(k, -1)
-        return {"values": top.values, "samples": torch.cat([a["samples"], b["samples"]], -1).gather(-1, top.indices),
-                "positions": torch.cat([a["positions"], b["positions"]], -1).gather(-1, top.indices),
+        take = lambda name: torch.cat([a[name], b[name]], -1).gather(-1, top.indices)  # noqa: E731
+        wins = torch.cat([a["windows"], b["windows"]], -2)
+        return {"values": top.values, "samples": take("samples"), "positions": take("positions"),
+                "windows": wins.gather(-2, top.indices.unsqueeze(-1).expand(*top.indices.shape, wins.shape[-1])),
                 "hist": a["hist"] + b["hist"]}
 
     def finalize(self, node, state, ctx):
         return Result({"values": state["values"].numpy().astype(np.float32),
                        "samples": state["samples"].numpy().astype(np.int32),
                        "positions": state["positions"].numpy().astype(np.int32),
+                       "windows": state["windows"].numpy().astype(np.float16),
                        "hist": state["hist"].numpy().astype(np.int32), "edges": hist_edges()},
-                      {"layers": layers_of(node, ctx.info.n_layers)})
+                      {"layers": layers_of(node, ctx.info.n_layers), "window": list(WINDOW)})
 
 
 def _vocab_top(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,86 @@
+"""top_examples: the dataset examples that most activate the focused neuron, each shown around its
+peak with the tokens shaded by that neuron's activation, plus the neuron's activation histogram
+over every token of the dataset. All from the dataset pass's streaming top-k: clicking any neuron
+is answered from the store, without running the model.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+import numpy as np
+from pydantic import Field
+
+from lensframe.graph import Node
+
+from .base import View, ViewParams, esc
+
+
+class TopExamplesView(View):
+    type = "top_examples"
+    default_title = "Top examples"
+    description = "dataset examples that most activate the focused neuron, and its activation histogram"
+    reads = ("layer", "neuron")
+    sets = ("sample", "position")
+
+    class Params(ViewParams):
+        layers: Union[Literal["all"], list[int]] = Field("all", description="layers whose neurons are indexed")
+        k: int = Field(10, ge=1, le=100, description="examples kept per neuron")
+
+    def node(self, max_tokens: int) -> Node:
+        layers = "all" if self.p.layers == "all" else tuple(sorted(set(self.p.layers)))
+        return Node.make("neuron_top_examples", self.model, inputs=(self.tokens_node(max_tokens),),
+                         layers=layers, k=self.p.k)
+
+    def needs(self, max_tokens):
+        return [self.tokens_node(max_tokens), self.node(max_tokens)]
+
+    def check(self, info):
+        issues = super().check(info)
+        if self.p.layers != "all":
+            for i, layer in enumerate(self.p.layers):
+                if not 0 <= layer < info.n_layers:
+                    issues.append((("layers", i), f"layer {layer} is beyond the model's depth "
+                                   f"({info.n_layers} layers: 0..{info.n_layers - 1})", None))
+        return issues
+
+    def render(self, ctx):
+        import panel as pn
+
+        from .widgets import TokenStrip, histogram_svg
+
+        res = ctx.result(self.node(ctx.board.spec.dataset.max_tokens))
+        layers, neuron = res.meta["layers"], ctx.get("neuron")
+        layer = ctx.layer(default=layers[0])
+        if neuron is None:
+            return pn.pane.HTML("<div class='lf-waiting lf-hint'>click a neuron (in the neurons or ffn_vocab view) "
+                                "to see the examples that excite it</div>", sizing_mode="stretch_width")
+        if layer not in layers:
+            return pn.pane.HTML(f"<div class='lf-hint'>layer {layer} is not indexed by this view "
+                                f"(layers: {layers})</div>", sizing_mode="stretch_width")
+        li = layers.index(layer)
+        ds = ctx.board.dataset
+        strings = ctx.result(self.tokens_node(ctx.board.spec.dataset.max_tokens)).meta["strings"]
+        before, _ = res.meta["window"]
+        hist, edges = res["hist"][li, neuron], res["edges"]
+        best = res["values"][li, neuron]
+        parts = [pn.pane.HTML(
+            f"<div class='lf-top-head'>neuron <b class='lf-neuron'>{layer}.{neuron}</b> · max activation "
+            f"{best[0]:+.3f} · {int(hist.sum())} tokens</div>{histogram_svg(hist.tolist(), edges.tolist(), float(best[0]))}",
+            sizing_mode="stretch_width")]
+        for rank, (value, s, p, win) in enumerate(zip(best, res["samples"][li, neuron], res["positions"][li, neuron],
+                                                      res["windows"][li, neuron])):
+            if s < 0:
+                break
+            start = max(0, int(p) - before)  # win[j] is position p - before + j
+            off = start - (int(p) - before)
+            toks = strings[s][start : start + len(win) - off]
+            shade = [max(0.0, float(v) / float(value)) if value > 0 and not np.isnan(v) else 0.0
+                     for v in win[off : off + len(toks)]]
+            label = f" · {esc(ds.labels[s])}" if ds.labels else ""
+            head = pn.pane.HTML(f"<div class='lf-example-head'>#{rank + 1} · sample {int(s)}{label} · "
+                                f"{value:+.3f} at position {int(p)}</div>", sizing_mode="stretch_width")
+            strip = TokenStrip(tokens=toks, shade=shade[: len(toks)], selected=int(p) - start, sizing_mode="stretch_width",
+                               css_classes=["lf-example"],
+                               on_click=lambda index, s=int(s), start=start: ctx.set(sample=s, position=start + index))
+            parts += [head, strip]
+        return pn.Column(*parts, sizing_mode="stretch_both", scroll=True, css_classes=["lf-view-top-examples"])
