@@ -47,6 +47,8 @@ class PassContext:
     n_tokens: int  # longest tokenized sample (result arrays are padded to it)
     device: str
     nodes: tuple = ()  # the nodes of the pass this context runs (ops may share work between them)
+    inputs: dict = field(default_factory=dict)  # results of the dataset nodes these nodes read
+    progress: object = None  # how long finalize steps (training) report progress: see progress_bar
     scratch: dict = field(default_factory=dict)  # buffers that live for the whole pass
 
 
@@ -134,8 +136,10 @@ class Executor:
                     p.cached = True
                 else:
                     todo.append(p)
-            if todo:
-                self._dataset_pass(model, todo, report, progress)
+            # Nodes that read another dataset node's result (a lens through a trained tuned lens)
+            # run in a later pass; everything else of the model is fused into the first.
+            for stage in _stages(todo):
+                self._dataset_pass(model, stage, report, progress)
         report.seconds = round(time.perf_counter() - t0, 3)
         return report
 
@@ -147,6 +151,8 @@ class Executor:
         ids, lengths = tok["ids"], tok["lengths"]
         ctx = self.context(model, ids.shape[1])
         ctx.nodes = tuple(p.node for p in todo)
+        ctx.inputs = {i: self.board.result(i) for p in todo for i in p.node.inputs if i.kind == "dataset"}
+        ctx.progress = progress
         ops = [(p, get_op(p.node.op)) for p in todo]
         hooks = set().union(*(op.hooks(p.node, loaded.info) for p, op in ops))
         states = {p.node: op.init(p.node, ctx) for p, op in ops}
@@ -240,6 +246,21 @@ class Executor:
         return torch.log_softmax(out.logits[0].float(), -1).cpu().numpy()
 
 
+def _stages(todo: list) -> list[list]:
+    """Dataset nodes in passes: a node runs after the dataset nodes it reads (depth order)."""
+    depth: dict = {}
+
+    def level(node) -> int:
+        if node not in depth:
+            depth[node] = max([level(i) + 1 for i in node.inputs if i.kind == "dataset"] + [0])
+        return depth[node]
+
+    stages: dict[int, list] = {}
+    for p in todo:
+        stages.setdefault(level(p.node), []).append(p)
+    return [stages[d] for d in sorted(stages)]
+
+
 class _NoBar:
     def update(self, n): ...
     def close(self): ...
@@ -256,6 +277,11 @@ class _CallbackBar:
 
     def close(self):
         self.fn(1.0, self.desc)
+
+
+def progress_bar(progress, total: int, desc: str):
+    """tqdm in the terminal (progress=True), a callback(fraction, message) bar, or nothing."""
+    return _progress(progress, total, desc)
 
 
 def _progress(progress, total: int, desc: str):

@@ -9,11 +9,22 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lensframe.graph import Node
 
 from .base import View, ViewParams, esc
+
+
+class TunedParams(BaseModel):
+    """The tuned lens's training budget (see lensframe.ops.tuned_lens)."""
+
+    model_config = ConfigDict(extra="forbid")
+    train_tokens: int = Field(2048, ge=16, le=1_000_000, description="token positions sampled for training")
+    steps: int = Field(100, ge=1, le=100_000, description="Adam steps")
+    lr: float = Field(1e-3, gt=0, le=1, description="learning rate")
+    batch_tokens: int = Field(32, ge=1, le=4096, description="tokens per step (all layers train together)")
+    seed: int = Field(0, description="seed of the token sample, the split and the minibatches")
 
 METRIC_HELP = {
     "prob": "probability of the final prediction",
@@ -32,20 +43,38 @@ class LogitLensView(View):
     class Params(ViewParams):
         metric: Literal["prob", "rank", "kl", "entropy"] = Field("prob", description="cell colour")
         top_k: int = Field(5, ge=1, le=50, description="tokens listed on hover")
-        stream: Literal["resid_post"] = Field("resid_post", description="residual stream decoded")
+        stream: Literal["resid_post", "resid_mid"] = Field(
+            "resid_post", description="resid_post: after each block; resid_mid: after attention, before the MLP")
+        lens: Literal["logit", "tuned"] = Field(
+            "logit", description="tuned: through affine translators lensframe trains on the dataset (resid_post only)")
+        tuned: TunedParams = Field(default_factory=TunedParams, description="training budget of lens: tuned")
+
+        @model_validator(mode="after")
+        def _tuned_needs_resid_post(self):
+            if self.lens == "tuned" and self.stream != "resid_post":
+                raise ValueError("lens: tuned decodes stream: resid_post (its translators are trained there)")
+            return self
 
     @property
     def default_title(self) -> str:
-        return f"Logit lens ({self.p.metric})"
+        where = " after attention" if self.p.stream == "resid_mid" else ""
+        return f"{'Tuned' if self.p.lens == 'tuned' else 'Logit'} lens{where} ({self.p.metric})"
+
+    def tuned_node(self, max_tokens: int) -> Node:
+        t = self.p.tuned
+        return Node.make("tuned_lens", self.model, inputs=(self.tokens_node(max_tokens),), train_tokens=t.train_tokens,
+                         steps=t.steps, lr=t.lr, batch_tokens=t.batch_tokens, seed=t.seed)
 
     def lens_node(self, max_tokens: int) -> Node:
         # The metric is not part of the node: the op computes all four, so lens views that differ
         # only in colour share one result.
-        return Node.make("logit_lens", self.model, inputs=(self.tokens_node(max_tokens),),
+        tuned = (self.tuned_node(max_tokens),) if self.p.lens == "tuned" else ()
+        return Node.make("logit_lens", self.model, inputs=(self.tokens_node(max_tokens),) + tuned,
                          stream=self.p.stream, top_k=self.p.top_k)
 
     def needs(self, max_tokens):
-        return [self.tokens_node(max_tokens), self.lens_node(max_tokens)]
+        extra = [self.tuned_node(max_tokens)] if self.p.lens == "tuned" else []
+        return [self.tokens_node(max_tokens)] + extra + [self.lens_node(max_tokens)]
 
     def check(self, info):
         issues = super().check(info)
@@ -64,7 +93,7 @@ class LogitLensView(View):
         tokens = ctx.tokens()
         T = len(tokens)
         pos = ctx.position(T)
-        layers = res.meta["layers"]
+        layers, blocks = res.meta["layers"], res.meta["blocks"]
         L = len(layers)
         ids, probs = res["ids"][s, :, :T, :k], res["probs"][s, :, :T, :k]
         metric = res[self.p.metric][s, :, :T]
@@ -81,10 +110,10 @@ class LogitLensView(View):
                 + "\n".join(f"{probs[l, t, j]:.3f}  {vocab[int(ids[l, t, j])]!r}" for j in range(k))
                 for t in range(T)])
         focus_layer = ctx.get("layer")
-        sel_row = order.index(focus_layer + 1) if focus_layer is not None and focus_layer + 1 < L else -1
+        sel_row = next((i for i, l in enumerate(order) if blocks[l] == focus_layer), -1) if focus_layer is not None else -1
 
         def clicked(row, col):
-            layer = order[row] - 1  # the "embed" row is no block: it moves the position only
+            layer = blocks[order[row]]  # the "embed" row is no block: it moves the position only
             ctx.set(position=col, **({"layer": layer} if layer >= 0 else {}))
 
         grid = HeatGrid(row_labels=[layers[l] for l in order], col_labels=tokens, values=vals, texts=texts,
@@ -94,8 +123,18 @@ class LogitLensView(View):
         caption = pn.pane.HTML(
             f"<div class='lf-lens-head'>sample <b>{s}</b> · position <b class='lf-position'>{pos}</b> "
             f"<code>{esc(repr(tokens[pos]))}</code> → final prediction <code>{esc(repr(final))}</code>"
-            f" · colour: {METRIC_HELP[self.p.metric]}</div>", sizing_mode="stretch_width")
+            f" · colour: {METRIC_HELP[self.p.metric]}{self._tuned_note(ctx)}</div>", sizing_mode="stretch_width")
         return pn.Column(caption, grid, sizing_mode="stretch_both", css_classes=["lf-view-logit-lens"])
+
+
+    def _tuned_note(self, ctx) -> str:
+        if self.p.lens != "tuned":
+            return ""
+        t = ctx.result(self.tuned_node(ctx.board.spec.dataset.max_tokens))
+        gain = float(t["test_kl_logit"].mean() - t["test_kl_tuned"].mean())
+        return (f"<br><span class='lf-tuned-note'>tuned lens trained on {t.meta['tokens']} tokens of this dataset: "
+                f"held-out KL to the final layer {t['test_kl_tuned'].mean():.2f} vs {t['test_kl_logit'].mean():.2f} nats "
+                f"for the logit lens (mean over layers, {gain:+.2f})</span>")
 
 
 def _shade(metric: str, values: np.ndarray, vocab_size: int) -> np.ndarray:

@@ -12,8 +12,8 @@ def register(op_cls):
 
 
 def get_op(name: str) -> Op:
-    if not _OPS:
-        from . import attention, lens, neurons, tokens  # noqa: F401  (register the built-in ops)
+    from . import attention, lens, neurons, tokens, tuned_lens  # noqa: F401  (register the built-in ops)
+
     return _OPS[name]
 
 

@@ -1,7 +1,11 @@
 """Logit lens (nostalgebraist 2020): decode every layer's residual as the model decodes its last.
 
-logits_l = E · norm_f(h_l), with the model's own final norm and unembedding. Layer index 0 is the
-embedding (resid_pre.0), index l+1 the output of block l (resid_post.l). Per (layer, position) we
+logits_l = E · norm_f(h_l), with the model's own final norm and unembedding. Two streams: with
+`resid_post`, row 0 is the embedding (resid_pre.0) and row l+1 the output of block l; with
+`resid_mid` (the sub-block variant), row l is block l's residual after attention, before its MLP,
+and a last row is the final output, so the two separate what attention and the MLP add. With
+`lens: tuned`, each resid_post row first goes through its trained affine translator
+(lensframe.ops.tuned_lens). Per (layer, position) we
 keep the top-k tokens and four metrics against the final layer's distribution p_final:
   prob     p_l(y*), y* = argmax p_final (the model's prediction)
   rank     rank of y* under p_l (0 = top-1)
@@ -22,14 +26,18 @@ METRICS = ("prob", "rank", "kl", "entropy")
 ROWS_PER_MATMUL = 1024  # measured sweet spot for the unembedding matmul (docs/ARCHITECTURE.md)
 
 
-def stream_hooks(stream: str, n_layers: int) -> list[str]:
+def stream_rows(stream: str, n_layers: int) -> list[tuple[str, str, int]]:
+    """(row label, hook, block index or -1) of each lens row; the last row is the final output."""
     if stream == "resid_post":
-        return ["resid_pre.0"] + [f"resid_post.{l}" for l in range(n_layers)]
+        return [("embed", "resid_pre.0", -1)] + [(str(l), f"resid_post.{l}", l) for l in range(n_layers)]
+    if stream == "resid_mid":
+        return [(f"{l} mid", f"resid_mid.{l}", l) for l in range(n_layers)] + \
+               [("final", f"resid_post.{n_layers - 1}", n_layers - 1)]
     raise ValueError(f"unknown stream {stream!r}")
 
 
-def lens_layer_names(stream: str, n_layers: int) -> list[str]:
-    return ["embed"] + [str(l) for l in range(n_layers)]
+def stream_hooks(stream: str, n_layers: int) -> list[str]:
+    return [hook for _, hook, _ in stream_rows(stream, n_layers)]
 
 
 @torch.no_grad()
@@ -126,11 +134,16 @@ class LogitLensOp(Op):
         stream, k = node.param("stream"), node.param("top_k")
         # Lens nodes of one stream that differ only in top_k share one decode per batch (the
         # unembedding is the expensive part): decode once with the largest k, then slice.
-        shared_key = ("logit_lens", stream)
+        shared_key = ("logit_lens", stream, node.inputs[1:])
         if shared_key not in batch.shared:
-            k_max = max([n.param("top_k") for n in ctx.nodes if n.op == self.name and n.param("stream") == stream] + [k])
+            k_max = max([n.param("top_k") for n in ctx.nodes
+                         if n.op == self.name and ("logit_lens", n.param("stream"), n.inputs[1:]) == shared_key] + [k])
             mask = batch.mask
             hs = [batch.captures[n][mask].float() for n in stream_hooks(stream, ctx.info.n_layers)]  # [R, d]
+            if len(node.inputs) > 1:  # a tuned lens: translate every row but the final one
+                from .tuned_lens import translate
+
+                hs = translate(hs, ctx.inputs[node.inputs[1]])
             a = ctx.adapter
             stats = decode_layers(hs, a.final_norm, a.unembed_weight, a.unembed_bias, k_max,
                                   ctx.scratch.setdefault(shared_key, {}))
@@ -148,5 +161,6 @@ class LogitLensOp(Op):
         return a.merge(b)
 
     def finalize(self, node, state, ctx):
-        return Result(state.arrays, {"layers": lens_layer_names(node.param("stream"), ctx.info.n_layers),
+        rows = stream_rows(node.param("stream"), ctx.info.n_layers)
+        return Result(state.arrays, {"layers": [r[0] for r in rows], "blocks": [r[2] for r in rows],
                                      "metrics": list(METRICS)})

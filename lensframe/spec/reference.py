@@ -57,5 +57,8 @@ def markdown() -> str:
                 f"a click sets: {', '.join(cls.sets) or '-'}.", ""]
         table = fields_table(cls.Params, skip=("model", "title", "pin"))
         out += (table if len(table) > 2 else ["(no other params)"]) + [""]
+        for pname, f in cls.Params.model_fields.items():  # nested params, e.g. logit_lens.tuned
+            if pname != "pin" and isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+                out += [f"`{name}.{pname}`:", ""] + fields_table(f.annotation) + [""]
     out.append(END)
     return "\n".join(out)
