@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from .graph import dataset_stages
 from .ops import Batch, get_op
 from .ops.base import Result
 
@@ -138,7 +139,7 @@ class Executor:
                     todo.append(p)
             # Nodes that read another dataset node's result (a lens through a trained tuned lens)
             # run in a later pass; everything else of the model is fused into the first.
-            for stage in _stages(todo):
+            for stage in dataset_stages(todo):
                 self._dataset_pass(model, stage, report, progress)
         report.seconds = round(time.perf_counter() - t0, 3)
         return report
@@ -244,21 +245,6 @@ class Executor:
         with self.model_lock(model):
             out = self._forward(loaded, input_ids, torch.ones_like(input_ids, dtype=torch.bool), set(), {}, edits)
         return torch.log_softmax(out.logits[0].float(), -1).cpu().numpy()
-
-
-def _stages(todo: list) -> list[list]:
-    """Dataset nodes in passes: a node runs after the dataset nodes it reads (depth order)."""
-    depth: dict = {}
-
-    def level(node) -> int:
-        if node not in depth:
-            depth[node] = max([level(i) + 1 for i in node.inputs if i.kind == "dataset"] + [0])
-        return depth[node]
-
-    stages: dict[int, list] = {}
-    for p in todo:
-        stages.setdefault(level(p.node), []).append(p)
-    return [stages[d] for d in sorted(stages)]
 
 
 class _NoBar:

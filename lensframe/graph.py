@@ -63,6 +63,22 @@ class PlannedNode:
     cached: bool = False
 
 
+def dataset_stages(planned: list[PlannedNode]) -> list[list[PlannedNode]]:
+    """Dataset nodes in passes: a node runs after the dataset nodes it reads (depth order);
+    everything at one depth is fused into one pass."""
+    depth: dict = {}
+
+    def level(node: Node) -> int:
+        if node not in depth:
+            depth[node] = max([level(i) + 1 for i in node.inputs if i.kind == "dataset"] + [0])
+        return depth[node]
+
+    stages: dict[int, list] = {}
+    for p in planned:
+        stages.setdefault(level(p.node), []).append(p)
+    return [stages[d] for d in sorted(stages)]
+
+
 @dataclass
 class Plan:
     """Nodes merged across views, grouped into passes. Built by lensframe.compiler."""
@@ -77,11 +93,12 @@ class Plan:
         """One dataset pass and one focus pass per model, each with the nodes fused into it."""
         out = []
         for m in self.models:
-            for kind in ("dataset", "focus"):
-                nodes = self.of_kind(kind, m)
-                if nodes:
-                    out.append({"kind": kind, "model": m, "nodes": [p.node.label() for p in nodes],
-                                "cached": all(p.cached for p in nodes) if kind == "dataset" else None})
+            for stage in dataset_stages(self.of_kind("dataset", m)):
+                out.append({"kind": "dataset", "model": m, "nodes": [p.node.label() for p in stage],
+                            "cached": all(p.cached for p in stage)})
+            nodes = self.of_kind("focus", m)
+            if nodes:
+                out.append({"kind": "focus", "model": m, "nodes": [p.node.label() for p in nodes], "cached": None})
         return out
 
     def to_json(self) -> dict:
