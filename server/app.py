@@ -13,6 +13,7 @@ import panel as pn
 
 from lensframe.context import NotReady, ViewContext
 from lensframe.focus import Focus
+from lensframe.views.base import html_pane
 
 from .grid import build_grid
 
@@ -74,11 +75,10 @@ def render_view(view, ctx) -> pn.viewable.Viewable:
     try:
         return view.render(ctx)
     except NotReady:
-        return pn.pane.HTML("<div class='lf-waiting'>waiting for the dataset pass…</div>",
-                            sizing_mode="stretch_width")
+        return html_pane("<div class='lf-waiting'>waiting for the dataset pass…</div>", sizing_mode="stretch_width")
     except Exception as exc:
         tb = traceback.format_exc()
-        return pn.pane.HTML(
+        return html_pane(
             f"<div class='lf-error'><b>{html.escape(view.id)} failed:</b> {html.escape(type(exc).__name__)}: "
             f"{html.escape(str(exc))}<details><summary>traceback</summary><pre>{html.escape(tb)}</pre></details></div>",
             css_classes=["lf-error-card"], sizing_mode="stretch_both")

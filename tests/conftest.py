@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random models (GPT-2 and Llama shapes) with a tiny trained tokenizer,
+"""Shared fixtures: tiny random models (GPT-2, Llama and GPT-NeoX shapes) with a tiny trained tokenizer,
 built once per session; SmolLM2 boards for the integration tests, sharing one store."""
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def make_tokenizer(folder: Path):
 
 def make_tiny(kind: str, folder: Path) -> Path:
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
+                              LlamaForCausalLM)
 
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -46,11 +47,18 @@ def make_tiny(kind: str, folder: Path) -> Path:
         cfg = GPT2Config(n_layer=3, n_embd=32, n_head=4, vocab_size=V, n_positions=128,
                          bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
         model = GPT2LMHeadModel(cfg)
-    else:
+    elif kind == "neox":  # Pythia-style: parallel attention and MLP, untied lm_head
+        cfg = GPTNeoXConfig(num_hidden_layers=3, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                            vocab_size=V, max_position_embeddings=128, use_parallel_residual=True,
+                            bos_token_id=0, eos_token_id=0)
+        model = GPTNeoXForCausalLM(cfg)
+    elif kind == "llama":
         cfg = LlamaConfig(num_hidden_layers=3, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
                           intermediate_size=64, vocab_size=V, max_position_embeddings=128,
                           bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=False)
         model = LlamaForCausalLM(cfg)
+    else:
+        raise ValueError(f"unknown tiny model kind {kind!r}")
     with torch.no_grad():  # random weights with larger scale, so the lens metrics are not all flat
         for p in model.parameters():
             if p.dim() == 2:
@@ -62,7 +70,7 @@ def make_tiny(kind: str, folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
-    return {kind: make_tiny(kind, root / kind) for kind in ("gpt2", "llama")}
+    return {kind: make_tiny(kind, root / kind) for kind in ("gpt2", "llama", "neox")}
 
 
 def tiny_spec(model_dir: Path, views: str, extra: str = "", batch_size: int = 3) -> str:

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc
+from .base import View, ViewParams, esc, html_pane
 
 
 class AttentionView(View):
@@ -52,7 +52,7 @@ class AttentionView(View):
                         cell_height=12, vertical_cols=True, sizing_mode="stretch_both",
                         on_click=lambda row, col: ctx.set(position=row))
         top = sorted(range(pos + 1), key=lambda k: -p[pos, k])[:3]
-        caption = pn.pane.HTML(
+        caption = html_pane(
             f"<div class='lf-attn-head'>sample <b class='lf-sample-index'>{ctx.sample}</b> · layer <b class='lf-layer'>{layer}</b> · head <b class='lf-head-index'>{head}</b>"
             f" · query position <b class='lf-position'>{pos}</b> <code>{esc(repr(tokens[pos]))}</code> attends to "
             + ", ".join(f"<code>{esc(repr(tokens[k]))}</code> {p[pos, k]:.2f}" for k in top) + "</div>",

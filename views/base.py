@@ -74,3 +74,28 @@ class View:
 def esc(value) -> str:
     """HTML-escape any value for the captions views write."""
     return html.escape(str(value))
+
+
+VIEW_CSS = """
+:host { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; font-size: 12px; }
+.lf-sub { color: #555; font-weight: 600; margin: 6px 0 2px; }
+.lf-hint, .lf-waiting { color: #666; font-style: italic; padding: 8px; }
+.lf-chip { display: inline-block; white-space: pre; font-family: ui-monospace, monospace; background: #eef3fb;
+           border-radius: 3px; padding: 0 4px; margin: 1px 2px; }
+.lf-chip small { color: #777; }
+.lf-promoted .lf-chip { background: #e3f1e3; }
+.lf-suppressed .lf-chip { background: #fbe9e7; }
+.lf-example-head { color: #555; margin-top: 6px; }
+.lf-edit-result table { border-collapse: collapse; font-family: ui-monospace, monospace; }
+.lf-edit-result td, .lf-edit-result th { padding: 1px 8px; text-align: right; }
+.lf-edit-result td:first-child { text-align: left; }
+.lf-error { color: #8a1c1c; background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px;
+            padding: 8px; overflow: auto; max-height: 100%; }
+"""
+
+
+def html_pane(text: str = "", **params):
+    """An HTML pane with the views' shared stylesheet (styles don't cross Panel's shadow roots)."""
+    import panel as pn
+
+    return pn.pane.HTML(text, stylesheets=[VIEW_CSS], **params)

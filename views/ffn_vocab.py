@@ -13,7 +13,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc
+from .base import View, ViewParams, esc, html_pane
 
 
 class FfnVocabView(View):
@@ -55,12 +55,12 @@ class FfnVocabView(View):
         chips = lambda ids, vals=None: " ".join(  # noqa: E731
             f"<span class='lf-chip'>{esc(repr(t))}{'' if vals is None else f' <small>{v:.2f}</small>'}</span>"
             for t, v in zip(ctx.decode(ids), vals if vals is not None else [None] * len(ids)))
-        parts = [pn.pane.HTML(
+        parts = [html_pane(
             f"<div class='lf-ffn-head'>sample <b>{sample}</b> · layer <b class='lf-layer'>{layer}</b> · position "
             f"<b class='lf-position'>{pos}</b> <code>{esc(repr(tokens[pos]))}</code></div>", sizing_mode="stretch_width")]
         if neuron is not None and neuron < ctx.board.infos[self.model].d_mlp:
             st = ctx.lookup(nodes["static"], layer=layer, neuron=neuron)
-            parts.append(pn.pane.HTML(
+            parts.append(html_pane(
                 f"<div class='lf-ffn-static'>value vector <b class='lf-neuron'>{layer}.{neuron}</b> "
                 f"(‖v‖ = {float(st['norm']):.3f}), E·v without the final norm<br>"
                 f"promotes: <span class='lf-promoted'>{chips(st['promoted_ids'], st['promoted'])}</span><br>"
@@ -70,12 +70,12 @@ class FfnVocabView(View):
         items = [{"key": int(i), "label": f"{layer}.{int(i)}", "bar": float(s) / top * (1 if m >= 0 else -1),
                   "note": f"m={m:+.3f} |v|={nv:.2f} → " + " ".join(repr(t) for t in ctx.decode(ids))}
                  for i, m, nv, s, ids in zip(dyn["neurons"], dyn["m"], dyn["norm"], dyn["size"], dyn["token_ids"])]
-        parts.append(pn.pane.HTML("<div class='lf-sub'>sub-updates m<sub>i</sub>v<sub>i</sub> at this token, by "
+        parts.append(html_pane("<div class='lf-sub'>sub-updates m<sub>i</sub>v<sub>i</sub> at this token, by "
                                   "|m<sub>i</sub>| ‖v<sub>i</sub>‖ (red: m &lt; 0), with the tokens each promotes</div>"))
         parts.append(BarList(items=items, selected=neuron if neuron is not None else -1, kind="subupdate",
-                             height=min(22 * len(items) + 8, 240), sizing_mode="stretch_width",
+                             height=min(19 * len(items) + 8, 240), sizing_mode="stretch_width",
                              on_click=lambda key: ctx.set(neuron=key)))
-        parts.append(pn.pane.HTML(
+        parts.append(html_pane(
             f"<div class='lf-ffn-resid'>before the MLP: <span class='lf-before'>{chips(dyn['before_ids'], dyn['before_probs'])}</span><br>"
             f"after the MLP: <span class='lf-after'>{chips(dyn['after_ids'], dyn['after_probs'])}</span></div>",
             sizing_mode="stretch_width"))
@@ -96,7 +96,7 @@ class FfnVocabView(View):
         value = pn.widgets.FloatInput(name="set m to", value=0.0, width=90, css_classes=["lf-edit-value"])
         apply = pn.widgets.Button(name="apply", button_type="primary", width=70, css_classes=["lf-edit-apply"])
         clear = pn.widgets.Button(name="clear", width=70, css_classes=["lf-edit-clear"])
-        result = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["lf-edit-result-pane"])
+        result = html_pane(sizing_mode="stretch_width", css_classes=["lf-edit-result-pane"])
 
         def show():
             edits = ctx.state["edits"]
@@ -124,7 +124,7 @@ class FfnVocabView(View):
         apply.on_click(on_apply)
         clear.on_click(on_clear)
         show()
-        return pn.Column(pn.pane.HTML("<div class='lf-sub'>intervene at this token (a hook on the activations; "
+        return pn.Column(html_pane("<div class='lf-sub'>intervene at this token (a hook on the activations; "
                                       "the weights are untouched)</div>"),
                          pn.Row(which, value, apply, clear), result, sizing_mode="stretch_width",
                          css_classes=["lf-ffn-edit"])

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc
+from .base import View, ViewParams, esc, html_pane
 
 
 class TunedParams(BaseModel):
@@ -120,7 +120,7 @@ class LogitLensView(View):
                         tips=tips, selected_row=sel_row, selected_col=pos, kind="lens",
                         sizing_mode="stretch_both", on_click=clicked)
         final = vocab[int(ids[L - 1, pos, 0])]
-        caption = pn.pane.HTML(
+        caption = html_pane(
             f"<div class='lf-lens-head'>sample <b>{s}</b> · position <b class='lf-position'>{pos}</b> "
             f"<code>{esc(repr(tokens[pos]))}</code> → final prediction <code>{esc(repr(final))}</code>"
             f" · colour: {METRIC_HELP[self.p.metric]}{self._tuned_note(ctx)}</div>", sizing_mode="stretch_width")

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc
+from .base import View, ViewParams, esc, html_pane
 
 
 class NeuronsView(View):
@@ -48,29 +48,30 @@ class NeuronsView(View):
 
         def ranked(order, values, note):
             top = float(np.abs(values[order]).max()) or 1.0
-            return [{"key": int(i), "label": f"{layer}.{int(i)}", "bar": float(values[i]) / top, "note": note(int(i))}
-                    for i in order]
+            # bars are signed by m (red: m < 0), also when ranked by the unsigned |m| ||v||
+            return [{"key": int(i), "label": f"{layer}.{int(i)}", "bar": abs(float(values[i])) / top * np.sign(m[i] or 1),
+                     "note": note(int(i))} for i in order]
 
         by_act = np.argsort(-m)[:n]
         by_size = np.argsort(-size)[:n]
         pick = lambda key: ctx.set(neuron=key)  # noqa: E731
         lists = pn.Row(
-            pn.Column(pn.pane.HTML("<div class='lf-sub'>by activation m<sub>i</sub></div>"),
+            pn.Column(html_pane("<div class='lf-sub'>by activation m<sub>i</sub></div>"),
                       BarList(items=ranked(by_act, m, lambda i: f"m={m[i]:+.3f}"), selected=neuron if neuron is not None else -1,
                               kind="neuron", sizing_mode="stretch_both", on_click=pick), sizing_mode="stretch_both"),
-            pn.Column(pn.pane.HTML("<div class='lf-sub'>by |m<sub>i</sub>| ‖v<sub>i</sub>‖</div>"),
+            pn.Column(html_pane("<div class='lf-sub'>by |m<sub>i</sub>| ‖v<sub>i</sub>‖</div>"),
                       BarList(items=ranked(by_size, size, lambda i: f"m={m[i]:+.3f} |v|={norms[layer, i]:.2f}"),
                               selected=neuron if neuron is not None else -1, kind="neuron",
                               sizing_mode="stretch_both", on_click=pick), sizing_mode="stretch_both"),
             sizing_mode="stretch_both")
-        parts = [pn.pane.HTML(
+        parts = [html_pane(
             f"<div class='lf-neurons-head'>sample <b>{ctx.sample}</b> · layer <b class='lf-layer'>{layer}</b> · "
             f"position <b class='lf-position'>{pos}</b> <code>{esc(repr(tokens[pos]))}</code> · "
             f"{acts.shape[-1]} neurons</div>", sizing_mode="stretch_width")]
         if neuron is not None and neuron < acts.shape[-1]:
             strip = acts[layer, :, neuron]
             scale = float(np.abs(strip).max()) or 1.0
-            parts.append(pn.pane.HTML(f"<div class='lf-sub'>neuron <b class='lf-neuron'>{layer}.{neuron}</b> "
+            parts.append(html_pane(f"<div class='lf-sub'>neuron <b class='lf-neuron'>{layer}.{neuron}</b> "
                                       f"over the sample (max {strip.max():+.3f})</div>"))
             parts.append(TokenStrip(tokens=tokens, shade=[max(0.0, float(v) / scale) for v in strip], selected=pos,
                                     sizing_mode="stretch_width", on_click=lambda index: ctx.set(position=index)))

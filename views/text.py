@@ -8,7 +8,7 @@ from typing import Optional
 
 from pydantic import Field
 
-from .base import View, ViewParams, esc
+from .base import View, ViewParams, esc, html_pane
 
 PREVIEW_CHARS = 90
 
@@ -37,7 +37,7 @@ class TextView(View):
         tokens = ctx.tokens()
         pos = ctx.position(len(tokens))
         label = ds.labels[sample] if ds.labels else None
-        header = pn.pane.HTML(
+        header = html_pane(
             f"<div class='lf-sample-head'>sample <b>{sample}</b>"
             + (f" · <span class='lf-label'>{esc(label)}</span>" if label else "")
             + f" · {len(tokens)} tokens · position <b class='lf-position'>{pos}</b>"

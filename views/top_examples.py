@@ -12,7 +12,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc
+from .base import View, ViewParams, esc, html_pane
 
 
 class TopExamplesView(View):
@@ -52,10 +52,10 @@ class TopExamplesView(View):
         layers, neuron = res.meta["layers"], ctx.get("neuron")
         layer = ctx.layer(default=layers[0])
         if neuron is None:
-            return pn.pane.HTML("<div class='lf-waiting lf-hint'>click a neuron (in the neurons or ffn_vocab view) "
+            return html_pane("<div class='lf-hint'>click a neuron (in the neurons or ffn_vocab view) "
                                 "to see the examples that excite it</div>", sizing_mode="stretch_width")
         if layer not in layers:
-            return pn.pane.HTML(f"<div class='lf-hint'>layer {layer} is not indexed by this view "
+            return html_pane(f"<div class='lf-hint'>layer {layer} is not indexed by this view "
                                 f"(layers: {layers})</div>", sizing_mode="stretch_width")
         li = layers.index(layer)
         ds = ctx.board.dataset
@@ -63,7 +63,10 @@ class TopExamplesView(View):
         before, _ = res.meta["window"]
         hist, edges = res["hist"][li, neuron], res["edges"]
         best = res["values"][li, neuron]
-        parts = [pn.pane.HTML(
+        nz = np.nonzero(hist)[0]  # draw only the occupied range (bins span |m| up to ~200)
+        lo, hi = (max(0, int(nz[0]) - 1), min(len(hist), int(nz[-1]) + 2)) if len(nz) else (0, len(hist))
+        hist, edges = hist[lo:hi], edges[lo:hi + 1]
+        parts = [html_pane(
             f"<div class='lf-top-head'>neuron <b class='lf-neuron'>{layer}.{neuron}</b> · max activation "
             f"{best[0]:+.3f} · {int(hist.sum())} tokens</div>{histogram_svg(hist.tolist(), edges.tolist(), float(best[0]))}",
             sizing_mode="stretch_width")]
@@ -77,7 +80,7 @@ class TopExamplesView(View):
             shade = [max(0.0, float(v) / float(value)) if value > 0 and not np.isnan(v) else 0.0
                      for v in win[off : off + len(toks)]]
             label = f" · {esc(ds.labels[s])}" if ds.labels else ""
-            head = pn.pane.HTML(f"<div class='lf-example-head'>#{rank + 1} · sample {int(s)}{label} · "
+            head = html_pane(f"<div class='lf-example-head'>#{rank + 1} · sample {int(s)}{label} · "
                                 f"{value:+.3f} at position {int(p)}</div>", sizing_mode="stretch_width")
             strip = TokenStrip(tokens=toks, shade=shade[: len(toks)], selected=int(p) - start, sizing_mode="stretch_width",
                                css_classes=["lf-example"],

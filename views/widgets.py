@@ -62,7 +62,7 @@ class TokenStrip(_Clickable):
     """
     _stylesheets = [_BASE_CSS + """
     .lf-tokens { line-height: 2.0; font-family: ui-monospace, monospace; }
-    .lf-token { padding: 2px 1px; margin: 0 1px; border-radius: 3px; cursor: pointer;
+    .lf-token { display: inline-block; line-height: 1.4; margin: 2px 1px; padding: 0 1px; border-radius: 3px; cursor: pointer;
                 border: 1px solid #ddd; white-space: pre; }
     .lf-token:hover { border-color: #333; }
     .lf-token.lf-selected { outline: 2px solid #1f6fd1; border-color: #1f6fd1; }
@@ -210,11 +210,11 @@ class BarList(_Clickable):
     _esm = """
     export function render({ model, el }) {
       const box = document.createElement('div');
-      box.className = 'lf-bars lf-scroll lf-' + model.kind;
+      box.className = 'lf-bars lf-scroll lf-' + model.kind + '-list';
       model.items.forEach((it) => {
         const row = document.createElement('div');
         row.className = 'lf-bar-row lf-' + model.kind + '-item' + (it.key === model.selected ? ' lf-selected' : '');
-        row.dataset.key = it.key;
+        row.dataset.key = it.key; row.title = it.label + '  ' + (it.note || '');
         const lab = document.createElement('span'); lab.className = 'lf-bar-label'; lab.textContent = it.label;
         const track = document.createElement('span'); track.className = 'lf-bar-track';
         const bar = document.createElement('span'); bar.className = 'lf-bar' + (it.bar < 0 ? ' lf-neg' : '');

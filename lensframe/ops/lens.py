@@ -54,7 +54,10 @@ def decode_layers(hs: list[torch.Tensor], final_norm, E: torch.Tensor, bias, k: 
       sum_v p_f(v) log p_l(v) = p_f . (z_l - max z_l) - log sum exp(z_l - max z_l)
     """
     R = hs[0].shape[0]
-    xs = [final_norm(h) for h in hs]
+    E = E.float()  # no copy for float32 models; half-precision ones decode in float32
+    bias = bias.float() if bias is not None else None
+    # the final norm runs in the model's dtype (a LayerNorm refuses mixed dtypes), the rest in float32
+    xs = [final_norm(h.to(final_norm.weight.dtype)).float() for h in hs]
     per_group = max(1, ROWS_PER_MATMUL // max(R, 1))
     z_buf, e_buf, b_buf = _buffers(buffers if buffers is not None else {}, min(len(hs), per_group) * R, E)
 

@@ -59,7 +59,7 @@ class ResidualsOp(Op):
         return {f"{k}.{l}" for k in ("resid_mid", "resid_post") for l in range(info.n_layers)} | {"unembed"}
 
     def estimate_bytes(self, node, info, n_samples, n_tokens):
-        return 2 * info.n_layers * n_tokens * info.d_model * 4 + n_tokens * info.vocab_size * 2
+        return 2 * info.n_layers * n_tokens * info.d_model * 4 + n_tokens * info.vocab_size * 4
 
     def extract(self, node, captures, ctx):
         L = ctx.info.n_layers
@@ -67,7 +67,7 @@ class ResidualsOp(Op):
         post = torch.stack([captures[f"resid_post.{l}"][0] for l in range(L)]).float()
         logp = torch.log_softmax(captures["unembed"][0].float(), -1)
         return Result({"mid": mid.cpu().numpy(), "post": post.cpu().numpy(),
-                       "logprobs": logp.to(torch.float16).cpu().numpy()})
+                       "logprobs": logp.cpu().numpy()})  # float32: edits compare against it exactly
 
 
 @register
@@ -213,7 +213,8 @@ class FfnDynamicOp(Op):
 
 
 def _lens(adapter, h: torch.Tensor, k: int):
-    logits = adapter.final_norm(h.float()) @ adapter.unembed_weight.float().T
+    E = adapter.unembed_weight  # the final norm runs in the model's dtype (a LayerNorm rejects mixed dtypes)
+    logits = adapter.final_norm(h.to(E.dtype)).float() @ E.float().T
     if adapter.unembed_bias is not None:
         logits = logits + adapter.unembed_bias
     top = torch.softmax(logits, -1).topk(k)

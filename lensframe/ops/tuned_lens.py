@@ -14,6 +14,8 @@ frozen. The paper trains on ~65M tokens with SGD/Nesterov; on 2 CPU cores the un
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -66,7 +68,9 @@ class TunedLensOp(Op):
         a = ctx.adapter
         steps = node.param("steps")
         bar = progress_bar(ctx.progress, steps, f"training the tuned lens ({rows.shape[0]} tokens)")
-        out = train(rows, a.final_norm, a.unembed_weight, a.unembed_bias, steps=steps, lr=node.param("lr"),
+        norm = copy.deepcopy(a.final_norm).float()  # trained through in float32, whatever the model's dtype
+        bias = a.unembed_bias.float() if a.unembed_bias is not None else None
+        out = train(rows, norm, a.unembed_weight, bias, steps=steps, lr=node.param("lr"),
                     batch_tokens=node.param("batch_tokens"), seed=node.param("seed"), on_step=lambda: bar.update(1))
         bar.close()
         return Result(out, {"tokens": int(rows.shape[0])})

