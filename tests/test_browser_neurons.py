@@ -12,12 +12,11 @@ Screenshots go to tests/artifacts/browser-neurons*.png (git-ignored).
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, serving
+from tests.test_browser import ARTIFACTS, browser, expect, serving  # noqa: F401  (browser, expect: fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,27 +36,6 @@ def neurons_server(smollm2_available, tmp_path_factory):
     Board.from_file(SPEC, cache_dir=cache).compute(progress=False)
     with serving(SPEC, cache, tmp_path_factory.mktemp("neurons-serve")) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture(scope="module")
-def expect():
-    from playwright.sync_api import expect as _expect
-
-    _expect.set_options(timeout=TIMEOUT_MS)
-    return _expect
 
 
 # `b.lf-neuron`, not `.lf-neuron`: the neurons view's BarLists carry the class lf-neuron too (lf-<kind>).
