@@ -89,6 +89,28 @@ class Executor:
         m = self.model(name)
         return PassContext(m.info, m.adapter, m.tokenizer, self.board.dataset, n_tokens, m.device)
 
+    def _forward_backward(self, loaded, input_ids, mask, hooks: set[str], grad_hooks: set[str], sink: dict,
+                          grads: dict) -> None:
+        """One forward and one backward of the sum of the samples' mean LM losses, so each sample's
+        gradients are those of its own loss (samples do not interact in a causal LM with a mask).
+        The weights stay frozen: the graph starts at the input embeddings."""
+        import torch
+
+        with loaded.adapter.capture(hooks | grad_hooks) as captured, torch.enable_grad():
+            embeds = loaded.adapter.embed(input_ids).detach().requires_grad_(True)
+            out = loaded.model(inputs_embeds=embeds, attention_mask=mask.long(), use_cache=False,
+                               output_attentions=any(h.startswith("attn_pattern") for h in hooks))
+            for h in grad_hooks:
+                captured[h].retain_grad()
+            logp = torch.log_softmax(out.logits[:, :-1].float(), -1)
+            nll = -logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            pairs = (mask[:, 1:] & mask[:, :-1]).float()
+            loss = ((nll * pairs).sum(1) / pairs.sum(1).clamp_min(1)).sum()
+            loss.backward()
+            sink.update({h: v.detach() for h, v in captured.complete().items()})
+            grads.update({h: captured[h].grad for h in grad_hooks})
+        self.forward_passes += 1
+
     def _forward(self, loaded, input_ids, mask, hooks: set[str], sink: dict, edits=()):
         import torch
 
@@ -156,6 +178,7 @@ class Executor:
         ctx.progress = progress
         ops = [(p, get_op(p.node.op)) for p in todo]
         hooks = set().union(*(op.hooks(p.node, loaded.info) for p, op in ops))
+        grad_hooks = set().union(*(op.grad_hooks(p.node, loaded.info) for p, op in ops))
         states = {p.node: op.init(p.node, ctx) for p, op in ops}
         order = np.argsort(-lengths, kind="stable")  # similar lengths together: less padding
         bs = self.board.spec.run.batch_size
@@ -168,13 +191,16 @@ class Executor:
             mask = batch_ids >= 0
             batch_ids = batch_ids.masked_fill(~mask, pad).to(loaded.device)
             mask = mask.to(loaded.device)
-            captures: dict = {}
+            captures, grads = {}, {}
             with self.model_lock(model):  # focus passes may interleave between batches
-                self._forward(loaded, batch_ids, mask, hooks, captures)
-            batch = Batch(np.asarray(samples), batch_ids, mask, captures)
+                if grad_hooks:  # one forward + backward serves every node of the pass
+                    self._forward_backward(loaded, batch_ids, mask, hooks, grad_hooks, captures, grads)
+                else:
+                    self._forward(loaded, batch_ids, mask, hooks, captures)
+            batch = Batch(np.asarray(samples), batch_ids, mask, captures, grads=grads)
             for p, op in ops:
                 states[p.node] = op.update(p.node, states[p.node], batch, ctx)
-            del batch, captures
+            del batch, captures, grads
             report.forward_passes += 1
             report.batches += 1
             bar.update(1)

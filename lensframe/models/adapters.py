@@ -109,6 +109,10 @@ class Adapter:
         """The input embedding matrix W_E, [vocab, d_model]."""
         return _get(self.model, self.family.embed).weight
 
+    @property
+    def embed(self) -> torch.nn.Module:
+        return _get(self.model, self.family.embed)
+
     def value_vectors(self, layer: int) -> torch.Tensor:
         """The FFN value vectors v_i of a layer as rows, [d_mlp, d_model] (Geva et al. 2022):
         MLP(x) = sum_i m_i v_i + b. GPT-2's Conv1D c_proj.weight is [d_mlp, d] (rows); an

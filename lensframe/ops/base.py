@@ -33,6 +33,7 @@ class Batch:
     mask: Any  # torch bool [B, T], True on real tokens
     captures: dict  # hook name -> torch tensor [B, ...]
     shared: dict = field(default_factory=dict)  # work done once per batch for several nodes
+    grads: dict = field(default_factory=dict)  # hook name -> d(sum of the samples' LM losses)/d(activation)
 
 
 class Op:
@@ -42,6 +43,10 @@ class Op:
 
     def hooks(self, node, info) -> set[str]:
         """Normalized hook names the op reads from the forward pass."""
+        return set()
+
+    def grad_hooks(self, node, info) -> set[str]:
+        """Hooks whose gradient of the LM loss the op reads (the pass then runs a backward)."""
         return set()
 
     def estimate_bytes(self, node, info, n_samples: int, n_tokens: int) -> int:
