@@ -43,15 +43,15 @@ class Board:
             except SpecError as err:
                 issues += spec.locate(err).issues
         # capability checks: before any weight is loaded
-        for v in spec.views.values():
-            info = self.infos.get(v.model)
-            if info is None:
+        self.views = {vid: v.cls(vid, v.params, v.model) for vid, v in spec.views.items()}
+        for view in self.views.values():
+            view.info = self.infos.get(view.model)  # shapes from the config, for needs() and check()
+            if view.info is None:
                 continue
-            for path, msg, hint in v.cls(v.id, v.params, v.model).check(info):
-                issues.append(spec.issue(msg, ("views", v.id) + tuple(path), hint))
+            for path, msg, hint in view.check(view.info):
+                issues.append(spec.issue(msg, ("views", view.id) + tuple(path), hint))
         if issues:
             raise SpecError(issues)
-        self.views = {vid: v.cls(vid, v.params, v.model) for vid, v in spec.views.items()}
         self.store = Store(Path(cache_dir) if cache_dir else spec.base_dir / ".lensframe" / "cache")
         fps = {name: src.fingerprint() for name, src in self.sources.items()}
         self.plan = compile_plan(self.views, fps, self.dataset.fingerprint, self.infos, len(self.dataset),
@@ -79,7 +79,7 @@ class Board:
         return self.executor.compute(progress)
 
     def result(self, node):
-        """A stored result of a prepare or dataset node (None when not computed yet)."""
+        """A stored result of a prepare, dataset or derive node (None when not computed yet)."""
         planned = self.plan.nodes[node]
         if planned.key not in self._loaded:  # read and verified once, then served from memory
             res = self.executor.prepared(node) if node.kind == "prepare" else self.store.get(planned.key)

@@ -135,6 +135,19 @@ class Executor:
                     planned.cached = True
         return res
 
+    def derived(self, node) -> Result:
+        """Compute a derive node from its inputs' stored results (no forward) and store it."""
+        planned = self.board.plan.nodes[node]
+        ctx = self.context(node.model, 0) if node.model else PassContext(None, None, None, self.board.dataset, 0, "cpu")
+        ctx.inputs = {i: self.board.result(i) for i in node.inputs}
+        missing = [i.label() for i, r in ctx.inputs.items() if r is None]
+        if missing:
+            raise RuntimeError(f"{node.label()} needs {', '.join(missing)}: run compute first")
+        res = get_op(node.op).compute(node, ctx)
+        self.board.store.put(planned.key, res, node.label())
+        planned.cached = True
+        return res
+
     def tokens(self, model: str) -> Result:
         node = next(p.node for p in self.board.plan.of_kind("prepare", model) if p.node.op == "tokens")
         return self.prepared(node)
@@ -163,6 +176,12 @@ class Executor:
             # run in a later pass; everything else of the model is fused into the first.
             for stage in dataset_stages(todo):
                 self._dataset_pass(model, stage, report, progress)
+        for p in sorted(plan.of_kind("derive"), key=lambda p: _depth(p.node)):
+            if store.get(p.key) is not None:
+                report.cache_hits += 1
+            else:
+                self.derived(p.node)
+                report.computed += 1
         report.seconds = round(time.perf_counter() - t0, 3)
         return report
 
@@ -271,6 +290,10 @@ class Executor:
         with self.model_lock(model):
             out = self._forward(loaded, input_ids, torch.ones_like(input_ids, dtype=torch.bool), set(), {}, edits)
         return torch.log_softmax(out.logits[0].float(), -1).cpu().numpy()
+
+
+def _depth(node) -> int:
+    return max([_depth(i) + 1 for i in node.inputs] + [0])
 
 
 class _NoBar:

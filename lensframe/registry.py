@@ -16,6 +16,9 @@ BUILTIN_VIEWS = {
     "neurons": "lensframe.views.neurons:NeuronsView",
     "top_examples": "lensframe.views.top_examples:TopExamplesView",
     "ffn_vocab": "lensframe.views.ffn_vocab:FfnVocabView",
+    "neuron_clusters": "lensframe.views.neuron_clusters:NeuronClustersView",
+    "text_clusters": "lensframe.views.text_clusters:TextClustersView",
+    "difference": "lensframe.views.difference:DifferenceView",
 }
 
 

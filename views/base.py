@@ -43,6 +43,7 @@ class View:
 
     def __init__(self, id: str, params: ViewParams, model: str):
         self.id, self.p, self.model = id, params, model
+        self.info = None  # the model's ModelInfo (shapes from its config), set by the Board
 
     default_title: ClassVar[str] = ""
 

@@ -241,6 +241,80 @@ class BarList(_Clickable):
     """]
 
 
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd"]
+
+
+class ScatterMap(JSComponent):
+    """A 2-D map of points coloured by group, with a legend; a click on a point sends
+    {"key": ...}, on a legend entry {"group": ...}."""
+
+    points = param.List(default=[])  # [{"key", "x", "y", "group": int, "title"}]
+    groups = param.List(default=[])  # legend labels, by group index (None: "untagged" grey)
+    selected = param.Integer(default=-1)  # a point key
+    selected_group = param.Integer(default=-1)
+    kind = param.String(default="map")
+    palette = param.List(default=PALETTE)
+
+    _esm = """
+    export function render({ model, el }) {
+      const W = 360, H = 260, pad = 10, ns = 'http://www.w3.org/2000/svg';
+      const box = document.createElement('div'); box.className = 'lf-map lf-' + model.kind;
+      const svg = document.createElementNS(ns, 'svg'); svg.setAttribute('width', W); svg.setAttribute('height', H);
+      const xs = model.points.map(p => p.x), ys = model.points.map(p => p.y);
+      const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+      const sx = v => pad + (W - 2 * pad) * (v - x0) / ((x1 - x0) || 1);
+      const sy = v => H - pad - (H - 2 * pad) * (v - y0) / ((y1 - y0) || 1);
+      const color = g => (g === null || g < 0) ? '#bbb' : model.palette[g % model.palette.length];
+      model.points.forEach(p => {
+        const c = document.createElementNS(ns, 'circle');
+        const chosen = p.key === model.selected, inGroup = model.selected_group >= 0 && p.group === model.selected_group;
+        c.setAttribute('cx', sx(p.x)); c.setAttribute('cy', sy(p.y)); c.setAttribute('r', chosen ? 6 : 3.5);
+        c.setAttribute('fill', color(p.group)); c.setAttribute('fill-opacity', model.selected_group >= 0 && !inGroup ? 0.25 : 0.85);
+        if (chosen) { c.setAttribute('stroke', '#000'); c.setAttribute('stroke-width', 2); }
+        c.setAttribute('class', 'lf-point' + (chosen ? ' lf-selected' : ''));
+        c.dataset.key = p.key; c.dataset.group = p.group;
+        const t = document.createElementNS(ns, 'title'); t.textContent = p.title; c.appendChild(t);
+        c.addEventListener('click', () => model.send_msg({key: p.key}));
+        svg.appendChild(c);
+      });
+      box.appendChild(svg);
+      const legend = document.createElement('div'); legend.className = 'lf-legend';
+      model.groups.forEach((g, i) => {
+        const item = document.createElement('span');
+        item.className = 'lf-legend-item' + (i === model.selected_group ? ' lf-selected' : '');
+        item.dataset.group = i;
+        const dot = document.createElement('span'); dot.className = 'lf-dot'; dot.style.background = color(g === null ? -1 : i);
+        item.appendChild(dot); item.appendChild(document.createTextNode(g === null ? 'untagged' : g));
+        item.addEventListener('click', () => model.send_msg({group: i}));
+        legend.appendChild(item);
+      });
+      box.appendChild(legend);
+      el.appendChild(box);
+    }
+    """
+    _stylesheets = [_BASE_CSS + """
+    .lf-map svg { border: 1px solid #eee; }
+    .lf-point { cursor: pointer; }
+    .lf-legend { display: flex; flex-wrap: wrap; gap: 4px 10px; margin-top: 4px; }
+    .lf-legend-item { cursor: pointer; white-space: nowrap; }
+    .lf-legend-item.lf-selected { font-weight: bold; text-decoration: underline; }
+    .lf-dot { display: inline-block; width: 9px; height: 9px; border-radius: 50%; margin-right: 3px; }
+    """]
+
+    def __init__(self, on_point=None, on_group=None, **params):
+        super().__init__(**params)
+
+        def route(event):
+            data = event.data
+            if "key" in data and on_point:
+                _atomically(on_point, {"key": data["key"]})
+            elif "group" in data and on_group:
+                _atomically(on_group, {"group": data["group"]})
+
+        self.on_msg(route)
+
+
 def histogram_svg(counts, edges, marker: float | None = None, width: int = 260, height: int = 60) -> str:
     """A small inline SVG histogram (log counts), with an optional marker at one value."""
     import math

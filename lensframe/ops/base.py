@@ -1,11 +1,14 @@
 """The op contract. An op turns a Node into arrays; the executor decides when it runs.
 
-Three kinds:
+Kinds:
 - "prepare": needs the tokenizer only (e.g. tokenizing the dataset); no forward pass.
 - "dataset": a streaming reduction folded into the one fused dataset pass of its model. It is a
   monoid: init -> update per batch -> merge (of shards) -> finalize, so memory is the size of the
   result, never of the dataset's activations.
 - "focus": read from the one forward of the focused sample (memoized per model and sample).
+- "derive": computed from other nodes' stored results, no model (e.g. clustering the embeddings
+  a dataset pass produced); run after the passes and stored like them.
+- "lookup": on demand, with arguments from the focus (memoized in memory, not stored).
 """
 from __future__ import annotations
 

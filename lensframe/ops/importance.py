@@ -38,9 +38,11 @@ class NeuronImportanceOp(Op):
         return len(layers_of(node, info.n_layers)) * info.d_mlp * 8 * 64  # neurons x (up to 64 topics)
 
     def init(self, node, ctx):
+        # Sums are kept for two halves of the samples (even / odd index): clusters can then be fitted
+        # on one half and tagged on the other, which makes their permutation tests exact.
         topics = topics_of(ctx.dataset)
         n = len(layers_of(node, ctx.info.n_layers)) * ctx.adapter.d_mlp
-        return {"sums": np.zeros((n, len(topics))), "counts": np.zeros(len(topics), dtype=np.int64),
+        return {"sums": np.zeros((n, len(topics), 2)), "counts": np.zeros((len(topics), 2), dtype=np.int64),
                 "index": {t: i for i, t in enumerate(topics)}}
 
     @torch.no_grad()
@@ -56,8 +58,10 @@ class NeuronImportanceOp(Op):
         imp = torch.cat(per_layer, 1).double().cpu().numpy()  # [B, neurons]
         labels = ctx.dataset.labels
         topic = np.array([state["index"][labels[s]] if labels else 0 for s in batch.samples])
-        np.add.at(state["sums"].T, topic, imp)
-        np.add.at(state["counts"], topic, 1)
+        half = np.asarray(batch.samples) % 2
+        for b in range(len(topic)):
+            state["sums"][:, topic[b], half[b]] += imp[b]
+        np.add.at(state["counts"], (topic, half), 1)
         return state
 
     def merge(self, node, a, b):
