@@ -48,7 +48,7 @@ class Board:
             view.info = self.infos.get(view.model)  # shapes from the config, for needs() and check()
             if view.info is None:
                 continue
-            for path, msg, hint in view.check(view.info):
+            for path, msg, hint in view.check(view.info) + (view.check_data(self.dataset) if self.dataset else []):
                 issues.append(spec.issue(msg, ("views", view.id) + tuple(path), hint))
         if issues:
             raise SpecError(issues)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import param
 
-FIELDS = ("model", "sample", "position", "layer", "head", "neuron", "cluster")
+FIELDS = ("model", "sample", "position", "layer", "head", "neuron", "cluster", "text_cluster")
 
 
 class Focus(param.Parameterized):
@@ -17,7 +17,8 @@ class Focus(param.Parameterized):
     layer = param.Integer(default=None, allow_None=True, doc="block index; None = the view's default")
     head = param.Integer(default=0, bounds=(0, None))
     neuron = param.Integer(default=None, allow_None=True)
-    cluster = param.Integer(default=None, allow_None=True)
+    cluster = param.Integer(default=None, allow_None=True, doc="a neuron cluster")
+    text_cluster = param.Integer(default=None, allow_None=True, doc="a cluster of texts")
 
     def values(self) -> dict:
         return {f: getattr(self, f) for f in FIELDS}

@@ -25,6 +25,7 @@ class Pin(BaseModel):
     head: Optional[int] = Field(None, ge=0)
     neuron: Optional[int] = Field(None, ge=0)
     cluster: Optional[int] = Field(None, ge=0)
+    text_cluster: Optional[int] = Field(None, ge=0)
 
 
 class ViewParams(BaseModel):
@@ -67,6 +68,10 @@ class View:
             issues.append((("pin", "head"), f"head {self.p.pin.head} is out of range "
                            f"({info.n_heads} heads: 0..{info.n_heads - 1})", None))
         return issues
+
+    def check_data(self, dataset) -> list[tuple[tuple, str, str | None]]:
+        """Problems with the dataset (e.g. a label the view names that it lacks), before weights load."""
+        return []
 
     def render(self, ctx):
         raise NotImplementedError

@@ -21,7 +21,7 @@ class DifferenceView(View):
     type = "difference"
     default_title = "What sets the groups apart"
     description = "distinguishing words (log-odds z), representative texts and separability of two groups"
-    reads = ("cluster",)
+    reads = ("text_cluster",)
     sets = ("sample",)
 
     class Params(ClusterParams):
@@ -47,19 +47,26 @@ class DifferenceView(View):
     def check(self, info):
         return super().check(info) + check_layer(self, info)
 
+    def check_data(self, dataset):
+        if self.p.compare != "labels":
+            return []
+        labels = sorted(set(dataset.labels or []))
+        from lensframe.errors import did_you_mean
+
+        return [((key,), f"label {value!r} is not in the dataset" + ("" if labels else " (it has no labels)"),
+                 did_you_mean(value, labels) or (f"labels: {', '.join(labels)}" if labels else "set dataset.label"))
+                for key, value in (("a", self.p.a), ("b", self.p.b)) if value not in labels]
+
     def render(self, ctx):
         import panel as pn
 
         from .widgets import SampleList
 
         ds = ctx.board.dataset
-        if self.p.compare == "labels":
-            missing = [x for x in (self.p.a, self.p.b) if x not in set(ds.labels or [])]
-            if missing:
-                raise ValueError(f"label(s) {missing} not in the dataset; labels: {sorted(set(ds.labels or []))}")
+        if self.p.compare == "labels":  # the labels were checked against the dataset (check_data)
             a, b, names = ("label", self.p.a), ("label", self.p.b), (self.p.a, self.p.b)
         else:
-            cluster = ctx.get("cluster")
+            cluster = ctx.get("text_cluster")
             if cluster is None:
                 return html_pane("<div class='lf-hint'>click a cluster (in a text_clusters view) to see what sets it "
                                  "apart from the rest</div>", sizing_mode="stretch_width")

@@ -40,8 +40,8 @@ class TextClustersView(View):
     type = "text_clusters"
     default_title = "Text clusters"
     description = "texts embedded by the model, clustered (PCA + k-means, Zhong et al. 2022), on a map"
-    reads = ("sample", "cluster")
-    sets = ("sample", "cluster")
+    reads = ("sample", "text_cluster")
+    sets = ("sample", "text_cluster")
 
     class Params(ClusterParams):
         color_by: Literal["cluster", "label"] = Field("cluster", description="what colours the map")
@@ -66,7 +66,7 @@ class TextClustersView(View):
         points = [{"key": i, "x": float(coords[i, 0]), "y": float(coords[i, 1]), "group": group[i],
                    "title": f"#{i} cluster {int(clusters[i])}" + (f" · {ds.labels[i]}" if ds.labels else "")
                    + f"\n{' '.join(ds.texts[i].split())[:120]}"} for i in range(len(ds))]
-        focus_cluster = ctx.get("cluster")
+        focus_cluster = ctx.get("text_cluster")
         ari = res.meta["ari"]
         caption = html_pane(
             f"<div class='lf-clusters-head'>{len(ds)} texts · k = {res.meta['k']} · mean-pooled residual of block "
@@ -77,8 +77,8 @@ class TextClustersView(View):
             + "</div>", sizing_mode="stretch_width")
         chart = ScatterMap(points=points, groups=names, selected=ctx.sample,
                            selected_group=-1 if by_label or focus_cluster is None else focus_cluster, kind="texts",
-                           on_point=lambda key: ctx.set(sample=key, position=None, cluster=int(clusters[key])),
-                           on_group=lambda group: None if by_label else ctx.set(cluster=group))
+                           on_point=lambda key: ctx.set(sample=key, position=None, text_cluster=int(clusters[key])),
+                           on_group=lambda group: None if by_label else ctx.set(text_cluster=group))
         return pn.Column(caption, chart, sizing_mode="stretch_both", css_classes=["lf-view-text-clusters"])
 
 

@@ -35,7 +35,7 @@ class NeuronImportanceOp(Op):
         return self.hooks(node, info) if node.param("method") == "attribution" else set()
 
     def estimate_bytes(self, node, info, n_samples, n_tokens):
-        return len(layers_of(node, info.n_layers)) * info.d_mlp * 8 * 64  # neurons x (up to 64 topics)
+        return len(layers_of(node, info.n_layers)) * info.d_mlp * 8 * 2 * 64  # neurons x (up to 64) topics x 2 halves
 
     def init(self, node, ctx):
         # Sums are kept for two halves of the samples (even / odd index): clusters can then be fitted
