@@ -50,6 +50,10 @@ class Board:
                 continue
             for path, msg, hint in view.check(view.info) + (view.check_data(self.dataset) if self.dataset else []):
                 issues.append(spec.issue(msg, ("views", view.id) + tuple(path), hint))
+        if not issues:
+            for view in self.views.values():
+                for path, msg, hint in view.check_views(self.views, spec.dataset.max_tokens):
+                    issues.append(spec.issue(msg, ("views", view.id) + tuple(path), hint))
         if issues:
             raise SpecError(issues)
         self.store = Store(Path(cache_dir) if cache_dir else spec.base_dir / ".lensframe" / "cache")

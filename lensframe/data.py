@@ -93,6 +93,18 @@ def load_dataset(spec: DatasetSpec, base_dir: pathlib.Path) -> Dataset:
             f"the dataset is empty: no non-empty texts of at most {MAX_CHARS} characters", *where
         )
 
+    # Stratified first (per_label: at most that many of each label), so a topic comparison is not
+    # dominated by the biggest category file; then the overall limit.
+    if spec.per_label is not None:
+        if labels is None:
+            raise _err("per_label needs labels", "per_label", hint="set dataset.label (or inline labels)")
+        rng = np.random.default_rng(spec.seed)
+        by_label: dict = {}
+        for i in keep:
+            by_label.setdefault(labels[i], []).append(i)
+        keep = sorted(j for group in by_label.values()
+                      for j in (group if len(group) <= spec.per_label else rng.choice(group, spec.per_label, replace=False)))
+        keep = [int(i) for i in keep]
     # Deterministic sample; sorted indices keep the original order, so output is stable.
     if spec.limit is not None and spec.limit < len(keep):
         rng = np.random.default_rng(spec.seed)
@@ -117,6 +129,7 @@ def _fingerprint(kind: str, texts, labels, spec: DatasetSpec) -> str:
         "labels": list(labels) if labels is not None else None,
         "limit": spec.limit,
         "seed": spec.seed,
+        **({"per_label": spec.per_label} if spec.per_label is not None else {}),
     }
     blob = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

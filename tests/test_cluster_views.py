@@ -361,3 +361,25 @@ def test_difference_labels_are_checked_against_the_dataset(planted_model, tmp_pa
     err = capsys.readouterr().err
     assert "views.d.b: label 'lw' is not in the dataset" in err and "did you mean 'law'?" in err
     assert "Traceback" not in err
+
+
+def test_difference_must_describe_the_clusters_the_map_shows(planted_model, tmp_path, capsys):
+    from lensframe.cli import main
+
+    views = "  tc: {type: text_clusters, k: 3}\n  d: {type: difference}\n"
+    path = tmp_path / "s.yaml"
+    path.write_text(spec_text(planted_model, views))
+    assert main(["plan", str(path), "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "views.d: clusters the texts differently from text_clusters view 'tc'" in err
+    path.write_text(spec_text(planted_model, views.replace("{type: difference}", "{type: difference, k: 3}")))
+    assert main(["plan", str(path), "--cache-dir", str(tmp_path / "c")]) == 0
+
+
+def test_per_label_sampling_balances_topics(tmp_path):
+    from lensframe.data import load_dataset
+    from lensframe.spec.schema import DatasetSpec
+
+    ds = load_dataset(DatasetSpec(source="builtin:fortunes", label="topic", per_label=5, limit=None,
+                                  categories=["computers", "food", "law"]), tmp_path)
+    assert sorted(ds.labels) == ["computers"] * 5 + ["food"] * 5 + ["law"] * 5

@@ -69,6 +69,10 @@ class View:
                            f"({info.n_heads} heads: 0..{info.n_heads - 1})", None))
         return issues
 
+    def check_views(self, views: dict, max_tokens: int) -> list[tuple[tuple, str, str | None]]:
+        """Problems with how this view relates to the spec's other views (all checked first alone)."""
+        return []
+
     def check_data(self, dataset) -> list[tuple[tuple, str, str | None]]:
         """Problems with the dataset (e.g. a label the view names that it lacks), before weights load."""
         return []

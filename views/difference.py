@@ -21,7 +21,7 @@ class DifferenceView(View):
     type = "difference"
     default_title = "What sets the groups apart"
     description = "distinguishing words (log-odds z), representative texts and separability of two groups"
-    reads = ("text_cluster",)
+    reads = ("text_cluster", "sample")
     sets = ("sample",)
 
     class Params(ClusterParams):
@@ -46,6 +46,19 @@ class DifferenceView(View):
 
     def check(self, info):
         return super().check(info) + check_layer(self, info)
+
+    def check_views(self, views, max_tokens):
+        """In `compare: cluster` mode the focused cluster comes from a text_clusters view: describe
+        that same clustering, or "cluster 1" would mean different texts here and on the map."""
+        if self.p.compare != "cluster":
+            return []
+        maps = {v.id: text_cluster_nodes(v, v.info, max_tokens)[1] for v in views.values() if v.type == "text_clusters"}
+        mine = text_cluster_nodes(self, self.info, max_tokens)[1]
+        if not maps or mine in maps.values():
+            return []
+        other = next(iter(maps))
+        return [((), f"clusters the texts differently from text_clusters view {other!r} (its layer, k or seed differ)",
+                 "give this view the same layer, k and seed as the text_clusters view")]
 
     def check_data(self, dataset):
         if self.p.compare != "labels":

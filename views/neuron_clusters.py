@@ -63,8 +63,8 @@ class NeuronClustersView(View):
         res = ctx.result(self.nodes(ctx.board.spec.dataset.max_tokens)[1])
         clusters = res.meta["clusters"]
         layer, neuron, cluster = ctx.get("layer"), ctx.get("neuron"), ctx.get("cluster")
-        names = [f"c{c['cluster']}: {c['tag']}" if c["tag"] else None for c in clusters]
-        points = [{"key": j, "x": float(x), "y": float(y), "group": int(g) if clusters[int(g)]["tag"] else -1,
+        names = [f"c{c['cluster']}: {c['tag'] or 'untagged'}" for c in clusters]
+        points = [{"key": j, "x": float(x), "y": float(y), "group": int(g),
                    "title": f"neuron {int(l)}.{int(n)} · cluster {int(g)}"}
                   for j, (x, y), g, l, n in zip(range(len(res["cluster"])), res["coords"], res["cluster"], res["layer"], res["neuron"])]
         chosen = next((j for j in range(len(points)) if res["layer"][j] == layer and res["neuron"][j] == neuron), -1)
@@ -82,7 +82,7 @@ class NeuronClustersView(View):
             f"{sum(1 for c in clusters if c['tag'])} tagged (p &lt; 0.05 after correction"
             f"{', tagged on held-out samples' if res.meta['held_out'] else ''}) · map: {esc(res.meta['map_method'])}</div>",
             sizing_mode="stretch_width"),
-            pn.Row(ScatterMap(points=points, groups=[n or f"c{i}" for i, n in enumerate(names)], selected=chosen,
+            pn.Row(ScatterMap(points=points, groups=names, selected=chosen,
                               selected_group=cluster if cluster is not None else -1, kind="neurons",
                               on_point=on_point, on_group=lambda group: ctx.set(cluster=group)),
                    BarList(items=items, selected=cluster if cluster is not None else -1, kind="cluster",

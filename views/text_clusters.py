@@ -79,7 +79,7 @@ class TextClustersView(View):
                            selected_group=-1 if by_label or focus_cluster is None else focus_cluster, kind="texts",
                            on_point=lambda key: ctx.set(sample=key, position=None, text_cluster=int(clusters[key])),
                            on_group=lambda group: None if by_label else ctx.set(text_cluster=group))
-        return pn.Column(caption, chart, sizing_mode="stretch_both", css_classes=["lf-view-text-clusters"])
+        return pn.Column(caption, chart, sizing_mode="stretch_both", scroll=True, css_classes=["lf-view-text-clusters"])
 
 
 def esc_text(s: str, n: int = 140) -> str:

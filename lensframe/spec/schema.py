@@ -55,6 +55,7 @@ class DatasetSpec(Strict):
         None, description="builtin:fortunes only: which category files to read"
     )
     limit: Optional[int] = Field(300, ge=1, description="at most this many samples (sampled with `seed`)")
+    per_label: Optional[int] = Field(None, ge=1, description="at most this many samples of each label (stratified, before `limit`)")
     max_tokens: int = Field(64, ge=2, le=4096, description="truncate each sample to this many tokens")
     seed: int = Field(0, description="seed of the deterministic sample")
 
