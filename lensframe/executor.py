@@ -176,12 +176,16 @@ class Executor:
             # run in a later pass; everything else of the model is fused into the first.
             for stage in dataset_stages(todo):
                 self._dataset_pass(model, stage, report, progress)
-        for p in sorted(plan.of_kind("derive"), key=lambda p: _depth(p.node)):
-            if store.get(p.key) is not None:
-                report.cache_hits += 1
-            else:
+        derive = sorted(plan.of_kind("derive"), key=lambda p: _depth(p.node))
+        todo = [p for p in derive if store.get(p.key) is None]
+        report.cache_hits += len(derive) - len(todo)
+        if todo:  # clustering, permutation tests: seconds each, so they show progress too
+            bar = _progress(progress, len(todo), f"derived results ({', '.join(p.node.op for p in todo)})")
+            for p in todo:
                 self.derived(p.node)
                 report.computed += 1
+                bar.update(1)
+            bar.close()
         report.seconds = round(time.perf_counter() - t0, 3)
         return report
 
