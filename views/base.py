@@ -62,8 +62,7 @@ class View:
         """Capability problems as (param path, message, hint), found before weights load."""
         issues = []
         if self.p.pin.layer is not None and self.p.pin.layer >= info.n_layers:
-            issues.append((("pin", "layer"), f"layer {self.p.pin.layer} is beyond the model's depth "
-                           f"({info.n_layers} layers: 0..{info.n_layers - 1})", None))
+            issues.append((("pin", "layer"), *beyond_depth(self.p.pin.layer, info)))
         if self.p.pin.head is not None and self.p.pin.head >= info.n_heads:
             issues.append((("pin", "head"), f"head {self.p.pin.head} is out of range "
                            f"({info.n_heads} heads: 0..{info.n_heads - 1})", None))
@@ -79,6 +78,11 @@ class View:
 
     def render(self, ctx):
         raise NotImplementedError
+
+
+def beyond_depth(layer: int, info) -> tuple[str, None]:
+    """The (message, hint) of a layer the model does not have."""
+    return f"layer {layer} is beyond the model's depth ({info.n_layers} layers: 0..{info.n_layers - 1})", None
 
 
 def esc(value) -> str:

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc, html_pane
+from .base import View, ViewParams, beyond_depth, esc, html_pane
 
 
 class ClusterParams(ViewParams):
@@ -31,8 +31,7 @@ def text_cluster_nodes(view, info, max_tokens: int) -> tuple[Node, Node]:
 
 def check_layer(view, info) -> list:
     if view.p.layer is not None and view.p.layer >= info.n_layers:
-        return [(("layer",), f"layer {view.p.layer} is beyond the model's depth "
-                 f"({info.n_layers} layers: 0..{info.n_layers - 1})", None)]
+        return [(("layer",), *beyond_depth(view.p.layer, info))]
     return []
 
 

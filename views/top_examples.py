@@ -12,7 +12,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc, html_pane
+from .base import View, ViewParams, beyond_depth, esc, html_pane
 
 
 class TopExamplesView(View):
@@ -35,13 +35,9 @@ class TopExamplesView(View):
         return [self.tokens_node(max_tokens), self.node(max_tokens)]
 
     def check(self, info):
-        issues = super().check(info)
-        if self.p.layers != "all":
-            for i, layer in enumerate(self.p.layers):
-                if not 0 <= layer < info.n_layers:
-                    issues.append((("layers", i), f"layer {layer} is beyond the model's depth "
-                                   f"({info.n_layers} layers: 0..{info.n_layers - 1})", None))
-        return issues
+        layers = [] if self.p.layers == "all" else self.p.layers
+        return super().check(info) + [(("layers", i), *beyond_depth(layer, info)) for i, layer in enumerate(layers)
+                                      if not 0 <= layer < info.n_layers]
 
     def render(self, ctx):
         import panel as pn
