@@ -73,9 +73,9 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     return {kind: make_tiny(kind, root / kind) for kind in ("gpt2", "llama", "neox")}
 
 
-def tiny_spec(model_dir: Path, views: str, extra: str = "", batch_size: int = 3) -> str:
-    texts = "\n".join(f"    - {t!r}" for t in TEXTS)
-    labels = "\n".join(f"    - {l}" for l in LABELS)
+def tiny_spec(model_dir: Path, views: str, extra: str = "", batch_size: int = 3, texts=TEXTS, labels=LABELS) -> str:
+    texts = "\n".join(f"    - {t!r}" for t in texts)
+    labels = "\n".join(f"    - {l}" for l in labels)
     return f"""lensframe: 1
 title: tiny
 model: path:{model_dir}

