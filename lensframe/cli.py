@@ -63,6 +63,12 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_dream(args) -> int:
+    from .dream_cli import dream_command
+
+    return dream_command(args)
+
+
 def cmd_views(args) -> int:
     from .registry import view_types
     from .spec.reference import default_text, type_name
@@ -115,6 +121,11 @@ def parser() -> argparse.ArgumentParser:
     c = with_board(sub.add_parser("compute", help="run the dataset passes now (with a progress bar)"))
     c.add_argument("--json", action="store_true", help="print forward_passes, batches, cache_hits, seconds")
     c.set_defaults(fn=cmd_compute)
+    d = with_board(sub.add_parser("dream", help="optimise an input to excite a neuron (text deep dream), with progress"))
+    from .dream_cli import add_arguments
+
+    add_arguments(d)
+    d.set_defaults(fn=cmd_dream)
     sub.add_parser("views", help="list view types and their params").set_defaults(fn=cmd_views)
     sc = sub.add_parser("schema", help="print the spec's JSON Schema (for editors)")
     sc.add_argument("--markdown", action="store_true", help="print the spec reference as markdown instead")

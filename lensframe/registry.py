@@ -19,6 +19,7 @@ BUILTIN_VIEWS = {
     "neuron_clusters": "lensframe.views.neuron_clusters:NeuronClustersView",
     "text_clusters": "lensframe.views.text_clusters:TextClustersView",
     "difference": "lensframe.views.difference:DifferenceView",
+    "dream": "lensframe.views.dream:DreamView",
 }
 
 

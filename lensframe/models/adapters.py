@@ -201,6 +201,23 @@ class Adapter:
                 h.remove()
 
     @contextmanager
+    def stop_after(self, layer: int | None, exc: type[Exception]) -> Iterator[None]:
+        """Raise `exc` once block `layer` has run (None: never), for callers that need nothing
+        later in the model (a dream of an early neuron skips the remaining blocks and the head)."""
+        if layer is None:
+            yield
+            return
+
+        def stop(mod, args, out):
+            raise exc()
+
+        handle = self.layers[layer].register_forward_hook(stop)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    @contextmanager
     def edit_neurons(self, edits) -> Iterator[None]:
         """Set neuron activations during a forward: edits are (layer, position, neuron, value),
         applied to mlp_post (the input of the MLP's output projection) by a hook, never by

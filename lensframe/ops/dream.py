@@ -1,0 +1,265 @@
+"""Text deep dream (Bäuerle and Wexler 2020, "What does BERT dream of?"; METHODS.md).
+
+A span of n input positions is a relaxed one-hot Z [n, V]. The model reads soft tokens
+softmax(Z / T) · W_E through `inputs_embeds` (so whatever the model adds to embeddings, positions or
+scaling, it still adds), Adam raises the target, and the temperature T is annealed so the soft
+tokens approach real ones. Every step the snapped text (argmax of Z) is evaluated too: the honest
+headline is the snapped activation, not the soft one.
+
+Only Z is optimised: gradients are taken with torch.autograd.grad(loss, [Z]), so autograd never
+computes, let alone accumulates, a gradient for any weight. Everything model-specific comes from the
+Adapter (embedding matrix, hook names, where to stop the forward); there are no per-family branches.
+
+This module is pure computation: no store, no Panel. lensframe.dreams runs it for a board.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Literal, Optional
+
+import numpy as np
+
+VERSION = 1  # bump when a change alters what a dream with the same settings returns
+
+
+@dataclass(frozen=True)
+class DreamTarget:
+    """What to maximise, measured at `position` of the input (negative counts from the end).
+
+    neuron:    mlp_post.{layer}[position, index]            (the neuron's activation)
+    direction: resid_post.{layer}[position] · d / |d|        (d = `direction`, length d_model)
+    logit:     log_softmax(logits[position])[index]          (the token's log-probability: a logit
+                                                             normalised by the others, so raising it
+                                                             cannot be done by inflating all logits)
+    """
+
+    kind: Literal["neuron", "direction", "logit"]
+    layer: Optional[int] = None
+    index: Optional[int] = None  # neuron index (neuron) or token id (logit)
+    position: int = -1
+    direction: Optional[tuple] = None
+
+    def label(self) -> str:
+        at = "" if self.position == -1 else f" at position {self.position}"
+        if self.kind == "neuron":
+            return f"neuron {self.layer}.{self.index}{at}"
+        if self.kind == "logit":
+            return f"log-prob of token {self.index}{at}"
+        return f"residual direction after layer {self.layer}{at}"
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["direction"] = None if self.direction is None else [float(x) for x in self.direction]
+        return d
+
+
+@dataclass(frozen=True)
+class DreamSettings:
+    """Defaults from METHODS.md: Adam lr 0.1; T from 2.0, after 200 warm-up steps × 0.9995 per step,
+    down to 0.1 (reaching the floor takes about 6,200 steps)."""
+
+    steps: int = 1000
+    lr: float = 0.1
+    temp_start: float = 2.0
+    warmup: int = 200
+    decay: float = 0.9995
+    temp_floor: float = 0.1
+    gumbel: bool = False  # add Gumbel noise to Z before the softmax (Gumbel-softmax sampling)
+    seed: int = 0
+    # Z starts at init_prob's logit on the start token: softmax(Z / temp_start) then gives the start
+    # token probability init_prob. (A raw one-hot would give it e^(1/T)/V: the start would be lost.)
+    init_prob: float = 0.9
+
+    def temperature(self, step: int) -> float:
+        """T at optimisation step `step` (0-based)."""
+        return max(self.temp_floor, self.temp_start * self.decay ** max(0, step - self.warmup))
+
+
+def check_dream(info, target: DreamTarget, settings: DreamSettings, span: int, prefix: int = 0) -> list[tuple[str, str | None]]:
+    """(message, hint) for a dream that cannot run on a model with `info`, before it loads."""
+    issues = []
+    if target.kind in ("neuron", "direction"):
+        if target.layer is None or not 0 <= target.layer < info.n_layers:
+            issues.append((f"layer {target.layer} is beyond the model's depth ({info.n_layers} layers: "
+                           f"0..{info.n_layers - 1})", None))
+    if target.kind == "neuron" and (target.index is None or not 0 <= target.index < info.d_mlp):
+        issues.append((f"neuron {target.index} is out of range ({info.d_mlp} neurons per layer: 0..{info.d_mlp - 1})", None))
+    if target.kind == "logit":
+        if not info.has_lm_head:
+            issues.append(("a logit target needs a model with an LM head", "dream a neuron or a direction instead"))
+        if target.index is None or not 0 <= target.index < info.vocab_size:
+            issues.append((f"token id {target.index} is out of range (vocabulary of {info.vocab_size})", None))
+    if target.kind == "direction" and (target.direction is None or len(target.direction) != info.d_model):
+        got = None if target.direction is None else len(target.direction)
+        issues.append((f"a direction target needs a vector of length d_model = {info.d_model} (got {got})", None))
+    if settings.steps < 1:
+        issues.append((f"steps must be at least 1 (got {settings.steps})", "try --steps 500"))
+    if span < 1:
+        issues.append((f"the span must have at least one position (got {span})", None))
+    elif info.max_positions and span + prefix > info.max_positions:
+        issues.append((f"a span of {span} tokens{f' (+{prefix} fixed)' if prefix else ''} is longer than the "
+                       f"model's context ({info.max_positions} positions)", f"use a span of at most {info.max_positions - prefix}"))
+    elif not -span - prefix <= target.position < span + prefix:
+        issues.append((f"position {target.position} is outside the input ({span + prefix} tokens)", "use -1, the last token"))
+    if not (0 < settings.init_prob < 1 and settings.lr > 0 and settings.temp_start > 0 and settings.temp_floor > 0
+            and 0 < settings.decay <= 1 and settings.warmup >= 0):
+        issues.append(("settings out of range: need 0 < init_prob < 1, lr > 0, temperatures > 0, 0 < decay <= 1, "
+                       "warmup >= 0", None))
+    return issues
+
+
+@dataclass
+class DreamStep:
+    step: int
+    temperature: float
+    soft: float  # target on the soft input (nan at step 0, before any optimisation)
+    snapped: float  # target on the argmax tokens
+    ids: list[int]  # the argmax tokens of the span
+
+
+@dataclass
+class DreamTrace:
+    """Everything a dream recorded; the view draws it live, the store keeps it."""
+
+    target: DreamTarget
+    settings: DreamSettings
+    prefix: list[int]
+    start: list[int]
+    steps: list[DreamStep] = field(default_factory=list)
+    top_ids: Optional[np.ndarray] = None  # [n, k] most probable tokens per position at the end
+    top_probs: Optional[np.ndarray] = None
+    stopped: bool = False  # stopped before its step budget
+    seconds: float = 0.0
+
+    @property
+    def best(self) -> DreamStep:
+        """The step whose snapped text scored highest (annealing can lose it later: keep it)."""
+        return max(self.steps, key=lambda s: s.snapped)
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds / max(1, len(self.steps) - 1)
+
+
+class _StopForward(Exception):
+    """Raised from a hook once the target is captured: later layers cannot change it."""
+
+
+def _objective(adapter, target: DreamTarget):
+    """(hooks, layer after which the forward may stop or None, fn(captures, logits) -> [B] targets)."""
+    import torch
+
+    pos = target.position
+    if target.kind == "neuron":
+        hook = f"mlp_post.{target.layer}"
+        return {hook}, target.layer, lambda cap, logits: cap[hook][:, pos, target.index].float()
+    if target.kind == "direction":
+        hook = f"resid_post.{target.layer}"
+        d = torch.as_tensor(target.direction, dtype=torch.float32, device=adapter.embed_weight.device)
+        d = d / d.norm()
+        return {hook}, target.layer, lambda cap, logits: cap[hook][:, pos].float() @ d
+    return set(), None, lambda cap, logits: torch.log_softmax(logits[:, pos].float(), -1)[:, target.index]
+
+
+def evaluate(adapter, input_ids, target: DreamTarget) -> np.ndarray:
+    """The target on real token ids [B, T] (no gradients): what the snapped text scores."""
+    import torch
+
+    with torch.no_grad():
+        return _run(adapter, target, input_ids=input_ids).cpu().numpy()
+
+
+def _run(adapter, target: DreamTarget, **inputs):
+    hooks, stop_layer, value = _objective(adapter, target)
+    with adapter.capture(hooks) as cap, adapter.stop_after(stop_layer, _StopForward):
+        logits = None
+        try:
+            logits = adapter.model(**inputs, use_cache=False).logits
+        except _StopForward:
+            pass
+        return value(cap, logits)
+
+
+def allowed_tokens(tokenizer, vocab: int) -> np.ndarray:
+    """Tokens a dream may use: the tokenizer's real tokens, without special ones (rows of W_E past
+    the tokenizer's vocabulary are padding and never trained)."""
+    ok = np.zeros(vocab, dtype=bool)
+    ok[: min(vocab, len(tokenizer))] = True
+    ok[[i for i in tokenizer.all_special_ids if i < vocab]] = False
+    return ok
+
+
+def dream(adapter, start: list[int], target: DreamTarget, settings: DreamSettings, *, prefix: list[int] = (),
+          allowed: np.ndarray | None = None, top_k: int = 5, lock=None,
+          on_step: Callable[[DreamStep], None] | None = None, should_stop: Callable[[], bool] | None = None) -> DreamTrace:
+    """Optimise a span that starts as `start` (token ids) after a fixed `prefix`.
+
+    lock: a context manager held around each step's forwards (the server shares the model with
+    focus passes, and hooks live on the shared modules). on_step is called after every step;
+    should_stop is polled before each, and ends the run early (trace.stopped).
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    lock = lock if lock is not None else nullcontext()
+    W = adapter.embed_weight.detach()
+    V, dev = W.shape[0], W.device
+    n, prefix = len(start), list(prefix)
+    allowed_t = torch.as_tensor(allowed if allowed is not None else np.ones(V, bool), device=dev)
+    gen = torch.Generator(device="cpu").manual_seed(settings.seed)
+    start_t = torch.as_tensor(start, dtype=torch.long, device=dev)
+    # the start token gets logit L, the others 0, with softmax at T0 giving it init_prob
+    L = settings.temp_start * (math.log(settings.init_prob / (1 - settings.init_prob)) + math.log(max(1, int(allowed_t.sum()) - 1)))
+    Z = torch.zeros(n, V, device=dev)
+    Z[torch.arange(n), start_t] = L
+    Z.requires_grad_(True)
+    opt = torch.optim.Adam([Z], lr=settings.lr)
+    mask = torch.where(allowed_t, 0.0, -1e9)
+    prefix_emb = adapter.embed(torch.as_tensor([prefix], dtype=torch.long, device=dev)).detach() if prefix else None
+    trace = DreamTrace(target, settings, prefix, list(map(int, start)))
+
+    def snapped_ids():
+        return (Z.detach() + mask).argmax(-1)
+
+    def snap_value(ids):
+        full = torch.cat([torch.as_tensor(prefix, dtype=torch.long, device=dev), ids])[None]
+        return float(evaluate(adapter, full, target)[0])
+
+    with lock:
+        ids = snapped_ids()
+        first = DreamStep(0, settings.temperature(0), float("nan"), snap_value(ids), ids.tolist())
+    trace.steps.append(first)
+    if on_step:
+        on_step(first)
+    for step in range(1, settings.steps + 1):
+        if should_stop and should_stop():
+            trace.stopped = True
+            break
+        T = settings.temperature(step - 1)
+        logits = Z + mask
+        if settings.gumbel:
+            u = torch.rand(Z.shape, generator=gen).to(dev).clamp(1e-9, 1 - 1e-9)
+            logits = logits - torch.log(-torch.log(u))
+        soft = torch.softmax(logits / T, -1)
+        emb = (soft @ W.to(soft.dtype)).to(W.dtype)[None]
+        if prefix_emb is not None:
+            emb = torch.cat([prefix_emb, emb], 1)
+        with lock:
+            with torch.enable_grad():
+                value = _run(adapter, target, inputs_embeds=emb)[0]
+                (grad,) = torch.autograd.grad(-value, [Z])
+            ids = snapped_ids()
+            record = DreamStep(step, T, float(value.detach()), snap_value(ids), ids.tolist())
+        Z.grad = grad
+        opt.step()
+        trace.steps.append(record)
+        if on_step:
+            on_step(record)
+    final = torch.softmax((Z.detach() + mask) / settings.temperature(len(trace.steps) - 1), -1)
+    top = final.topk(min(top_k, V), -1)
+    trace.top_ids, trace.top_probs = top.indices.cpu().numpy(), top.values.cpu().numpy()
+    trace.seconds = time.perf_counter() - t0
+    return trace
