@@ -97,10 +97,8 @@ def dream_command(args) -> int:
     layers, k = _examples_layers(spec, model, args.layer)
     params = _params(args, layers, k)
     view = DreamView("dream", params, model)
-    only_dream = dataclasses.replace(spec, views={"dream": ViewEntry("dream", "dream", DreamView, params, model)})
-    board = Board(only_dream, cache_dir=args.cache_dir, device=args.device or "cpu",
-                  trust_remote_code=args.trust_remote_code)
-    info = board.infos[model]
+    options = dict(cache_dir=args.cache_dir, device=args.device or "cpu", trust_remote_code=args.trust_remote_code)
+    info = Board(spec, **options).infos[model]  # the spec as written: its own errors first, then shapes
     # the arguments against the model's shapes, before any weight loads
     probe = {"neuron": DreamTarget("neuron", args.layer, args.neuron),
              "direction": DreamTarget("direction", args.layer, direction=(0.0,) * info.d_model),
@@ -111,7 +109,9 @@ def dream_command(args) -> int:
     if issues:
         raise dreams.DreamError([(m.replace("layer ", "--layer ", 1).replace("neuron ", "--neuron ", 1)
                                   .replace("steps must", "--steps must", 1), h) for m, h in issues])
-    if args.start == "example":
+    only_dream = dataclasses.replace(spec, views={"dream": ViewEntry("dream", "dream", DreamView, params, model)})
+    board = Board(only_dream, **options)
+    if args.target == "neuron":  # the best dataset example: the start, and the bar to beat
         board.compute(progress=not args.json)
     loaded = board.executor.model(model)
     token_id = None

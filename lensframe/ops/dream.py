@@ -224,9 +224,14 @@ def dream(adapter, start: list[int], target: DreamTarget, settings: DreamSetting
     def snapped_ids():
         return (Z.detach() + mask).argmax(-1)
 
+    scored: dict[tuple, float] = {}  # the snapped text changes rarely: score each text once
+
     def snap_value(ids):
-        full = torch.cat([torch.as_tensor(prefix, dtype=torch.long, device=dev), ids])[None]
-        return float(evaluate(adapter, full, target)[0])
+        key = tuple(ids.tolist())
+        if key not in scored:
+            full = torch.cat([torch.as_tensor(prefix, dtype=torch.long, device=dev), ids])[None]
+            scored[key] = float(evaluate(adapter, full, target)[0])
+        return scored[key]
 
     with lock:
         ids = snapped_ids()
