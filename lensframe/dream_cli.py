@@ -26,6 +26,7 @@ def add_arguments(p) -> None:
                    help="best dataset example (default for neurons), a text, or random tokens (default otherwise)")
     p.add_argument("--text", help="--start text: the starting text")
     p.add_argument("--span", type=int, default=8, help="input positions optimised (default 8)")
+    p.add_argument("--position", type=int, default=-1, help="where the target is read (default -1: the last token)")
     p.add_argument("--steps", type=int, default=500, help="optimisation steps (default 500)")
     p.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
     p.add_argument("--temp-start", type=float, default=2.0, help="temperature at the start (default 2.0)")
@@ -48,6 +49,7 @@ def _params(args, layers, k):
     from .dreams import DreamError
 
     raw = {"target": args.target, "token": args.token, "start": args.start, "text": args.text, "span": args.span,
+           "position": args.position,
            "steps": args.steps, "lr": args.lr, "gumbel": args.gumbel, "seed": args.seed, "top_k": args.top_k,
            "layers": layers, "k": k, "pin": {"layer": args.layer, "neuron": args.neuron},
            "temperature": {"start": args.temp_start, "warmup": args.warmup, "decay": args.decay, "floor": args.temp_floor}}
@@ -100,9 +102,10 @@ def dream_command(args) -> int:
     options = dict(cache_dir=args.cache_dir, device=args.device or "cpu", trust_remote_code=args.trust_remote_code)
     info = Board(spec, **options).infos[model]  # the spec as written: its own errors first, then shapes
     # the arguments against the model's shapes, before any weight loads
-    probe = {"neuron": DreamTarget("neuron", args.layer, args.neuron),
-             "direction": DreamTarget("direction", args.layer, direction=(0.0,) * info.d_model),
-             "logit": DreamTarget("logit", index=0)}[args.target]
+    at = args.position
+    probe = {"neuron": DreamTarget("neuron", args.layer, args.neuron, position=at),
+             "direction": DreamTarget("direction", args.layer, direction=(0.0,) * info.d_model, position=at),
+             "logit": DreamTarget("logit", index=0, position=at)}[args.target]
     issues = check_dream(info, probe, view.settings(), args.span)
     if args.target == "direction" and args.neuron is not None and not 0 <= args.neuron < info.d_mlp:
         issues.append((f"neuron {args.neuron} is out of range ({info.d_mlp} neurons per layer: 0..{info.d_mlp - 1})", None))

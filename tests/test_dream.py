@@ -244,6 +244,7 @@ def test_cli_dream_errors_are_clear(wired_spec, args, message):
 @pytest.mark.parametrize("params, where, message", [
     ("span: 500", "span", "a span of 500 tokens is longer than the model's context (128 positions)"),
     ("steps: 0", "steps", "must be >= 1 (got 0)"),
+    ("position: 9", "position", "position 9 is outside the input (8 tokens)"),
     ("pin: {neuron: 99}", "pin.neuron", "neuron 99 is out of range"),
     ("pin: {layer: 5}", "pin.layer", "layer 5 is beyond the model's depth"),
     ("target: logit", "token", "target: logit needs a token"),

@@ -44,7 +44,8 @@ class DreamView(View):
         start: Literal["example", "text", "random"] = Field(
             "example", description="the span starts as the neuron's best dataset example, a text, or random tokens")
         text: Optional[str] = Field(None, description="start: text: the starting text")
-        span: int = Field(8, ge=1, description="input positions optimised (the target is read at the last)")
+        span: int = Field(8, ge=1, description="input positions optimised")
+        position: int = Field(-1, description="where the target is read, in the input (-1: the last token)")
         steps: int = Field(500, ge=1, description="optimisation steps per run")
         lr: float = Field(0.1, gt=0, description="Adam learning rate")
         temperature: Anneal = Field(default_factory=Anneal, description="temperature schedule")
@@ -62,11 +63,12 @@ class DreamView(View):
                              temp_floor=t.floor, gumbel=self.p.gumbel, seed=self.p.seed)
 
     def target(self, layer: int | None, neuron: int | None, token_id: int | None = None, value_vector=None) -> DreamTarget:
+        at = self.p.position
         if self.p.target == "logit":
-            return DreamTarget("logit", index=token_id)
+            return DreamTarget("logit", index=token_id, position=at)
         if self.p.target == "direction":
-            return DreamTarget("direction", layer=layer, direction=tuple(float(x) for x in value_vector))
-        return DreamTarget("neuron", layer=layer, index=neuron)
+            return DreamTarget("direction", layer=layer, direction=tuple(float(x) for x in value_vector), position=at)
+        return DreamTarget("neuron", layer=layer, index=neuron, position=at)
 
     def examples_node(self, max_tokens: int) -> Node:
         """The same node as a top_examples view with the same layers and k: shared, not recomputed."""
@@ -93,9 +95,11 @@ class DreamView(View):
             issues.append((("start",), f"start: example needs target: neuron (target is {self.p.target})",
                            "start from a text or from random tokens"))
         # the span against the context, the logit target against the head (targets come from the focus later)
-        probe = DreamTarget("logit", index=0) if self.p.target == "logit" else DreamTarget("neuron", layer=0, index=0)
+        probe = DreamTarget("logit", index=0, position=self.p.position) if self.p.target == "logit" else \
+            DreamTarget("neuron", layer=0, index=0, position=self.p.position)
         for msg, hint in check_dream(info, probe, self.settings(), self.p.span):
-            issues.append((("span",) if "span" in msg or "context" in msg else ("target",), msg, hint))
+            key = "span" if "span" in msg or "context" in msg else "position" if "position" in msg else "target"
+            issues.append(((key,), msg, hint))
         return issues
 
     # --- drawing -----------------------------------------------------------------------------
