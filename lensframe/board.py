@@ -92,6 +92,20 @@ class Board:
             self._loaded[planned.key] = res
         return self._loaded[planned.key]
 
+    def dream(self, layer: int, neuron: int, *, model: str | None = None, span: int = 8, start: str = "example",
+              text: str | None = None, **settings):
+        """Dream of a neuron (text deep dream; lensframe.ops.dream): returns the DreamTrace, stored and
+        reused like the dashboard's. `settings` are DreamSettings fields (steps, lr, decay, ...);
+        start="example" needs the layer's top examples computed (a top_examples or dream view)."""
+        from . import dreams
+        from .ops.dream import DreamSettings, DreamTarget
+
+        model = model or next(iter(self.spec.models))
+        target, config = DreamTarget("neuron", layer, neuron), DreamSettings(**settings)
+        dreams.check(self, model, target, config, span)
+        begin = dreams.resolve_start(self, model, target, span, start, text, config.seed)
+        return dreams.run(self, model, target, config, begin)
+
     def panel(self, focus: Focus | None = None):
         """The Panel layout of this board (display it in Jupyter, or call .servable())."""
         from lensframe.server.app import build_app

@@ -264,3 +264,12 @@ def test_spec_errors_name_the_line(tiny_models, tmp_path, params, where, message
     text = err.getvalue()
     line = next(i for i, l in enumerate(spec.read_text().splitlines(), 1) if "type: dream" in l)
     assert f"s.yaml:{line}:" in text and f"views.dream.{where}" in text and message in text, text
+
+
+def test_board_dream_from_python(wired_board):
+    trace = wired_board.dream(0, WIRED_NEURON, span=3, start="random", steps=200, warmup=30, decay=0.97)
+    assert trace.best.ids[-1] == WIRED_TOKEN and len(trace.steps) == 201
+    from lensframe.dreams import DreamError
+
+    with pytest.raises(DreamError, match="steps must be at least 1"):
+        wired_board.dream(0, WIRED_NEURON, steps=0)
