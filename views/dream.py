@@ -131,6 +131,17 @@ class DreamView(View):
         if state.get("poll") is not None:  # a re-render (focus change): the old panes are gone
             state["poll"].stop()
             state["poll"] = None
+        old = state.get("job")
+        if old is not None and not old.done and (old.target != target or old.settings != settings):
+            old.stop()  # nobody would see it, and each step takes the model's lock from the other views
+        if not state.get("cleanup"):  # a closed tab stops its dream too
+            state["cleanup"] = True
+            pn.state.on_session_destroyed(lambda _ctx: state.get("job") and state["job"].stop())
+        if self.p.start == "example" and self.p.target == "neuron" and best is None:
+            indexed = "all" if self.p.layers == "all" else ", ".join(map(str, self.p.layers))
+            return html_pane(f"<div class='lf-hint lf-dream-unindexed'>layer {layer} has no top examples to start from "
+                             f"(indexed layers: {indexed}): focus a neuron of one of those layers, or set "
+                             f"<code>start: text</code> or <code>random</code></div>", sizing_mode="stretch_width")
 
         head = html_pane(self._head(target, best, settings), sizing_mode="stretch_width")
         run = pn.widgets.Button(name="Run", button_type="primary", width=80, css_classes=["lf-dream-run"])
@@ -158,24 +169,28 @@ class DreamView(View):
             plot.object = chart_svg(steps, best.value if best else None, settings.steps)
             if steps:
                 live.object = self._live(ctx, steps[-1])
+            began = job.start_at
+            origin = (f"<div class='lf-hint lf-dream-start'>start: {esc(began.note)} · span {len(began.ids)}"
+                      + (f" of {self.p.span} (the peak is at position {len(began.ids) - 1} of its text)"
+                         if len(began.ids) < self.p.span else "") + "</div>")
             if job.error:
                 status.object = f"<div class='lf-error lf-dream-status'>dream failed: {esc(job.error)}</div>"
             elif running:
                 status.object = (f"<div class='lf-dream-status' data-state='running'>running: step "
-                                 f"{max(0, len(steps) - 1)} of {settings.steps}</div>")
+                                 f"{max(0, len(steps) - 1)} of {settings.steps}</div>{origin}")
             else:
                 how = "from the store (same target and settings)" if job.from_store else \
                       ("stopped" if job.trace.stopped else "done") + f" in {job.trace.seconds:.1f}s"
-                status.object = f"<div class='lf-dream-status' data-state='done'>{esc(how)}</div>"
+                status.object = f"<div class='lf-dream-status' data-state='done'>{esc(how)}</div>{origin}"
                 final.object = self._final(ctx, job.trace, best)
 
         def poll():
-            draw()
             job = state.get("job")
-            if job is None or job.done:
-                if state.get("poll") is not None:
-                    state["poll"].stop()
-                    state["poll"] = None
+            finished = job is None or job.done  # read before drawing, so the last draw shows the end
+            draw()
+            if finished and state.get("poll") is not None:
+                state["poll"].stop()
+                state["poll"] = None
 
         def start_polling():
             if state.get("poll") is None:
@@ -238,7 +253,7 @@ class DreamView(View):
                 f"<div class='lf-sub'>top tokens per position at the end</div><table>{''.join(rows)}</table></div>")
 
 
-def chart_svg(steps, reference: float | None, budget: int, width: int = 420, height: int = 140) -> str:
+def chart_svg(steps, reference: float | None, budget: int, width: int = 420, height: int = 150) -> str:
     """Soft (blue) and snapped (orange) target per step, the best dataset example dashed."""
     pad = 34
     values = [s.snapped for s in steps] + [s.soft for s in steps if not math.isnan(s.soft)]
@@ -247,8 +262,10 @@ def chart_svg(steps, reference: float | None, budget: int, width: int = 420, hei
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     if hi - lo < 1e-9:
         lo, hi = lo - 1, hi + 1
+    lo, hi = lo - 0.05 * (hi - lo), hi + 0.12 * (hi - lo)  # room for the labels above the top line
+    plot_h = height - 30  # the axis labels and the legend go below
     x = lambda i: pad + (width - pad - 4) * i / max(1, budget)  # noqa: E731
-    y = lambda v: 4 + (height - 18) * (hi - v) / (hi - lo)  # noqa: E731
+    y = lambda v: 4 + plot_h * (hi - v) / (hi - lo)  # noqa: E731
 
     def line(points, color, cls):
         pts = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in points if not math.isnan(v))
@@ -256,17 +273,19 @@ def chart_svg(steps, reference: float | None, budget: int, width: int = 420, hei
 
     ref = ""
     if reference is not None:
-        ref = (f"<line class='lf-dream-ref' x1='{pad}' x2='{width - 4}' y1='{y(reference):.1f}' y2='{y(reference):.1f}' "
-               f"stroke='#2a9d3a' stroke-dasharray='4 3'/><text x='{width - 4}' y='{y(reference) - 3:.1f}' font-size='10' "
-               f"text-anchor='end' fill='#2a9d3a'>best example {reference:+.2f}</text>")
+        ry = y(reference)
+        ref = (f"<line class='lf-dream-ref' x1='{pad}' x2='{width - 4}' y1='{ry:.1f}' y2='{ry:.1f}' "
+               f"stroke='#2a9d3a' stroke-dasharray='4 3'/><text x='{width - 4}' y='{ry - 3 if ry > 14 else ry + 11:.1f}' "
+               f"font-size='10' text-anchor='end' fill='#2a9d3a'>best example {reference:+.2f}</text>")
     last = steps[-1].step if steps else 0
     return (f"<svg class='lf-dream-plot' data-steps='{len(steps)}' data-last-step='{last}' width='{width}' height='{height}'>"
-            f"<line x1='{pad}' x2='{pad}' y1='4' y2='{height - 14}' stroke='#999'/>"
+            f"<line x1='{pad}' x2='{pad}' y1='4' y2='{plot_h + 4}' stroke='#999'/>"
             f"<text x='{pad - 3}' y='12' font-size='10' text-anchor='end'>{hi:.3g}</text>"
-            f"<text x='{pad - 3}' y='{height - 14}' font-size='10' text-anchor='end'>{lo:.3g}</text>"
-            f"<text x='{pad}' y='{height - 2}' font-size='10'>0</text>"
-            f"<text x='{width - 4}' y='{height - 2}' font-size='10' text-anchor='end'>step {budget}</text>{ref}"
+            f"<text x='{pad - 3}' y='{plot_h + 4}' font-size='10' text-anchor='end'>{lo:.3g}</text>"
+            f"<text x='{pad}' y='{plot_h + 16}' font-size='10'>step 0</text>"
+            f"<text x='{width - 4}' y='{plot_h + 16}' font-size='10' text-anchor='end'>{budget}</text>{ref}"
             + line([(s.step, s.soft) for s in steps], "#1f6fd1", "lf-dream-soft")
             + line([(s.step, s.snapped) for s in steps], "#e4572e", "lf-dream-snapped")
-            + "<text x='40' y='12' font-size='10' fill='#1f6fd1'>soft</text>"
-            + "<text x='70' y='12' font-size='10' fill='#e4572e'>snapped</text></svg>")
+            + f"<text x='{pad}' y='{height - 2}' font-size='10' fill='#1f6fd1'>— soft input</text>"
+            + f"<text x='{pad + 80}' y='{height - 2}' font-size='10' fill='#e4572e'>— snapped text</text>"
+            + f"<text x='{pad + 170}' y='{height - 2}' font-size='10' fill='#2a9d3a'>- - best dataset example</text></svg>")
