@@ -46,6 +46,7 @@ class Board:
         self.views = {vid: v.cls(vid, v.params, v.model) for vid, v in spec.views.items()}
         for view in self.views.values():
             view.info = self.infos.get(view.model)  # shapes from the config, for needs() and check()
+            view.infos = self.infos  # every model's, for views that compare two
             if view.info is None:
                 continue
             for path, msg, hint in view.check(view.info) + (view.check_data(self.dataset) if self.dataset else []):

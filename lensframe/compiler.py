@@ -17,7 +17,10 @@ def compile_plan(views: dict, model_fps: dict[str, str], dataset_fp: str, infos:
         if node not in nodes:
             input_keys = [add(i).key for i in node.inputs]  # inputs first: a key covers its inputs
             op = get_op(node.op)
-            key = node_key(node, model_fps.get(node.model), dataset_fp, op.version, input_keys)
+            fp = model_fps.get(node.model)
+            if node.param("other") is not None:  # a comparison depends on both models
+                fp = f"{fp}+{model_fps.get(node.param('other'))}"
+            key = node_key(node, fp, dataset_fp, op.version, input_keys)
             est = op.estimate_bytes(node, infos[node.model], n_samples, max_tokens)
             nodes[node] = PlannedNode(node, key, est_bytes=est)
         return nodes[node]

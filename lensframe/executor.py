@@ -51,6 +51,11 @@ class PassContext:
     inputs: dict = field(default_factory=dict)  # results of the dataset nodes these nodes read
     progress: object = None  # how long finalize steps (training) report progress: see progress_bar
     scratch: dict = field(default_factory=dict)  # buffers that live for the whole pass
+    executor: object = None  # for ops that compare models: load another model, take its lock
+
+    def load(self, name: str):
+        """Another model of the spec (loaded once per process), e.g. the other side of a comparison."""
+        return self.executor.model(name)
 
 
 def set_threads(threads: int | None) -> int:
@@ -87,7 +92,7 @@ class Executor:
 
     def context(self, name: str, n_tokens: int) -> PassContext:
         m = self.model(name)
-        return PassContext(m.info, m.adapter, m.tokenizer, self.board.dataset, n_tokens, m.device)
+        return PassContext(m.info, m.adapter, m.tokenizer, self.board.dataset, n_tokens, m.device, executor=self)
 
     def _forward_backward(self, loaded, input_ids, mask, hooks: set[str], grad_hooks: set[str], sink: dict,
                           grads: dict) -> None:

@@ -20,6 +20,7 @@ BUILTIN_VIEWS = {
     "text_clusters": "lensframe.views.text_clusters:TextClustersView",
     "difference": "lensframe.views.difference:DifferenceView",
     "dream": "lensframe.views.dream:DreamView",
+    "model_diff": "lensframe.views.model_diff:ModelDiffView",
 }
 
 

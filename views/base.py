@@ -41,10 +41,12 @@ class View:
     reads: ClassVar[tuple[str, ...]] = ()
     sets: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    model_params: ClassVar[tuple[str, ...]] = ()  # params that name another model of the spec (validated)
 
     def __init__(self, id: str, params: ViewParams, model: str):
         self.id, self.p, self.model = id, params, model
         self.info = None  # the model's ModelInfo (shapes from its config), set by the Board
+        self.infos: dict = {}  # every model's ModelInfo by name, set by the Board
 
     default_title: ClassVar[str] = ""
 

@@ -12,7 +12,7 @@ def register(op_cls):
 
 
 def get_op(name: str) -> Op:
-    from . import attention, groups, importance, lens, neurons, tokens, tuned_lens  # noqa: F401  (register the built-in ops)
+    from . import attention, compare, groups, importance, lens, neurons, tokens, tuned_lens  # noqa: F401  (register the built-in ops)
 
     return _OPS[name]
 

@@ -294,6 +294,14 @@ def validate_spec(text: str, file: str, base_dir: Path | None = None) -> Spec:
                                     did_you_mean(params.pin.model, model_names) or f"models: {', '.join(map(str, model_names))}",
                                     file, *_pos(pos, where + ("pin", "model"))))
             continue
+        others = [(key, getattr(params, key)) for key in getattr(cls, "model_params", ())
+                  if getattr(params, key) is not None and model_names and getattr(params, key) not in model_names]
+        for key, value in others:  # params that name a second model (e.g. model_diff's `other`)
+            issues.append(SpecIssue(f"unknown model {value!r}", where + (key,),
+                                    did_you_mean(value, model_names) or f"models: {', '.join(map(str, model_names))}",
+                                    file, *_pos(pos, where + (key,))))
+        if others:
+            continue
         entries[vid] = ViewEntry(vid, vtype, cls, params, model)
 
     # layout
