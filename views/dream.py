@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from lensframe.graph import Node
 from lensframe.ops.dream import DreamSettings, DreamTarget, check_dream
 
-from .base import View, ViewParams, beyond_depth, esc, html_pane
+from .base import View, ViewParams, esc, html_pane
+from .top_examples import examples_node, layer_issues
 
 
 class Anneal(BaseModel):
@@ -72,18 +73,13 @@ class DreamView(View):
 
     def examples_node(self, max_tokens: int) -> Node:
         """The same node as a top_examples view with the same layers and k: shared, not recomputed."""
-        layers = "all" if self.p.layers == "all" else tuple(sorted(set(self.p.layers)))
-        return Node.make("neuron_top_examples", self.model, inputs=(self.tokens_node(max_tokens),),
-                         layers=layers, k=self.p.k)
+        return examples_node(self, max_tokens)
 
     def needs(self, max_tokens):
         return [self.tokens_node(max_tokens), self.examples_node(max_tokens)]
 
     def check(self, info):
-        issues = super().check(info)
-        layers = [] if self.p.layers == "all" else self.p.layers
-        issues += [(("layers", i), *beyond_depth(layer, info)) for i, layer in enumerate(layers)
-                   if not 0 <= layer < info.n_layers]
+        issues = super().check(info) + layer_issues(self.p.layers, info)
         if self.p.pin.neuron is not None and self.p.pin.neuron >= info.d_mlp:
             issues.append((("pin", "neuron"), f"neuron {self.p.pin.neuron} is out of range ({info.d_mlp} neurons "
                            f"per layer: 0..{info.d_mlp - 1})", None))

@@ -15,6 +15,20 @@ from lensframe.graph import Node
 from .base import View, ViewParams, beyond_depth, esc, html_pane
 
 
+def examples_node(view: View, max_tokens: int) -> Node:
+    """The streaming top-k of a view with `layers` and `k` params: equal for equal params, so a
+    top_examples view and a dream view over the same layers share one result."""
+    layers = "all" if view.p.layers == "all" else tuple(sorted(set(view.p.layers)))
+    return Node.make("neuron_top_examples", view.model, inputs=(view.tokens_node(max_tokens),),
+                     layers=layers, k=view.p.k)
+
+
+def layer_issues(layers, info) -> list:
+    """A `layers` param's layers the model does not have."""
+    chosen = [] if layers == "all" else layers
+    return [(("layers", i), *beyond_depth(layer, info)) for i, layer in enumerate(chosen) if not 0 <= layer < info.n_layers]
+
+
 class TopExamplesView(View):
     type = "top_examples"
     default_title = "Top examples"
@@ -27,17 +41,13 @@ class TopExamplesView(View):
         k: int = Field(10, ge=1, le=100, description="examples kept per neuron")
 
     def node(self, max_tokens: int) -> Node:
-        layers = "all" if self.p.layers == "all" else tuple(sorted(set(self.p.layers)))
-        return Node.make("neuron_top_examples", self.model, inputs=(self.tokens_node(max_tokens),),
-                         layers=layers, k=self.p.k)
+        return examples_node(self, max_tokens)
 
     def needs(self, max_tokens):
         return [self.tokens_node(max_tokens), self.node(max_tokens)]
 
     def check(self, info):
-        layers = [] if self.p.layers == "all" else self.p.layers
-        return super().check(info) + [(("layers", i), *beyond_depth(layer, info)) for i, layer in enumerate(layers)
-                                      if not 0 <= layer < info.n_layers]
+        return super().check(info) + layer_issues(self.p.layers, info)
 
     def render(self, ctx):
         import panel as pn
