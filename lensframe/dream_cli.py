@@ -147,7 +147,7 @@ def dream_command(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    out = summary(board, model, trace, start, best, from_store)
+    out = summary(board, model, trace, start, best, from_store, args.top_k)
     if args.json:
         print(json.dumps(out))
     else:
@@ -155,7 +155,7 @@ def dream_command(args) -> int:
     return 0
 
 
-def summary(board, model, trace, start, best, from_store: bool) -> dict:
+def summary(board, model, trace, start, best, from_store: bool, top_k: int = 5) -> dict:
     from .dreams import decode
 
     text = lambda ids: "".join(decode(board, model, ids))  # noqa: E731
@@ -169,6 +169,7 @@ def summary(board, model, trace, start, best, from_store: bool) -> dict:
         "final": {"step": last.step, "snapped": last.snapped, "soft": last.soft, "temperature": last.temperature,
                   "text": text(last.ids)},
         "ratio": (b.snapped / ref) if ref and ref > 0 else None,
+        "top_tokens": [decode(board, model, ids[:top_k]) for ids in trace.top_ids],
         "steps_run": len(trace.steps) - 1, "seconds": round(trace.seconds, 3),
         "seconds_per_step": round(trace.seconds_per_step, 4), "from_store": from_store,
     }
@@ -186,6 +187,7 @@ def print_summary(out: dict) -> None:
       f"{out['final']['snapped']:+.4f}  {out['final']['text']!r}\n")
     if out["ratio"] is not None:
         w(f"  best snapped / best dataset example: {out['ratio']:.3f}\n")
+    w("  top tokens per position at the end: " + " | ".join(" ".join(repr(t) for t in row) for row in out["top_tokens"]) + "\n")
     how = "from the store" if out["from_store"] else f"{out['steps_run']} steps in {out['seconds']:.1f}s " \
           f"({out['seconds_per_step'] * 1000:.0f} ms/step)"
     w(f"  {how}\n")

@@ -211,6 +211,7 @@ def test_cli_dream_json(wired_spec):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["best"]["ids"][-1] == WIRED_TOKEN
+    assert len(out["top_tokens"]) == 3 and len(out["top_tokens"][0]) == 5
     assert out["steps_run"] == 300 and out["seconds_per_step"] > 0 and not out["from_store"]
     assert out["best_example"]["value"] > 0  # the CLI indexed the layer's top examples itself
     r = _cli(wired_spec, "--layer", 0, "--neuron", WIRED_NEURON, "--start", "random", "--span", 3,
@@ -223,6 +224,7 @@ def test_cli_dream_prints_progress_and_a_summary(wired_spec):
     assert r.returncode == 0, r.stderr
     assert "best dataset example" in r.stdout and "best snapped" in r.stdout and "ms/step" in r.stdout
     assert "20/20" in r.stderr  # the tqdm bar
+    assert "top tokens per position" in r.stdout
 
 
 @pytest.mark.parametrize("args, message", [
@@ -267,7 +269,10 @@ def test_spec_errors_name_the_line(tiny_models, tmp_path, params, where, message
 
 
 def test_board_dream_from_python(wired_board):
-    trace = wired_board.dream(0, WIRED_NEURON, span=3, start="random", steps=200, warmup=30, decay=0.97)
+    import torch
+
+    with torch.no_grad():  # as a notebook might call it
+        trace = wired_board.dream(0, WIRED_NEURON, span=3, start="random", steps=200, warmup=30, decay=0.97)
     assert trace.best.ids[-1] == WIRED_TOKEN and len(trace.steps) == 201
     from lensframe.dreams import DreamError
 

@@ -240,7 +240,7 @@ class DreamView(View):
             if best and best.value > 0 else ""
         chips = "".join(f"<span class='lf-chip'>{esc(t)}</span>" for t in ctx.decode(b.ids))
         rows = []
-        for i, (ids, probs) in enumerate(zip(trace.top_ids, trace.top_probs)):
+        for i, (ids, probs) in enumerate(zip(trace.top_ids[:, : self.p.top_k], trace.top_probs[:, : self.p.top_k])):
             cells = "".join(f"<td><span class='lf-chip'>{esc(t)}</span> <small>{p:.2f}</small></td>"
                             for t, p in zip(ctx.decode(ids), probs))
             rows.append(f"<tr><td>{i}</td>{cells}</tr>")

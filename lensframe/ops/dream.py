@@ -22,7 +22,7 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 
-VERSION = 1  # bump when a change alters what a dream with the same settings returns
+VERSION = 2  # bump when a change alters what a dream with the same settings returns
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def allowed_tokens(tokenizer, vocab: int) -> np.ndarray:
 
 
 def dream(adapter, start: list[int], target: DreamTarget, settings: DreamSettings, *, prefix: list[int] = (),
-          allowed: np.ndarray | None = None, top_k: int = 5, lock=None,
+          allowed: np.ndarray | None = None, top_k: int = 20, lock=None,
           on_step: Callable[[DreamStep], None] | None = None, should_stop: Callable[[], bool] | None = None) -> DreamTrace:
     """Optimise a span that starts as `start` (token ids) after a fixed `prefix`.
 
@@ -244,14 +244,15 @@ def dream(adapter, start: list[int], target: DreamTarget, settings: DreamSetting
             trace.stopped = True
             break
         T = settings.temperature(step - 1)
-        logits = Z + mask
-        if settings.gumbel:
-            u = torch.rand(Z.shape, generator=gen).to(dev).clamp(1e-9, 1 - 1e-9)
-            logits = logits - torch.log(-torch.log(u))
-        soft = torch.softmax(logits / T, -1)
-        emb = (soft @ W.to(soft.dtype)).to(W.dtype)[None]
-        if prefix_emb is not None:
-            emb = torch.cat([prefix_emb, emb], 1)
+        with torch.enable_grad():  # also when the caller runs under no_grad (a notebook might)
+            logits = Z + mask
+            if settings.gumbel:
+                u = torch.rand(Z.shape, generator=gen).to(dev).clamp(1e-9, 1 - 1e-9)
+                logits = logits - torch.log(-torch.log(u))
+            soft = torch.softmax(logits / T, -1)
+            emb = (soft @ W.to(soft.dtype)).to(W.dtype)[None]
+            if prefix_emb is not None:
+                emb = torch.cat([prefix_emb, emb], 1)
         with lock:
             with torch.enable_grad():
                 value = _run(adapter, target, inputs_embeds=emb)[0]
