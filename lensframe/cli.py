@@ -126,6 +126,9 @@ def parser() -> argparse.ArgumentParser:
 
     add_arguments(d)
     d.set_defaults(fn=cmd_dream)
+    from .audit_cli import add_parsers
+
+    add_parsers(sub)
     sub.add_parser("views", help="list view types and their params").set_defaults(fn=cmd_views)
     sc = sub.add_parser("schema", help="print the spec's JSON Schema (for editors)")
     sc.add_argument("--markdown", action="store_true", help="print the spec reference as markdown instead")

@@ -55,3 +55,67 @@ def test_the_audit_spec_validates_in_both_modes(tmp_path):
         spec = validate_spec(audit.audit_spec("builtin:smollm2-135m", easy), "audit.yaml", tmp_path)
         assert "suspect" in spec.models and ("base" in spec.models) == easy
         assert ("diff" in spec.views) == easy
+
+
+@pytest.fixture(scope="module")
+def games(tiny_models, tmp_path_factory):
+    """`lensframe audit new --easy` for each edit kind on the tiny Llama, with its sealed answers."""
+    from lensframe.cli import main
+
+    root = tmp_path_factory.mktemp("audit")
+    vault = root / "vault"
+    out = {}
+    for kind in audit.KINDS:
+        folder = root / kind
+        code = main(["audit", "new", "--base", f"path:{tiny_models['llama']}", "--edit", kind, "--seed", "1",
+                     "--out", str(folder), "--easy", "--texts", "40", "--sealed-dir", str(vault)])
+        assert code == 0
+        out[kind] = folder
+    return out, vault
+
+
+@pytest.mark.parametrize("kind", audit.KINDS)
+def test_audit_new_writes_a_folder_whose_model_diff_ranks_the_edited_layer_first(games, kind):
+    from lensframe.board import Board
+    from lensframe.ops.compare import layer_ranking
+
+    folders, vault = games
+    folder = folders[kind]
+    assert sorted(p.name for p in folder.iterdir()) == ["answer.sha256", "audit.yaml", "model"]
+    answer = audit.unseal(folder, vault)
+    assert answer["kind"] == kind
+    assert not (folder / "model" / "edit.json").exists()  # nothing in the folder gives it away
+    board = Board.from_file(folder / "audit.yaml", cache_dir=folder / ".cache")
+    ranking = layer_ranking(board.result(board.views["diff"].weights_node()))
+    assert ranking[0][0] == answer["layer"] and ranking[0][1] > 0
+    if kind == "rome":
+        w = board.result(board.views["diff"].weights_node())
+        assert sorted(set(w["rank"][w["delta"] > 0])) == [1]  # rank one, and only there
+
+
+@pytest.mark.parametrize("kind", audit.KINDS)
+def test_audit_check_scores_the_truth_full_and_a_wrong_guess_low(games, kind, tmp_path, capsys):
+    import yaml
+
+    from lensframe.cli import main
+
+    folders, vault = games
+    answer = audit.unseal(folders[kind], vault)
+    truth = {k: v for k, v in answer.items() if k in ("kind", "layer", "subject", "trigger", "heads", "neurons")}
+    for guess, want in [(truth, 3.0), ({"kind": "knockout" if kind != "knockout" else "rome", "layer": answer["layer"] + 2}, 0.0)]:
+        path = tmp_path / "guess.yaml"
+        path.write_text(yaml.safe_dump(guess))
+        assert main(["audit", "check", str(folders[kind]), "--guess", str(path), "--sealed-dir", str(vault), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["score"] == want
+
+
+def test_audit_errors_are_clear(tmp_path, capsys):
+    from lensframe.cli import main
+
+    assert main(["audit", "check", str(tmp_path), "--guess", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    (tmp_path / "g.yaml").write_text("kind: rome\n")
+    assert main(["audit", "check", str(tmp_path), "--guess", str(tmp_path / "g.yaml")]) == 2
+    assert "no sealed answer here" in capsys.readouterr().err
+    assert main(["audit", "new", "--base", "path:/does/not/exist", "--edit", "rome", "--out", str(tmp_path / "o")]) == 2
+    assert "/does/not/exist" in capsys.readouterr().err
