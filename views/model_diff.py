@@ -122,9 +122,7 @@ class ModelDiffView(View):
             f"<div class='lf-sub'>logit lens at this token (top-1 and its probability; rows that differ are marked)</div>"
             f"<div class='lf-pair-lens lf-edit-result'><table><tr><th>layer</th><th>{esc(a)}</th><th>{esc(b)}</th></tr>"
             f"{rows}</table></div>",
-            sizing_mode="stretch_width", stylesheets=[".lf-lens-differs td { background: #fff4d6; } "
-                                                       ".lf-up { background: #e3f1e3 !important; } "
-                                                       ".lf-down { background: #fbe9e7 !important; }"])
+            sizing_mode="stretch_width")
         head = html_pane(f"<div class='lf-diff-models'><b>{esc(a)}</b> vs <b>{esc(b)}</b> · most changed: "
                          f"<b class='lf-top-layer'>{'other' if ranking[0][0] < 0 else f'layer {ranking[0][0]}'}</b></div>"
                          "<div class='lf-sub'>weight change per layer (‖ΔW‖/‖W‖; rank of its largest change)</div>",
