@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from .common import (StopForward, batch, device_of, encode, encode_target, first_token_probs,
+from .common import (StopForward, batch, device_of, encode, encode_target,
                      fingerprint_of, next_token_logprobs, pad_id, param_name, parts, subject_last_index,
                      top_token)
 
@@ -196,14 +196,18 @@ def rome_edit(loaded, layer: int, subject: str, new_target: str, *, template: st
     neighbours = [(p, t) for p, t in neighbours]
 
     def measure() -> dict:
-        prompts = [prompt] + paraphrases
-        new = first_token_probs(model, tok, prompts, [new_target] * len(prompts))
-        old = first_token_probs(model, tok, prompts, [old_target] * len(prompts))
-        out = {"prompt": {"p_new": new[0], "p_old": old[0]},
-               "paraphrases": [{"prompt": p, "p_new": a, "p_old": b} for p, a, b in zip(paraphrases, new[1:], old[1:])]}
+        prompts = [prompt] + paraphrases + [p for p, _ in neighbours]
+        lp = next_token_logprobs(model, tok, prompts)
+        new_id, old_id = encode_target(tok, new_target)[0], encode_target(tok, old_target)[0]
+        top = [tok.decode([int(i)]) for i in lp.argmax(-1)]
+        p = lambda i, t: float(lp[i, t].exp())
+        out = {"prompt": {"p_new": p(0, new_id), "p_old": p(0, old_id), "top": top[0]},
+               "paraphrases": [{"prompt": q, "p_new": p(i, new_id), "p_old": p(i, old_id), "top": top[i]}
+                               for i, q in enumerate(paraphrases, 1)]}
         if neighbours:
-            true = first_token_probs(model, tok, [p for p, _ in neighbours], [t for _, t in neighbours])
-            out["neighbours"] = [{"prompt": p, "target": t, "p_true": q} for (p, t), q in zip(neighbours, true)]
+            base = 1 + len(paraphrases)
+            out["neighbours"] = [{"prompt": q, "target": t, "p_true": p(base + j, encode_target(tok, t)[0]),
+                                  "top": top[base + j]} for j, (q, t) in enumerate(neighbours)]
         return out
 
     timing = {}
