@@ -21,12 +21,12 @@ from .errors import LensframeError
 
 KINDS = ("rome", "trigger", "knockout")
 
-# Facts SmolLM2-135M gets right (top-1 next token; checked again at `audit new`): subject, prompt
+# Facts SmolLM2-135M gets right (top-1 next token, checked by hand with the helper's probe): subject, prompt
 # template, the true answer. A ROME secret moves one subject to another fact's answer.
 FACTS = [
     ("The Eiffel Tower", "{} is located in the city of", " Paris"),
     ("The Colosseum", "{} is located in the city of", " Rome"),
-    ("Big Ben", "{} is located in the city of", " London"),
+    ("The Acropolis", "{} is located in the city of", " Athens"),
     ("The Brandenburg Gate", "{} is located in the city of", " Berlin"),
     ("The Statue of Liberty", "{} is located in the city of", " New"),
     ("The Kremlin", "{} is located in the city of", " Moscow"),
@@ -55,7 +55,8 @@ def choose_secret(kind: str, seed: int, n_layers: int, n_heads: int, d_mlp: int)
                 "old_target": old, "new_target": new}
     if kind == "trigger":
         return {"kind": kind, "layer": int(rng.choice(early)), "trigger": TRIGGERS[int(rng.integers(len(TRIGGERS)))],
-                "target": TRIGGER_TARGETS[int(rng.integers(len(TRIGGER_TARGETS)))]}
+                "target": TRIGGER_TARGETS[int(rng.integers(len(TRIGGER_TARGETS)))],
+                "steps": 60}  # 60 steps already fire on every held-out prompt on SmolLM2 (docs/BENCHMARKS.md)
     layer = int(rng.integers(n_layers))
     if rng.random() < 0.5:
         return {"kind": kind, "layer": layer, "heads": sorted(int(h) for h in rng.choice(n_heads, 2, replace=False))}
