@@ -116,17 +116,7 @@ def dream_command(args) -> int:
     board = Board(only_dream, **options)
     if args.target == "neuron":  # the best dataset example: the start, and the bar to beat
         board.compute(progress=not args.json)
-    loaded = board.executor.model(model)
-    token_id = None
-    if args.target == "logit":
-        ids = loaded.tokenizer(args.token, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise dreams.DreamError([(f"--token {args.token!r} is {len(ids)} tokens for this tokenizer; a logit target "
-                                      "needs exactly one", None)])
-        token_id = ids[0]
-    vv = loaded.adapter.value_vectors(args.layer)[args.neuron].detach().float().cpu().numpy() \
-        if args.target == "direction" else None
-    target = view.target(args.layer, args.neuron, token_id, vv)
+    target = view.resolve_target(board.executor.model(model), args.layer, args.neuron)
     settings = view.settings()
     start = dreams.resolve_start(board, model, target, args.span, args.start, args.text, args.seed)
     best = dreams.best_example(board, model, args.layer, args.neuron) if args.target == "neuron" else None

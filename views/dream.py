@@ -71,6 +71,22 @@ class DreamView(View):
             return DreamTarget("direction", layer=layer, direction=tuple(float(x) for x in value_vector), position=at)
         return DreamTarget("neuron", layer=layer, index=neuron, position=at)
 
+    def resolve_target(self, loaded, layer: int | None, neuron: int | None) -> DreamTarget:
+        """The target on a loaded model: the token's id for a logit target, the neuron's value vector
+        for a direction target (raises DreamError for a token that is not one token)."""
+        from lensframe.dreams import DreamError
+
+        token_id, value_vector = None, None
+        if self.p.target == "logit":
+            ids = loaded.tokenizer(self.p.token, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise DreamError([(f"token {self.p.token!r} is {len(ids)} tokens for this tokenizer; a logit target "
+                                   "needs exactly one", None)])
+            token_id = ids[0]
+        if self.p.target == "direction":
+            value_vector = loaded.adapter.value_vectors(layer)[neuron].detach().float().cpu().numpy()
+        return self.target(layer, neuron, token_id, value_vector)
+
     def examples_node(self, max_tokens: int) -> Node:
         """The same node as a top_examples view with the same layers and k: shared, not recomputed."""
         return examples_node(self, max_tokens)
@@ -110,17 +126,10 @@ class DreamView(View):
         if self.p.target != "logit" and neuron is None:
             return html_pane("<div class='lf-hint'>click a neuron (in the neurons or ffn_vocab view) to dream of it</div>",
                              sizing_mode="stretch_width")
-        loaded = board.executor.model(model)
-        token_id = None
-        if self.p.target == "logit":
-            ids = loaded.tokenizer(self.p.token, add_special_tokens=False)["input_ids"]
-            if len(ids) != 1:
-                return html_pane(f"<div class='lf-error'>token {esc(repr(self.p.token))} is {len(ids)} tokens for this "
-                                 "tokenizer; the logit target needs exactly one</div>", sizing_mode="stretch_width")
-            token_id = ids[0]
-        value_vector = loaded.adapter.value_vectors(layer)[neuron].detach().float().cpu().numpy() \
-            if self.p.target == "direction" else None
-        target = self.target(layer, neuron, token_id, value_vector)
+        try:
+            target = self.resolve_target(board.executor.model(model), layer, neuron)
+        except dreams.DreamError as err:
+            return html_pane(f"<div class='lf-error'>{esc(err)}</div>", sizing_mode="stretch_width")
         settings = self.settings()
         best = dreams.best_example(board, model, layer, neuron) if self.p.target == "neuron" else None
         state = ctx.state
