@@ -54,7 +54,7 @@ def cmd_new(args) -> int:
     texts = load_dataset(DatasetSpec(source="builtin:fortunes", limit=args.texts, seed=args.seed), Path.cwd()).texts
     steps.update(1)
     steps.set_description_str(f"applying a secret {args.edit} edit")
-    params = {k: v for k, v in secret.items() if k != "kind"}
+    params = {**{k: v for k, v in secret.items() if k != "kind"}, **audit.EDIT_SETTINGS.get(args.edit, {})}
     manifest = apply_edit(args.edit, loaded, texts=texts, **params)
     steps.update(1)
     steps.set_description_str("saving the edited model")
