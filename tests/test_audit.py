@@ -93,6 +93,27 @@ def test_audit_new_writes_a_folder_whose_model_diff_ranks_the_edited_layer_first
         assert sorted(set(w["rank"][w["delta"] > 0])) == [1]  # rank one, and only there
 
 
+def test_a_blind_audit_folder_computes_without_the_base_model(tiny_models, tmp_path):
+    """Blind mode (no --easy): the spec names only the suspect, and every view's results compute."""
+    from lensframe.board import Board
+    from lensframe.cli import main
+
+    folder = tmp_path / "blind"
+    assert main(["audit", "new", "--base", f"path:{tiny_models['llama']}", "--edit", "knockout", "--seed", "2",
+                 "--out", str(folder), "--texts", "20", "--sealed-dir", str(tmp_path / "vault")]) == 0
+    board = Board.from_file(folder / "audit.yaml", cache_dir=folder / ".cache")
+    assert list(board.spec.models) == ["suspect"] and "base" not in (folder / "audit.yaml").read_text()
+    board.compute(progress=False)
+    for node in board.plan.nodes:
+        assert node.kind in ("prepare", "focus") or board.result(node) is not None, node
+    from lensframe.context import ViewContext
+    from lensframe.server.app import render_view
+
+    for view in board.views.values():  # every view renders from the stored results, none as an error card
+        card = render_view(view, ViewContext(board, board.focus, view))
+        assert "lf-error-card" not in card.css_classes, getattr(card, "object", card)
+
+
 @pytest.mark.parametrize("kind", audit.KINDS)
 def test_audit_check_scores_the_truth_full_and_a_wrong_guess_low(games, kind, tmp_path, capsys):
     import yaml
