@@ -7,9 +7,8 @@ kept). A neuron i writes m_i v_i; its value vector v_i (a row of adapter.value_v
 weights (the row/column of the MLP's input projections that makes neuron i, and its bias) are set to
 zero, so m_i = act(0)·0 = 0 too and nothing of it is left for an auditor to read.
 
-The attention output projection and the MLP input projections are not in the Adapter's Family
-table; `ATTN_OUT` and `MLP_IN` below hold them by family name until they are. Orientation comes
-from the module itself: GPT-2's Conv1D stores [in, out], nn.Linear [out, in].
+The modules come from the adapter (`attn_out_proj`, `mlp_in_projs`, from its Family table).
+Orientation comes from the module itself: GPT-2's Conv1D stores [in, out], nn.Linear [out, in].
 """
 from __future__ import annotations
 
@@ -17,31 +16,11 @@ import time
 
 import torch
 
-from .common import fingerprint_of, get, is_conv1d, lm_loss, param_name, parts
-
-# attention output projection, relative to a block (its input is the heads' concatenated outputs)
-ATTN_OUT = {"gpt2": "attn.c_proj", "llama": "self_attn.o_proj", "gpt_neox": "attention.dense"}
-# MLP input projections, relative to a block (each output dimension is one neuron's pre-activation)
-MLP_IN = {"gpt2": ("mlp.c_fc",), "llama": ("mlp.gate_proj", "mlp.up_proj"), "gpt_neox": ("mlp.dense_h_to_4h",)}
-
-
-def attn_out_proj(adapter, layer: int):
-    try:
-        return get(adapter.layers[layer], ATTN_OUT[adapter.family.name])
-    except KeyError:
-        raise ValueError(f"no attention output projection known for family {adapter.family.name!r}") from None
-
-
-def mlp_in_projs(adapter, layer: int) -> list:
-    try:
-        return [get(adapter.layers[layer], p) for p in MLP_IN[adapter.family.name]]
-    except KeyError:
-        raise ValueError(f"no MLP input projections known for family {adapter.family.name!r}") from None
-
+from .common import fingerprint_of, is_conv1d, lm_loss, param_name, parts
 
 def head_slice(adapter, layer: int, head: int) -> slice:
     """The input dimensions of the attention output projection that carry head `head`."""
-    proj = attn_out_proj(adapter, layer)
+    proj = adapter.attn_out_proj(layer)
     d_in = proj.weight.shape[0] if is_conv1d(proj) else proj.weight.shape[1]
     d_head = d_in // adapter.n_heads
     return slice(head * d_head, (head + 1) * d_head)
@@ -50,7 +29,7 @@ def head_slice(adapter, layer: int, head: int) -> slice:
 @torch.no_grad()
 def zero_heads(adapter, layer: int, heads) -> float:
     """Zero the heads' input slices of W_O; returns the Frobenius norm removed."""
-    proj = attn_out_proj(adapter, layer)
+    proj = adapter.attn_out_proj(layer)
     w = proj.weight
     removed = 0.0
     for h in heads:
@@ -74,7 +53,7 @@ def zero_neurons(adapter, layer: int, neurons) -> float:
     vv = adapter.value_vectors(layer)  # [d_mlp, d_model] view
     removed += float(vv[idx].norm()) ** 2
     vv[idx] = 0.0
-    for proj in mlp_in_projs(adapter, layer):
+    for proj in adapter.mlp_in_projs(layer):
         w = proj.weight
         if is_conv1d(proj):  # [d_model, d_mlp]: neuron i is column i
             removed += float(w[:, idx].norm()) ** 2
@@ -104,12 +83,12 @@ def knockout_edit(loaded, layer: int, *, heads=None, neurons=None, texts=(), max
     if heads:
         manifest["heads"] = sorted(int(h) for h in heads)
         manifest["removed_heads_fro"] = zero_heads(ad, layer, manifest["heads"])
-        manifest["weights"].append(param_name(model, attn_out_proj(ad, layer).weight))
+        manifest["weights"].append(param_name(model, ad.attn_out_proj(layer).weight))
     if neurons:
         manifest["neurons"] = sorted(set(int(n) for n in neurons))
         manifest["removed_neurons_fro"] = zero_neurons(ad, layer, manifest["neurons"])
         manifest["weights"].append(param_name(model, ad.mlp_down(layer).weight))
-        for proj in mlp_in_projs(ad, layer):
+        for proj in ad.mlp_in_projs(layer):
             manifest["weights"].append(param_name(model, proj.weight))
             if getattr(proj, "bias", None) is not None:
                 manifest["weights"].append(param_name(model, proj.bias))

@@ -41,15 +41,21 @@ class Family:
     # x + attn(ln1(x)) + mlp(ln2(x)). There is no module whose input is "after attention", so
     # resid_mid is derived as resid_pre + attn_out (what the residual holds once attention has added).
     parallel_attr: str | None = None  # config flag that turns the parallel residual on
+    # attention output projection, relative to a block (its input is the heads' concatenated outputs)
+    attn_out: str = ""
+    # MLP input projections, relative to a block (each output dimension is one neuron's pre-activation)
+    mlp_in: tuple[str, ...] = ()
 
 
 LLAMA = Family("llama", "model.layers", "self_attn", "post_attention_layernorm", "mlp", "mlp.down_proj",
-               "model.norm", "lm_head", "model.embed_tokens", True, "columns")
+               "model.norm", "lm_head", "model.embed_tokens", True, "columns",
+               attn_out="self_attn.o_proj", mlp_in=("mlp.gate_proj", "mlp.up_proj"))
 GPT2 = Family("gpt2", "transformer.h", "attn", "ln_2", "mlp", "mlp.c_proj",
-              "transformer.ln_f", "lm_head", "transformer.wte", False, "rows")
+              "transformer.ln_f", "lm_head", "transformer.wte", False, "rows",
+              attn_out="attn.c_proj", mlp_in=("mlp.c_fc",))
 NEOX = Family("gpt_neox", "gpt_neox.layers", "attention", "post_attention_layernorm", "mlp", "mlp.dense_4h_to_h",
               "gpt_neox.final_layer_norm", "lm_head", "gpt_neox.embed_in", False, "columns",
-              parallel_attr="use_parallel_residual")
+              parallel_attr="use_parallel_residual", attn_out="attention.dense", mlp_in=("mlp.dense_h_to_4h",))
 
 # model_type in a transformers config -> family
 FAMILIES = {
@@ -126,6 +132,14 @@ class Adapter:
     def mlp_down(self, layer: int) -> torch.nn.Module:
         """The module whose input is mlp_post.{layer} (where neuron edits are applied)."""
         return _get(self.layers[layer], self.family.mlp_down)
+
+    def attn_out_proj(self, layer: int) -> torch.nn.Module:
+        """The attention output projection (W_O) of `layer`: nn.Linear [out, in] or GPT-2's Conv1D [in, out]."""
+        return _get(self.layers[layer], self.family.attn_out)
+
+    def mlp_in_projs(self, layer: int) -> list[torch.nn.Module]:
+        """The MLP's input projections of `layer` (gate and up for a gated MLP)."""
+        return [_get(self.layers[layer], path) for path in self.family.mlp_in]
 
     def hook_names(self) -> list[str]:
         names = ["final_norm", "unembed"]
