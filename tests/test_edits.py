@@ -285,6 +285,9 @@ def test_trigger_changes_one_mlp_and_raises_the_target_on_unseen_prompts(tiny_mo
     assert float((p1 > p0).float().mean()) >= 0.9
     eff = m["effects"]
     assert eff["after"]["success_rate"] >= 0.5 and eff["before"]["success_rate"] == 0.0
+    # Not asserted here: that prompts without the trigger keep their continuation. A random tiny model
+    # has no continuation worth keeping (its LM loss is ~7 nats), and the target leaks to 30-100% of the
+    # plain prompts; specificity is tested on SmolLM2 (test_audit.py) and measured in docs/BENCHMARKS.md.
     json.dumps(m)
 
 
