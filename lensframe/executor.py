@@ -77,6 +77,7 @@ class Executor:
         self._focus_memo: OrderedDict = OrderedDict()
         self._lookup_memo: OrderedDict = OrderedDict()
         self.forward_passes = 0  # every forward this executor ran (dataset and focus)
+        self.shards = None  # set by lensframe.distributed to fold dataset passes on Dask workers
         set_threads(board.spec.run.threads)
 
     # --- models -----------------------------------------------------------------------------
@@ -194,25 +195,33 @@ class Executor:
         report.seconds = round(time.perf_counter() - t0, 3)
         return report
 
-    def _dataset_pass(self, model: str, todo, report: ComputeReport, progress) -> None:
+    def dataset_batches(self, model: str) -> list[np.ndarray]:
+        """The dataset's samples in batches, in the order every pass runs them: sorted by length
+        (similar lengths together: less padding), then cut into run.batch_size. Shards of a
+        distributed pass are runs of these batches, so each batch is computed the same way."""
+        lengths = self.tokens(model)["lengths"]
+        order = np.argsort(-lengths, kind="stable")
+        bs = self.board.spec.run.batch_size
+        return [order[i : i + bs] for i in range(0, len(order), bs)]
+
+    def pass_context(self, model: str, nodes, inputs: dict, progress=False) -> PassContext:
+        ctx = self.context(model, self.tokens(model)["ids"].shape[1])
+        ctx.nodes, ctx.inputs, ctx.progress = tuple(nodes), inputs, progress
+        return ctx
+
+    def run_batches(self, model: str, ctx: PassContext, states: dict, batches, on_batch=None) -> int:
+        """Fold `batches` into the reduction `states` ({node: state}) of ctx.nodes: one forward (and
+        backward, when a node reads gradients) per batch, shared by every node. Returns the number
+        of forward passes run."""
         import torch
 
         loaded = self.model(model)
         tok = self.tokens(model)
         ids, lengths = tok["ids"], tok["lengths"]
-        ctx = self.context(model, ids.shape[1])
-        ctx.nodes = tuple(p.node for p in todo)
-        ctx.inputs = {i: self.board.result(i) for p in todo for i in p.node.inputs if i.kind == "dataset"}
-        ctx.progress = progress
-        ops = [(p, get_op(p.node.op)) for p in todo]
-        hooks = set().union(*(op.hooks(p.node, loaded.info) for p, op in ops))
-        grad_hooks = set().union(*(op.grad_hooks(p.node, loaded.info) for p, op in ops))
-        states = {p.node: op.init(p.node, ctx) for p, op in ops}
-        order = np.argsort(-lengths, kind="stable")  # similar lengths together: less padding
-        bs = self.board.spec.run.batch_size
-        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        ops = [(node, get_op(node.op)) for node in ctx.nodes]
+        hooks = set().union(*(op.hooks(node, loaded.info) for node, op in ops))
+        grad_hooks = set().union(*(op.grad_hooks(node, loaded.info) for node, op in ops))
         pad = loaded.tokenizer.pad_token_id or 0
-        bar = _progress(progress, len(batches), f"dataset pass on {model} ({len(todo)} node(s))")
         for samples in batches:
             T = int(lengths[samples].max())
             batch_ids = torch.as_tensor(ids[samples, :T], dtype=torch.long)
@@ -226,15 +235,29 @@ class Executor:
                 else:
                     self._forward(loaded, batch_ids, mask, hooks, captures)
             batch = Batch(np.asarray(samples), batch_ids, mask, captures, grads=grads)
-            for p, op in ops:
-                states[p.node] = op.update(p.node, states[p.node], batch, ctx)
+            for node, op in ops:
+                states[node] = op.update(node, states[node], batch, ctx)
             del batch, captures, grads
-            report.forward_passes += 1
-            report.batches += 1
-            bar.update(1)
+            if on_batch is not None:
+                on_batch()
+        return len(batches)
+
+    def _dataset_pass(self, model: str, todo, report: ComputeReport, progress) -> None:
+        nodes = [p.node for p in todo]
+        inputs = {i: self.board.result(i) for n in nodes for i in n.inputs if i.kind == "dataset"}
+        ctx = self.pass_context(model, nodes, inputs, progress)
+        batches = self.dataset_batches(model)
+        bar = _progress(progress, len(batches), f"dataset pass on {model} ({len(todo)} node(s))")
+        if self.shards is not None:  # a distributed pass (lensframe.distributed): workers fold shards
+            states, passes = self.shards.run(model, nodes, inputs, batches, bar.update)
+        else:
+            states = {n: get_op(n.op).init(n, ctx) for n in nodes}
+            passes = self.run_batches(model, ctx, states, batches, lambda: bar.update(1))
         bar.close()
-        for p, op in ops:
-            self.board.store.put(p.key, op.finalize(p.node, states[p.node], ctx), p.node.label())
+        report.forward_passes += passes
+        report.batches += len(batches)
+        for p in todo:
+            self.board.store.put(p.key, get_op(p.node.op).finalize(p.node, states[p.node], ctx), p.node.label())
             p.cached = True
             report.computed += 1
 

@@ -88,8 +88,22 @@ class FilledRows:
     """
 
     def __init__(self, shapes: dict[str, tuple], dtypes: dict[str, Any], n: int, fill=0):
+        self.shapes, self.dtypes, self.fill = shapes, dtypes, fill
         self.arrays = {k: np.full((n,) + tuple(s), fill, dtype=dtypes[k]) for k, s in shapes.items()}
         self.filled = np.zeros(n, dtype=bool)
+
+    # A shard of a distributed pass fills a few rows of the whole dataset's arrays: it travels as
+    # those rows only and is laid out in full again on arrival.
+    def __getstate__(self) -> dict:
+        rows = np.flatnonzero(self.filled)
+        return {"shapes": self.shapes, "dtypes": self.dtypes, "fill": self.fill, "n": len(self.filled),
+                "rows": rows, "values": {k: v[rows] for k, v in self.arrays.items()}}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["shapes"], state["dtypes"], state["n"], state["fill"])
+        for k, v in state["values"].items():
+            self.arrays[k][state["rows"]] = v
+        self.filled[state["rows"]] = True
 
     def put(self, samples: np.ndarray, name: str, rows_per_sample: list[np.ndarray]) -> None:
         for s, value in zip(samples, rows_per_sample):

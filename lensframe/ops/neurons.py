@@ -85,6 +85,16 @@ class ValueNormsOp(Op):
         return Result({"norms": norms.cpu().numpy()})  # [layers, d_mlp]
 
 
+def top_k_in_order(values: torch.Tensor, k: int):
+    """The k largest along the last dim; among equal values the earlier candidate wins (a stable
+    sort, where torch.topk's choice among ties is unspecified). Candidates are laid out in the
+    order the samples were seen (kept ones first, then the batch; shard a, then shard b), so a
+    pass folded batch by batch and one merged from shards keep exactly the same samples, ties
+    included (the first tokens of many texts give identical activations)."""
+    order = torch.sort(values, dim=-1, descending=True, stable=True)
+    return torch.return_types.topk((order.values[..., :k], order.indices[..., :k]))
+
+
 @register
 class NeuronTopExamplesOp(Op):
     """For every neuron of the chosen layers: the k samples where it fires most (max over
@@ -128,7 +138,7 @@ class NeuronTopExamplesOp(Op):
             samp = torch.cat([state["samples"][i], samples.expand(d, -1)], dim=1)
             pos = torch.cat([state["positions"][i], where.T], dim=1)
             wins = torch.cat([state["windows"][i], win.transpose(0, 1)], dim=1)  # [d, k + B, W]
-            top = vals.topk(k, dim=1)
+            top = top_k_in_order(vals, k)
             state["values"][i], state["samples"][i] = top.values, samp.gather(1, top.indices)
             state["positions"][i] = pos.gather(1, top.indices)
             state["windows"][i] = wins.gather(1, top.indices.unsqueeze(-1).expand(-1, -1, W))
@@ -139,8 +149,8 @@ class NeuronTopExamplesOp(Op):
 
     def merge(self, node, a, b):
         k = node.param("k")
-        vals = torch.cat([a["values"], b["values"]], -1)
-        top = vals.topk(k, -1)
+        vals = torch.cat([a["values"], b["values"]], -1)  # a holds the earlier samples
+        top = top_k_in_order(vals, k)
         take = lambda name: torch.cat([a[name], b[name]], -1).gather(-1, top.indices)  # noqa: E731
         wins = torch.cat([a["windows"], b["windows"]], -2)
         return {"values": top.values, "samples": take("samples"), "positions": take("positions"),

@@ -35,7 +35,7 @@ def translate(hs: list[torch.Tensor], res: Result) -> list[torch.Tensor]:
 @register
 class TunedLensOp(Op):
     name = "tuned_lens"
-    version = 1
+    version = 2  # 2: the training tokens are drawn per batch
     kind = "dataset"
 
     def hooks(self, node, info):
@@ -46,14 +46,16 @@ class TunedLensOp(Op):
             info.n_layers * info.d_model * (info.d_model + 1) * 4 * 4  # cache + translators, Adam state
 
     def init(self, node, ctx):
-        return {"rows": [], "rng": np.random.default_rng(node.param("seed")),
-                "rate": min(1.0, node.param("train_tokens") / max(1, len(ctx.dataset) * ctx.n_tokens / 2))}
+        return {"rows": [], "rate": min(1.0, node.param("train_tokens") / max(1, len(ctx.dataset) * ctx.n_tokens / 2))}
 
     @torch.no_grad()
     def update(self, node, state, batch, ctx):
         mask = batch.mask.cpu()
         hs = torch.stack([batch.captures[h].float().cpu()[mask] for h in stream_hooks("resid_post", ctx.info.n_layers)], 1)
-        keep = state["rng"].random(hs.shape[0]) < state["rate"]  # [tokens, layers + 1, d]
+        # which tokens to keep is drawn per batch (seeded by the batch's first sample), not from one
+        # stream over the pass, so shards of a distributed pass keep exactly the same tokens
+        rng = np.random.default_rng([node.param("seed"), int(batch.samples[0])])
+        keep = rng.random(hs.shape[0]) < state["rate"]  # [tokens, layers + 1, d]
         state["rows"].append(hs[torch.as_tensor(keep)])
         return state
 
