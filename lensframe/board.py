@@ -75,6 +75,23 @@ class Board:
     def from_text(cls, text: str, file: str = "<spec>", base_dir=None, **kwargs) -> "Board":
         return cls(validate_spec(text, file, base_dir), **kwargs)
 
+    @classmethod
+    def from_dict(cls, data: dict, base_dir=None, **kwargs) -> "Board":
+        """A board built in Python: `data` is what the YAML would hold (models/model, dataset,
+        views, layout, ...); it is validated exactly like a file, relative paths from `base_dir`."""
+        import yaml
+
+        base = Path(base_dir) if base_dir else Path.cwd()
+        return cls.from_text(yaml.safe_dump(data, sort_keys=False), str(base / "<python>"), base, **kwargs)
+
+    def to_yaml(self) -> str:
+        """The spec as YAML, every default written out: it validates and compiles to the same plan,
+        so a layout built or changed in Python can be kept in git beside the others."""
+        import yaml
+
+        header = f"# written by lensframe board.to_yaml() from {self.spec.file}\n"
+        return header + yaml.safe_dump(self.spec.normalized(), sort_keys=False, allow_unicode=True)
+
     @property
     def title(self) -> str:
         return self.spec.title
