@@ -82,7 +82,8 @@ class Board:
         import yaml
 
         base = Path(base_dir) if base_dir else Path.cwd()
-        return cls.from_text(yaml.safe_dump(data, sort_keys=False), str(base / "<python>"), base, **kwargs)
+        data = {"lensframe": 1, **data}  # the format version a file must state; a dict is this version
+        return cls.from_text(yaml.safe_dump(data, sort_keys=False), "<python>", base, **kwargs)
 
     def to_yaml(self) -> str:
         """The spec as YAML, every default written out: it validates and compiles to the same plan,
