@@ -81,3 +81,22 @@ def test_diff_names_views_data_and_the_results_computed_again(spec, tmp_path):
     assert "+ top (top_examples)" in text and "results b.yaml computes" in text
     same = spec_diff(Board.from_file(spec), Board.from_file(spec))
     assert "the specs are the same" in format_diff(same, "a", "a") and same["recomputed"] == []
+
+
+def test_the_command_line_locks_reports_drift_and_frozen_exits_2(spec, capsys):
+    from lensframe.cli import main
+
+    assert main(["lock", str(spec)]) == 0
+    assert (spec.parent / "demo.lock.yaml").is_file() and "wrote" in capsys.readouterr().out
+    assert main(["diff", str(spec), str(spec.parent / "demo.lock.yaml")]) == 0
+    assert "resolves to what" in capsys.readouterr().out
+    data = spec.parent / "data.txt"
+    data.write_text(data.read_text() + "One more line of text.\n")
+    assert main(["compute", str(spec), "--json"]) == 0  # without --frozen: runs, and says what drifted
+    err = capsys.readouterr().err
+    assert "drift from the lock: dataset txt:data.txt: changed since the lock" in err
+    assert main(["compute", str(spec), "--frozen"]) == 2
+    err = capsys.readouterr().err
+    assert "drifted from demo.lock.yaml (--frozen)" in err and "Traceback" not in err
+    assert main(["diff", str(spec), str(spec.parent / "demo.lock.yaml")]) == 0
+    assert "changed since the lock" in capsys.readouterr().out
