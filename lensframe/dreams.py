@@ -5,12 +5,14 @@ from the dataset pass's top examples (the focused neuron's best example, ending 
 a text, or from random tokens; a finished dream is stored under a key made of everything that
 determines it (model fingerprint, target, settings, start tokens), so the same dream is never run
 twice; each step holds the model's lock, so focus passes of other views interleave with a dream.
+A server whose store is read-only keeps its finished dreams in memory instead (this process only).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal, Optional
 
@@ -20,6 +22,10 @@ from .errors import LensframeError
 from .graph import STORE_FORMAT
 from .ops.base import Result
 from .ops.dream import VERSION, DreamSettings, DreamStep, DreamTarget, DreamTrace, allowed_tokens, check_dream, dream
+
+KEPT_DREAMS = 64  # finished dreams a read-only server keeps in memory (a few KB each)
+_kept: OrderedDict[str, Result] = OrderedDict()
+_kept_lock = threading.Lock()
 
 
 class DreamError(LensframeError):
@@ -140,8 +146,24 @@ def result_to_trace(res: Result) -> DreamTrace:
 
 
 def stored(board, model: str, target: DreamTarget, settings: DreamSettings, start: DreamStart) -> Optional[DreamTrace]:
-    res = board.store.get(dream_key(board, model, target, settings, start))
+    key = dream_key(board, model, target, settings, start)
+    res = board.store.get(key)
+    if res is None:
+        with _kept_lock:
+            res = _kept.get(key)
     return result_to_trace(res) if res is not None else None
+
+
+def _keep(board, key: str, result: Result, label: str) -> None:
+    """Store a finished dream; a read-only store is shared by servers that must not write, so this
+    process keeps it in memory instead."""
+    if not board.store.read_only:
+        board.store.put(key, result, label)
+        return
+    with _kept_lock:
+        _kept[key] = result
+        while len(_kept) > KEPT_DREAMS:
+            _kept.popitem(last=False)
 
 
 def run(board, model: str, target: DreamTarget, settings: DreamSettings, start: DreamStart,
@@ -158,8 +180,8 @@ def run(board, model: str, target: DreamTarget, settings: DreamSettings, start: 
                   allowed=allowed_tokens(loaded.tokenizer, loaded.adapter.embed_weight.shape[0]),
                   lock=board.executor.model_lock(model), on_step=on_step, should_stop=should_stop)
     if not trace.stopped:
-        board.store.put(dream_key(board, model, target, settings, start), trace_to_result(trace, start),
-                        f"dream({target.label()}) @{model}")
+        _keep(board, dream_key(board, model, target, settings, start), trace_to_result(trace, start),
+              f"dream({target.label()}) @{model}")
     return trace
 
 
@@ -185,7 +207,8 @@ class DreamJob:
     def start(self) -> "DreamJob":
         done = stored(self.board, self.model, self.target, self.settings, self.start_at)
         if done is not None:  # the same dream ran before: show it at once
-            self.trace, self.steps, self.from_store, self.done = done, done.steps, True, True
+            on_disk = self.board.store.has(dream_key(self.board, self.model, self.target, self.settings, self.start_at))
+            self.trace, self.steps, self.from_store, self.done = done, done.steps, on_disk, True
             return self
         self._thread = threading.Thread(target=self._run, name="lensframe-dream", daemon=True)
         self._thread.start()

@@ -1,17 +1,22 @@
 """Board -> Panel app: title, progress while dataset passes run, the grid of view cards.
 
 One Focus per browser session (each session builds its own app around its own Focus); the board,
-its store, models and focus-pass memo are shared by all sessions of the process.
+its store, models and focus-pass memo are shared by all sessions of the process. Before it accepts
+sessions the server loads every model and runs one focus pass (warm_up), so the first visitor does
+not pay for the load. Several server processes can share one store that `lensframe compute` filled
+(read_only_store): they then compute no dataset pass and write nothing (docs/SERVING.md).
 """
 from __future__ import annotations
 
 import html
 import threading
+import time
 import traceback
 
 import panel as pn
 
 from lensframe.context import NotReady, ViewContext
+from lensframe.errors import LensframeError
 from lensframe.focus import Focus
 from lensframe.views.base import html_pane
 
@@ -130,13 +135,65 @@ def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None) 
     return pn.Column(*parts, sizing_mode="stretch_width", stylesheets=[CSS], css_classes=["lf-app"])
 
 
-def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = False, **kwargs):
-    """Serve the board: one app (and Focus) per browser session; dataset passes start at once."""
-    job = ComputeJob(board).start()
+STORED_KINDS = ("prepare", "dataset", "derive")  # what `lensframe compute` stores; focus and lookup run live
+
+
+def require_stored(board) -> None:
+    """A read-only server computes nothing: every stored result the plan needs must be there (and
+    intact), else one message with the command that fills the store."""
+    needed = [p for p in board.plan.nodes.values() if p.node.kind in STORED_KINDS]
+    missing = set(board.store.missing([p.key for p in needed]))
+    if missing:
+        labels = [p.node.label() for p in needed if p.key in missing]
+        shown = ", ".join(labels[:4]) + (f", and {len(labels) - 4} more" if len(labels) > 4 else "")
+        raise LensframeError(
+            f"{board.spec.file}: the store at {board.store.root} lacks {len(missing)} of the {len(needed)} results "
+            f"this spec needs ({shown}), and a server with a read-only store computes nothing\n"
+            f"    hint: fill the store first: lensframe compute {board.spec.file} --cache-dir {board.store.root}")
+
+
+def warm_up(board, say=print) -> None:
+    """Load every model of the spec and run one focus pass (sample 0, the focus a new session starts
+    at), saying what it does, so the first visitor gets a loaded model and a warm focus memo."""
+    ex = board.executor
+    for name, mspec in board.spec.models.items():
+        say(f"warm: loading {name} ({mspec.source})")
+        t0 = time.perf_counter()
+        ex.model(name)
+        loaded = time.perf_counter() - t0
+        has_tokens = any(p.node.op == "tokens" for p in board.plan.of_kind("prepare", name))
+        if not (has_tokens and board.plan.of_kind("focus", name)):
+            say(f"warm: {name} loaded in {loaded:.1f}s (no view needs its focus pass)")
+            continue
+        sample, t1 = Focus.param.sample.default, time.perf_counter()
+        try:
+            ex.focus(name, sample)
+        except Exception as exc:  # the views that need it show the error in their cards
+            say(f"warm: focus pass on {name} failed: {type(exc).__name__}: {exc}")
+            continue
+        say(f"warm: {name} loaded in {loaded:.1f}s, focus pass on sample {sample} in {time.perf_counter() - t1:.1f}s")
+    say(f"warm: ready; {ex.forward_passes} forward pass(es) so far in this process")
+
+
+def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = False, read_only_store: bool = False,
+          websocket_origins=(), warm: bool = True, **kwargs):
+    """Serve the board: one app (and Focus) per browser session. With a writable store the dataset
+    passes start at once in the background; with read_only_store every stored result must already
+    be there (require_stored), and nothing is computed or written but focus passes in memory.
+    Models are loaded and warmed before the first session is accepted."""
+    if read_only_store:
+        board.store.read_only = True  # a write now raises instead of racing the other servers
+        require_stored(board)
+        job = None
+    else:
+        job = ComputeJob(board).start()  # the warm-up below shares the model load with it (a lock)
+    if warm:
+        warm_up(board, say=lambda line: print(line, flush=True))
 
     def session():
         return build_app(board, Focus(model=next(iter(board.spec.models))), job)
 
-    origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
+    # Bokeh accepts a websocket only from pages served under these hosts: behind a proxy, its host.
+    origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *websocket_origins]
     return pn.serve({"/": session}, port=port, address=address, show=show, title=board.title,
                     websocket_origin=origins, print_url=True, **kwargs)
