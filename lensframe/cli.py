@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .errors import LensframeError
 
@@ -38,14 +39,40 @@ def cmd_validate(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from .estimate import check_fits, estimate_plan, parse_size
+
+    limit = parse_size(args.max_memory) if args.max_memory else None
     board = _board(args)
-    print(json.dumps(board.plan.to_json(), indent=2) if args.json else board.plan.describe())
+    estimates = estimate_plan(board, calibrate=args.calibrate)
+    if limit is not None:
+        check_fits(board, estimates, limit)
+    if args.json:
+        doc = board.plan.to_json()
+        for ps, est in zip(doc["passes"], estimates):
+            ps["estimate"] = est.to_json()
+        print(json.dumps(doc, indent=2))
+    else:
+        print(board.plan.describe())
+        print("estimates (memory from shapes; time from --calibrate):")
+        print("\n".join(e.describe() for e in estimates))
     return 0
 
 
 def cmd_compute(args) -> int:
+    if args.workers is not None and args.workers < 1:
+        raise LensframeError(f"--workers {args.workers}: give at least 1 worker")
     board = _board(args)
-    report = board.compute(progress=not args.json)
+    _check_lock(board, args.frozen)
+    if args.max_memory:  # refuse before any weight loads
+        from .estimate import check_fits, estimate_plan, parse_size
+
+        check_fits(board, estimate_plan(board), parse_size(args.max_memory))
+    if args.workers or args.scheduler:  # shards of the dataset on Dask workers, merged into this store
+        from .distributed import compute_distributed
+
+        report = compute_distributed(board, args.workers, args.scheduler, progress=not args.json)
+    else:
+        report = board.compute(progress=not args.json)
     if args.json:
         print(json.dumps(report.to_json()))
     else:
@@ -57,10 +84,44 @@ def cmd_compute(args) -> int:
 
 def cmd_serve(args) -> int:
     board = _board(args)
+    _check_lock(board, args.frozen)
     from lensframe.server.app import serve
 
-    serve(board, port=args.port, address=args.address, show=args.show)
+    serve(board, port=args.port, address=args.address, show=args.show, read_only_store=args.read_only_store,
+          websocket_origins=args.allow_websocket_origin)
     return 0
+
+
+def cmd_lock(args) -> int:
+    from .lock import write_lock
+
+    path = write_lock(_board(args))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from .board import Board
+    from .diff import format_diff, spec_diff
+    from .lock import check, lock_path
+
+    if args.b.endswith(".lock.yaml"):  # a spec against its lock: what drifted since
+        board = Board.from_file(args.a)
+        if lock_path(board.spec.file).resolve() != Path(args.b).resolve():
+            raise LensframeError(f"{args.b} is not the lock of {args.a} (that is {lock_path(args.a)})")
+        lines = check(board)
+        print("\n".join(lines) if lines else f"{args.a} resolves to what {args.b} pins")
+        return 0
+    print(format_diff(spec_diff(Board.from_file(args.a), Board.from_file(args.b)), args.a, args.b))
+    return 0
+
+
+def _check_lock(board, frozen: bool) -> None:
+    """Say what drifted from the spec's lock file (an error with --frozen)."""
+    from .lock import check
+
+    for line in check(board, frozen):
+        print(f"drift from the lock: {line}", file=sys.stderr)
 
 
 def cmd_dream(args) -> int:
@@ -109,6 +170,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=5006)
     s.add_argument("--address", default="127.0.0.1", help="bind address (default: 127.0.0.1 only)")
     s.add_argument("--show", action="store_true", help="open a browser")
+    s.add_argument("--frozen", action="store_true", help="refuse to serve when the spec drifted from its lock file")
+    s.add_argument("--read-only-store", action="store_true",
+                   help="serve only what the store holds (fill it with `lensframe compute` first); compute and "
+                        "write nothing, so several servers can share one store (docs/SERVING.md)")
+    s.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
+                   help="a host the pages are served under besides this address (e.g. a proxy's); repeatable")
     s.set_defaults(fn=cmd_serve)
     v = sub.add_parser("validate", help="check specs; print every error")
     v.add_argument("spec", nargs="+")
@@ -117,10 +184,25 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=cmd_validate)
     pl = with_board(sub.add_parser("plan", help="print the compiled plan: nodes, sharing, passes, memory, cache"))
     pl.add_argument("--json", action="store_true")
+    pl.add_argument("--calibrate", action="store_true",
+                    help="load the model(s) and time each pass's longest batch, to estimate time (and measure memory)")
+    pl.add_argument("--max-memory", metavar="SIZE",
+                    help="refuse (exit 2) a plan whose pass would need more memory than SIZE (500MB, 2GB, 1.5GiB, bytes)")
     pl.set_defaults(fn=cmd_plan)
     c = with_board(sub.add_parser("compute", help="run the dataset passes now (with a progress bar)"))
     c.add_argument("--json", action="store_true", help="print forward_passes, batches, cache_hits, seconds")
+    c.add_argument("--frozen", action="store_true", help="refuse to run when the spec drifted from its lock file")
+    c.add_argument("--max-memory", metavar="SIZE", help="refuse (exit 2) when a pass would need more memory than SIZE")
+    where = c.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="shard the dataset over N local Dask worker processes")
+    where.add_argument("--scheduler", help="shard the dataset over a Dask cluster (tcp://host:8786)")
     c.set_defaults(fn=cmd_compute)
+    lk = with_board(sub.add_parser("lock", help="write SPEC's lock file beside it (models, data, versions it resolves to)"))
+    lk.set_defaults(fn=cmd_lock)
+    df = sub.add_parser("diff", help="what two specs differ in, and which results would be computed again")
+    df.add_argument("a", help="a spec")
+    df.add_argument("b", help="another spec, or A's lock file (then: what drifted since the lock)")
+    df.set_defaults(fn=cmd_diff)
     d = with_board(sub.add_parser("dream", help="optimise an input to excite a neuron (text deep dream), with progress"))
     from .dream_cli import add_arguments
 

@@ -88,6 +88,11 @@ def test_max_memory_refuses_and_suggests_a_batch_size_that_fits(tiny_models, tmp
     assert "peak ≈" in capsys.readouterr().out
     assert main(args + ["2 parsecs"]) == 2
     assert "cannot read '2 parsecs'" in capsys.readouterr().err
+    # compute refuses the same way, before it runs anything
+    spec.write_text(tiny_spec(tiny_models["gpt2"], VIEWS, batch_size=8))
+    assert main(["compute", str(spec), "--cache-dir", str(tmp_path / "c"), "--max-memory", str(limit)]) == 2
+    assert "more than --max-memory" in capsys.readouterr().err
+    assert not list((tmp_path / "c").rglob("*.safetensors"))
 
 
 def test_calibrate_times_one_batch_per_pass_and_stores_nothing(tiny_models, tmp_path, capsys):
