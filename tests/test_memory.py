@@ -109,15 +109,8 @@ def passes(tiny_models, tmp_path_factory):
     return out
 
 
-TOP_EXAMPLES_STATE = pytest.mark.xfail(
-    strict=True, reason="neuron_top_examples: estimate_bytes counts the stored result (float32 values, int32 "
-    "samples/positions/hist, float16 windows) but the reduction state holds int64 samples, positions and "
-    "histogram and float32 windows: about twice the estimate")
-
-
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("op", [pytest.param(o, marks=TOP_EXAMPLES_STATE) if o == "neuron_top_examples" else o
-                                for o in DATASET_OPS])
+@pytest.mark.parametrize("op", DATASET_OPS)
 def test_reduction_state_within_estimate(passes, op, n):
     seen = passes[n]
     assert seen["state"][op] > 0

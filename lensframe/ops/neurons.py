@@ -109,8 +109,10 @@ class NeuronTopExamplesOp(Op):
         return {f"mlp_post.{l}" for l in layers_of(node, info.n_layers)}
 
     def estimate_bytes(self, node, info, n_samples, n_tokens):
+        # the reduction state while the pass runs (float32 values, int64 samples and positions,
+        # float32 windows, int64 histogram), which is larger than the stored result it ends as
         width = sum(WINDOW) + 1
-        return len(layers_of(node, info.n_layers)) * info.d_mlp * (node.param("k") * (12 + 2 * width) + HIST_BINS * 4)
+        return len(layers_of(node, info.n_layers)) * info.d_mlp * (node.param("k") * (20 + 4 * width) + HIST_BINS * 8)
 
     def init(self, node, ctx):
         nl, d, k = len(layers_of(node, ctx.info.n_layers)), ctx.adapter.d_mlp, node.param("k")
