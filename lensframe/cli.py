@@ -11,10 +11,11 @@ from .errors import LensframeError
 
 def _board(args, **extra):
     from .board import Board
+    from .spec.validate import load_spec
 
-    return Board.from_file(args.spec, cache_dir=getattr(args, "cache_dir", None),
-                           device=getattr(args, "device", "cpu") or "cpu",
-                           trust_remote_code=getattr(args, "trust_remote_code", False), **extra)
+    spec = load_spec(args.spec, allow_local_views=getattr(args, "allow_local_views", False))
+    return Board(spec, cache_dir=getattr(args, "cache_dir", None), device=getattr(args, "device", "cpu") or "cpu",
+                 trust_remote_code=getattr(args, "trust_remote_code", False), **extra)
 
 
 def cmd_validate(args) -> int:
@@ -25,7 +26,7 @@ def cmd_validate(args) -> int:
     errors = []
     for path in args.spec:
         try:
-            spec = load_spec(path)
+            spec = load_spec(path, allow_local_views=args.allow_local_views)
             if args.normalized:
                 print(yaml.safe_dump(spec.normalized(), sort_keys=False), end="")
             elif not args.quiet:
@@ -164,6 +165,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--cache-dir", help="result store (default: .lensframe/cache beside the spec)")
         sp.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
         sp.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub, if the spec asks too")
+        sp.add_argument("--allow-local-views", action="store_true",
+                        help="allow view types from Python files beside the spec (type: ./my_views.py:MyView): they run code")
         return sp
 
     s = with_board(sub.add_parser("serve", help="serve the dashboard"))
@@ -181,6 +184,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("spec", nargs="+")
     v.add_argument("--normalized", action="store_true", help="print the normalized spec")
     v.add_argument("--quiet", "-q", action="store_true")
+    v.add_argument("--allow-local-views", action="store_true", help="allow view types from local Python files (they run code)")
     v.set_defaults(fn=cmd_validate)
     pl = with_board(sub.add_parser("plan", help="print the compiled plan: nodes, sharing, passes, memory, cache"))
     pl.add_argument("--json", action="store_true")

@@ -5,7 +5,8 @@ Stages, each reporting all its problems with file:line:column:
   2. the spec's own schema (schema.SpecV1), in pydantic's strict mode: YAML has real numbers and
      booleans, so a quoted "5" or "yes" is a wrong type, not something to coerce
   3. the model(s), checked from the raw data so a mistake elsewhere never hides one here
-  4. each view against its type's Params (from the view registry), model references, pins
+  4. each view against its type's Params (from the view registry, or a local file only when
+     allow_local_views: it runs code), model references, pins
   5. the layout (rectangles of known view ids; every view placed), positioned at the row and cell
 A stage never stops the next: every issue of the file is raised at once, sorted by position.
 Capability checks that need the model's config or the dataset run later, in Board.
@@ -47,6 +48,7 @@ class Spec:
     views: dict[str, ViewEntry]
     layout: Layout
     positions: Positions = field(default_factory=Positions, repr=False)
+    allow_local_views: bool = False  # validated with --allow-local-views (a Dask worker must be too)
 
     def issue(self, message: str, path: tuple, hint: str | None = None, key: bool = False) -> SpecIssue:
         """An issue positioned at `path` (or its nearest ancestor) in this spec's file."""
@@ -197,9 +199,28 @@ def _pos(pos: Positions, path: tuple, key: bool = False) -> tuple:
     return pos.of(path, key=key) or (None, None)
 
 
-def validate_spec(text: str, file: str, base_dir: Path | None = None) -> Spec:
-    """Validate spec text; raises SpecError with every issue found."""
-    from ..registry import view_types
+LOCAL_REFUSED = "a view from a local Python file runs code from the spec; pass --allow-local-views to allow it"
+LOCAL_HINT = ("only for a spec you trust: lensframe serve SPEC --allow-local-views; or package the view "
+              "(docs/WRITING_VIEWS.md)")
+
+
+def _type_hint(vtype: str, types: dict) -> str:
+    """Why a view type is unknown: a plugin that failed to load, a close name, a file without a class."""
+    from ..registry import view_type_problems
+
+    problem = view_type_problems().get(vtype)
+    if problem:
+        return problem
+    if vtype.endswith(".py"):
+        return f"name the class too: {vtype if vtype.startswith(('.', '/')) else './' + vtype}:ClassName"
+    return did_you_mean(vtype, types) or (f"types: {', '.join(types)} (a view type from another package needs "
+                                          "that package installed)")
+
+
+def validate_spec(text: str, file: str, base_dir: Path | None = None, allow_local_views: bool = False) -> Spec:
+    """Validate spec text; raises SpecError with every issue found. A view type naming a local file
+    (`./my_views.py:MyView`) imports that file, so it is refused unless `allow_local_views`."""
+    from ..registry import LocalViewError, is_local_view, local_view, view_types
 
     base_dir = Path(base_dir) if base_dir else Path(file).resolve().parent
     data, pos, issues = load_yaml(text, file)
@@ -273,11 +294,22 @@ def validate_spec(text: str, file: str, base_dir: Path | None = None) -> Spec:
             issues.append(SpecIssue(f"must be a view type name (got {_show(vtype)})", where + ("type",),
                                     f"types: {', '.join(types)}", file, *_pos(pos, where + ("type",))))
             continue
-        if vtype not in types:
-            issues.append(SpecIssue(f"unknown view type {vtype!r}", where + ("type",),
-                                    did_you_mean(vtype, types) or f"types: {', '.join(types)}", file, *_pos(pos, where + ("type",))))
+        if is_local_view(vtype):  # `./my_views.py:MyView`: code from the spec's folder, only when asked
+            at = (file, *_pos(pos, where + ("type",)))
+            if not allow_local_views:
+                issues.append(SpecIssue(LOCAL_REFUSED, where + ("type",), LOCAL_HINT, *at))
+                continue
+            try:
+                cls = local_view(vtype, base_dir)
+            except LocalViewError as exc:
+                issues.append(SpecIssue(exc.message, where + ("type",), exc.hint, *at))
+                continue
+        elif vtype not in types:
+            issues.append(SpecIssue(f"unknown view type {vtype!r}", where + ("type",), _type_hint(vtype, types),
+                                    file, *_pos(pos, where + ("type",))))
             continue
-        cls = types[vtype]
+        else:
+            cls = types[vtype]
         try:
             params = cls.Params.model_validate({k: v for k, v in raw.items() if k != "type"}, strict=True)
         except ValidationError as exc:
@@ -316,7 +348,8 @@ def validate_spec(text: str, file: str, base_dir: Path | None = None) -> Spec:
 
     if issues:
         raise SpecError(issues)
-    return Spec(file, base_dir, spec_obj.title, models, spec_obj.dataset, spec_obj.run, entries, layout, pos)
+    return Spec(file, base_dir, spec_obj.title, models, spec_obj.dataset, spec_obj.run, entries, layout, pos,
+                allow_local_views)
 
 
 def _layout_position(text: str, pos: Positions, row: int, cell: int | None) -> tuple[int | None, int | None]:
@@ -355,7 +388,7 @@ def _cell_column(line: str, offset: int, cell: int | None) -> int:
     return offset + m.start() + 1
 
 
-def load_spec(path) -> Spec:
+def load_spec(path, allow_local_views: bool = False) -> Spec:
     path = Path(path)
     try:
         text = path.read_text()
@@ -367,4 +400,4 @@ def load_spec(path) -> Spec:
                                   str(path), line, 1)) from None
     except OSError as exc:
         raise SpecError(SpecIssue(f"cannot read spec file: {exc.strerror}", (), None, str(path))) from None
-    return validate_spec(text, str(path), path.resolve().parent)
+    return validate_spec(text, str(path), path.resolve().parent, allow_local_views)
