@@ -156,7 +156,7 @@ class Executor:
 
     def tokens(self, model: str) -> Result:
         node = next(p.node for p in self.board.plan.of_kind("prepare", model) if p.node.op == "tokens")
-        return self.prepared(node)
+        return self.board.result(node)  # read and checksummed once per board, not at every pass, batch or focus
 
     # --- dataset passes ---------------------------------------------------------------------
     def compute(self, progress: bool | Callable[[float, str], None] = True) -> ComputeReport:
