@@ -119,11 +119,12 @@ def capture_bytes(hooks, info, B: int, T: int, dsize: int) -> int:
     return sum(B * T * _elements_per_token(h, info, T) for h in hooks) * dsize
 
 
-def forward_bytes(info, B: int, T: int, dsize: int) -> int:
-    """The forward's own working memory: the logits [B, T, vocab], and one block's intermediates
-    (residual, norms, q/k/v, the MLP's hidden layers, eager attention's scores and probabilities)."""
+def forward_bytes(info, B: int, T: int, dsize: int, full_logits: bool = True) -> int:
+    """The forward's own working memory: the logits ([B, T, vocab]; [B, 1, vocab] where nothing
+    reads them, Executor._forward's logits=False), and one block's intermediates (residual, norms,
+    q/k/v, the MLP's hidden layers, eager attention's scores and probabilities)."""
     block = B * T * (4 * info.d_model + 3 * info.d_mlp) + 2 * B * info.n_heads * T * T
-    return (B * T * info.vocab_size + block) * dsize
+    return (B * (T if full_logits else 1) * info.vocab_size + block) * dsize
 
 
 def backward_bytes(info, B: int, T: int, dsize: int, grad_hooks) -> int:
@@ -135,13 +136,12 @@ def backward_bytes(info, B: int, T: int, dsize: int, grad_hooks) -> int:
 
 
 def _lens_work(node, info, B, T):
-    """decode_layers: [rows, vocab] logits, exp and bool buffers for a group of layers (kept for the
-    whole pass), the final distribution, and two float32 copies of the rows decoded."""
+    """decode_layers: the [ROWS_PER_MATMUL, vocab] logits and exp/scratch buffers (kept for the
+    whole pass, the same whatever the batch), and three float32 copies of the rows decoded."""
     from .ops.lens import ROWS_PER_MATMUL
 
     L1, R, V = info.n_layers + 1, B * T, info.vocab_size
-    group = min(L1, max(1, ROWS_PER_MATMUL // R))
-    return ("logit_lens", node.param("stream"), node.inputs[1:]), group * R * V * 9 + R * V * 4 + 2 * L1 * R * info.d_model * 4
+    return ("logit_lens", node.param("stream"), node.inputs[1:]), 2 * ROWS_PER_MATMUL * V * 4 + 3 * L1 * R * info.d_model * 4
 
 
 def _top_examples_work(node, info, B, T):
@@ -295,7 +295,8 @@ def _parts(board, kind, model, nodes, shapes, loaded, n_samples) -> dict[str, in
     T_max = max(T for _, T in shapes)
 
     def transient(B, T):
-        fwd = forward_bytes(info, B, T, dsize) + (backward_bytes(info, B, T, dsize, grads) if grads else 0)
+        full_logits = bool(grads) or "unembed" in hooks  # the loss's logits, or a hook on the head
+        fwd = forward_bytes(info, B, T, dsize, full_logits) + (backward_bytes(info, B, T, dsize, grads) if grads else 0)
         return capture_bytes(hooks | grads, info, B, T, dsize), fwd, op_work_bytes(nodes, info, B, T)
 
     worst = max((transient(B, T) for B, T in shapes), key=sum)

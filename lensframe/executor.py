@@ -8,6 +8,7 @@ nodes read, memoized (LRU) across views and browser sessions of this process.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import time
@@ -117,12 +118,18 @@ class Executor:
             grads.update({h: captured[h].grad for h in grad_hooks})
         self.forward_passes += 1
 
-    def _forward(self, loaded, input_ids, mask, hooks: set[str], sink: dict, edits=()):
+    def _forward(self, loaded, input_ids, mask, hooks: set[str], sink: dict, edits=(), logits: bool = True):
+        """One forward with `hooks` captured into `sink`. logits=False: the caller reads only the
+        captures, so the LM head runs on the last position alone (the full [B, T, vocab] logits
+        would be one more unembedding and ~100 MB per batch that nothing reads)."""
         import torch
 
+        kwargs = {}
+        if not logits and "unembed" not in hooks and _keeps_logits(loaded.model):
+            kwargs["logits_to_keep"] = 1
         with loaded.adapter.capture(hooks) as captured, loaded.adapter.edit_neurons(edits), torch.no_grad():
             out = loaded.model(input_ids=input_ids, attention_mask=mask.long(), use_cache=False,
-                               output_attentions=any(h.startswith("attn_pattern") for h in hooks))
+                               output_attentions=any(h.startswith("attn_pattern") for h in hooks), **kwargs)
             sink.update(captured.complete())
         self.forward_passes += 1
         return out
@@ -233,7 +240,7 @@ class Executor:
                 if grad_hooks:  # one forward + backward serves every node of the pass
                     self._forward_backward(loaded, batch_ids, mask, hooks, grad_hooks, captures, grads)
                 else:
-                    self._forward(loaded, batch_ids, mask, hooks, captures)
+                    self._forward(loaded, batch_ids, mask, hooks, captures, logits=False)
             batch = Batch(np.asarray(samples), batch_ids, mask, captures, grads=grads)
             for node, op in ops:
                 states[node] = op.update(node, states[node], batch, ctx)
@@ -284,7 +291,7 @@ class Executor:
                 if memo_key in self._focus_memo:
                     return self._focus_memo[memo_key]
             if nodes:
-                self._forward(loaded, input_ids, mask, hooks, captures)
+                self._forward(loaded, input_ids, mask, hooks, captures, logits=False)
             ctx = self.context(model, n)
             results = {nd: get_op(nd.op).extract(nd, captures, ctx) for nd in nodes}
             with self._lock:
@@ -322,6 +329,11 @@ class Executor:
         with self.model_lock(model):
             out = self._forward(loaded, input_ids, torch.ones_like(input_ids, dtype=torch.bool), set(), {}, edits)
         return torch.log_softmax(out.logits[0].float(), -1).cpu().numpy()
+
+
+def _keeps_logits(model) -> bool:
+    """Whether the HF model's forward takes logits_to_keep (transformers' causal LMs do)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def _depth(node) -> int:

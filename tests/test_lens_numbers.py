@@ -64,6 +64,20 @@ def test_logit_lens_matches_hand_computation(kind, tiny_models, tmp_path):
     assert res["kl"][:, 0].max() > 0.1
 
 
+@pytest.mark.parametrize("rows", [7, 100])
+def test_logit_lens_in_chunks_matches_hand_computation(rows, tiny_models, tmp_path, monkeypatch):
+    """With few rows per matmul the (layer, position) rows are decoded in blocks that span layer
+    boundaries, and the final layer in chunks of positions (7 rows: several chunks per batch, the
+    last one short; 100: one chunk, blocks across 2-3 layers): the same numbers."""
+    from lensframe.ops import lens
+
+    monkeypatch.setattr(lens, "ROWS_PER_MATMUL", rows)
+    board = Board.from_text(tiny_spec(tiny_models["llama"], VIEWS), base_dir=tmp_path, cache_dir=tmp_path / "c")
+    board.compute(progress=False)
+    for sample in range(len(board.dataset)):
+        check_lens(board, sample)
+
+
 @pytest.mark.slow
 def test_logit_lens_on_smollm2(smollm2_board):
     for sample in (0, 3):

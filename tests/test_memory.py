@@ -18,6 +18,7 @@ from lensframe.board import Board
 from lensframe.executor import Executor
 from lensframe.ops import get_op
 from lensframe.ops.base import FilledRows
+from lensframe.ops.lens import ROWS_PER_MATMUL
 
 from .conftest import LABELS, TEXTS, tiny_spec
 
@@ -143,9 +144,37 @@ def test_largest_batch_buffer_depends_on_batch_size_not_dataset(passes):
         bound = batch * seen["n_tokens"] * per_token
         assert max(seen["captures"]) == bound, key  # padded [B, T, width]: the longest batch fills it
         assert max(seen["grads"]) <= bound  # gradients of the captured activations that need them
-        # decode buffers: [rows, vocab] logits, exp and comparison, for at most B*T token rows per layer group
-        assert 0 < seen["scratch"] <= (info.n_layers + 1) * batch * seen["n_tokens"] * info.vocab_size * 9
+        # decode buffers: [rows, vocab] float32 logits and exp/scratch, rows bounded by ROWS_PER_MATMUL
+        # and by the rows a batch has to decode (a tiny model's batch has fewer)
+        rows = min(ROWS_PER_MATMUL, info.n_layers * batch * seen["n_tokens"])
+        assert 0 < seen["scratch"] <= 2 * rows * info.vocab_size * 4
     small, large, doubled = (max(passes[k]["captures"]) for k in (*SIZES, "batch x2"))
     assert small == large  # 4x the samples: the same largest buffer
     assert doubled == 2 * large  # 2x the batch: twice the buffer
     assert passes[SIZES[0]]["scratch"] <= passes["batch x2"]["scratch"]
+
+
+def test_lens_buffers_bounded_by_rows_per_matmul(tiny_models, tmp_path, monkeypatch):
+    """Once a batch has more (layer, position) rows than ROWS_PER_MATMUL, the decode buffers are
+    exactly [ROWS_PER_MATMUL, vocab] twice: the same for every batch size and dataset size."""
+    from lensframe.ops import lens
+
+    monkeypatch.setattr(lens, "ROWS_PER_MATMUL", 20)
+    seen = []
+    for batch_size, texts in ((2, TEXTS[:4]), (4, TEXTS), (8, TEXTS * 2)):
+        board = Board.from_text(tiny_spec(tiny_models["gpt2"], "  lens: {type: logit_lens}\n", batch_size=batch_size,
+                                          texts=texts, labels=["x"] * len(texts)),
+                                base_dir=tmp_path, cache_dir=tmp_path / f"c{batch_size}")
+        caches = []
+
+        def decode(*args, _real=lens.decode_layers, **kw):
+            caches.append(args[5])  # the pass's buffer cache (ctx.scratch), filled by the call
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(lens, "decode_layers", decode)
+        board.compute(progress=False)
+        monkeypatch.undo()
+        monkeypatch.setattr(lens, "ROWS_PER_MATMUL", 20)
+        seen.append(sum(t.numel() * t.element_size() for t in caches[-1].values() if hasattr(t, "element_size")))
+    vocab = board.infos["main"].vocab_size
+    assert seen == [2 * 20 * vocab * 4] * 3

@@ -48,8 +48,8 @@ def test_estimate_matches_what_the_pass_holds(kind, tiny_models, tmp_path, monke
     captured = []
     real_forward = Executor._forward
 
-    def forward(self, loaded, input_ids, mask, hooks, sink, edits=()):
-        out = real_forward(self, loaded, input_ids, mask, hooks, sink, edits)
+    def forward(self, loaded, input_ids, mask, hooks, sink, edits=(), **kw):
+        out = real_forward(self, loaded, input_ids, mask, hooks, sink, edits, **kw)
         captured.append((tuple(input_ids.shape), sum(t.numel() * t.element_size() for t in sink.values())))
         return out
 

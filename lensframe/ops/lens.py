@@ -23,7 +23,7 @@ from . import register
 from .base import FilledRows, Op, Result
 
 METRICS = ("prob", "rank", "kl", "entropy")
-ROWS_PER_MATMUL = 1024  # measured sweet spot for the unembedding matmul (docs/ARCHITECTURE.md)
+ROWS_PER_MATMUL = 512  # the unembedding matmul runs as fast per row at 512 as at 1024 (docs/ARCHITECTURE.md)
 
 
 def stream_rows(stream: str, n_layers: int) -> list[tuple[str, str, int]]:
@@ -46,22 +46,29 @@ def decode_layers(hs: list[torch.Tensor], final_norm, E: torch.Tensor, bias, k: 
     """Lens statistics for residuals hs[l] of shape [R, d]; the last entry is the final layer.
 
     The unembedding matmul dominates (R x d x V per layer), so everything else is arranged to stay
-    near it (measured in docs/ARCHITECTURE.md): layers are decoded a few at a time so each matmul
-    has ~ROWS_PER_MATMUL rows; logits live in one reused buffer for that group only; softmax
-    statistics come from one in-place shift and one exp; KL is one row-wise dot product with the
-    final distribution on the shifted logits (values near 0, so float32 keeps KL at the last layer
-    at ~1e-7 rather than the ~1e-4 of working with raw logits):
-      sum_v p_f(v) log p_l(v) = p_f . (z_l - max z_l) - log sum exp(z_l - max z_l)
+    near it and inside two reused [ROWS_PER_MATMUL, V] float32 buffers, whatever the batch size or
+    the number of layers (measured in docs/BENCHMARKS.md): the (layer, position) rows are decoded in
+    blocks of exactly ROWS_PER_MATMUL rows (a block may span two layers). Logits `z` are shifted in
+    place by their row max; `e` holds exp(z) and is then the scratch of the row-wise reductions
+    (entropy, the rank count), each an in-place product or comparison followed by a sum, so no
+    [rows, V] temporary is allocated. The KL cross term needs no vocab-wide work per layer, since it
+    is linear in the logits: with u = p_f E (a d-vector per position) and c = p_f . b,
+      sum_v p_f(v) log p_l(v) = x_l . u + c - max z_l - log sum exp(z_l - max z_l)
+    The final layer is decoded first, a chunk of positions at a time: it is the reference, its KL
+    is 0 and its rank 0 by definition.
     """
-    R = hs[0].shape[0]
+    R, L = hs[0].shape[0], len(hs)
     E = E.float()  # no copy for float32 models; half-precision ones decode in float32
     bias = bias.float() if bias is not None else None
     # the final norm runs in the model's dtype (a LayerNorm refuses mixed dtypes), the rest in float32
     xs = [final_norm(h.to(final_norm.weight.dtype)).float() for h in hs]
-    per_group = max(1, ROWS_PER_MATMUL // max(R, 1))
-    z_buf, e_buf, b_buf = _buffers(buffers if buffers is not None else {}, min(len(hs), per_group) * R, E)
+    rows = max(1, min(ROWS_PER_MATMUL, R * max(1, L - 1)))  # the largest block this batch needs
+    z_buf, e_buf = _buffers(buffers if buffers is not None else {}, rows, E)
+    out = {"ids": torch.empty(L, R, k, dtype=torch.long), "probs": torch.empty(L, R, k),
+           **{m: torch.empty(L, R) for m in METRICS}}
 
     def stats(x: torch.Tensor, target: torch.Tensor | None):
+        """Top-k and metrics of the rows x; leaves z (shifted logits) and e (exp z) in the buffers."""
         n = x.shape[0]
         z, e = z_buf[:n], e_buf[:n]
         torch.matmul(x, E.T, out=z)
@@ -72,46 +79,57 @@ def decode_layers(hs: list[torch.Tensor], final_norm, E: torch.Tensor, bias, k: 
         torch.exp(z, out=e)
         s = e.sum(-1, keepdim=True)
         log_s = s.log()
-        out = {}
-        # vecdot, not bmm: bmm's [1, V] x [V, 1] products lose ~1e-3 on V = 49k in float32
-        out["entropy"] = (log_s - torch.linalg.vecdot(e, z).view(n, 1) / s).squeeze(-1)
         top = z.topk(k, dim=-1)
-        out["ids"], out["probs"] = top.indices, (top.values - log_s).exp()
+        st = {"ids": top.indices, "probs": (top.values - log_s).exp(), "max": m.squeeze(-1), "log_s": log_s.squeeze(-1)}
         if target is None:
             target = top.indices[:, 0]
         zt = z.gather(-1, target.view(n, 1))
-        out["prob"] = (zt - log_s).exp().squeeze(-1)
-        out["rank"] = torch.gt(z, zt, out=b_buf[:n]).view(torch.uint8).sum(-1, dtype=torch.int32).float()
-        out["log_s"] = log_s.squeeze(-1)
-        return out, z, e, s
+        st["prob"] = (zt - log_s).exp().squeeze(-1)
+        return st, z, e, s, zt
 
-    final, _, e_f, s_f = stats(xs[-1], None)
-    target = final["ids"][:, 0]  # y*, the model's prediction
-    p_f = e_f[:R] / s_f  # final distribution, [R, V]
-    neg_h_f = -final["entropy"]
-    out = {m: [] for m in ("ids", "probs") + METRICS}
-    for start in range(0, len(xs), per_group):
-        group = xs[start : start + per_group]
-        G = len(group)
-        st, z, _, _ = stats(torch.cat(group), target.repeat(G))
-        cross = torch.stack([torch.linalg.vecdot(p_f, z[g * R : (g + 1) * R]) for g in range(G)])
-        kl = (neg_h_f - (cross - st["log_s"].view(G, R))).clamp_min(0)
-        out["kl"].append(kl)
-        for name in ("ids", "probs", "prob", "rank", "entropy"):
-            v = st[name]
-            out[name].append(v.view(G, R, *v.shape[1:]))
-    return {k_: torch.cat(v) for k_, v in out.items()}  # each [layers, R, ...]
+    def entropy_and_rank(st, z, e, s, zt):  # e becomes scratch here
+        st["entropy"] = st["log_s"] - torch.mul(e, z, out=e).sum(-1) / s.squeeze(-1)
+        st["rank"] = torch.gt(z, zt, out=e).sum(-1)  # exact in float32: counts stay below 2**24
+
+    target = torch.empty(R, dtype=torch.long)
+    neg_h_f, u = torch.empty(R), torch.empty(R, E.shape[1])
+    c = torch.zeros(R)
+    for c0 in range(0, R, rows):  # the final layer: the reference distribution p_f
+        c1 = min(R, c0 + rows)
+        st, z, e, s, zt = stats(xs[-1][c0:c1], None)
+        target[c0:c1] = st["ids"][:, 0]  # y*, the model's prediction
+        p_f = e.div_(s)
+        torch.matmul(p_f, E, out=u[c0:c1])
+        if bias is not None:
+            c[c0:c1] = p_f @ bias
+        entropy_and_rank(st, z, torch.exp(z, out=e), s, zt)
+        neg_h_f[c0:c1] = -st["entropy"]
+        for name in ("ids", "probs", "prob", "entropy", "rank"):  # rank 0: y* is the argmax
+            out[name][L - 1, c0:c1] = st[name]
+        out["kl"][L - 1, c0:c1] = 0  # KL(p_final || p_final)
+    if L > 1:
+        X = torch.cat(xs[:-1])  # [(L-1) R, d], layer-major
+        flat = {name: out[name][: L - 1].view((L - 1) * R, *out[name].shape[2:]) for name in out}
+        for r0 in range(0, X.shape[0], rows):
+            r1 = min(X.shape[0], r0 + rows)
+            pos = torch.arange(r0, r1) % R
+            st, z, e, s, zt = stats(X[r0:r1], target[pos])
+            entropy_and_rank(st, z, e, s, zt)
+            cross = (X[r0:r1] * u[pos]).sum(-1) + c[pos] - st["max"]  # p_f . (z_l - max z_l)
+            flat["kl"][r0:r1] = (neg_h_f[pos] - (cross - st["log_s"])).clamp_min(0)
+            for name in ("ids", "probs", "prob", "rank", "entropy"):
+                flat[name][r0:r1] = st[name]
+    return out  # each [layers, R, ...]
 
 
 def _buffers(cache: dict, rows: int, E: torch.Tensor):
-    """[rows, V] work buffers, kept in `cache` across batches: fresh 200 MB tensors per batch cost
-    page faults that showed up as a large share of system time."""
+    """The [rows, V] logits and exp/scratch buffers, kept in `cache` across batches: fresh 100 MB
+    tensors per batch cost page faults that showed up as a large share of system time."""
     if cache.get("rows", 0) < rows:
         cache["z"] = torch.empty(rows, E.shape[0], dtype=E.dtype)
         cache["e"] = torch.empty_like(cache["z"])
-        cache["b"] = torch.empty_like(cache["z"], dtype=torch.bool)
         cache["rows"] = rows
-    return cache["z"], cache["e"], cache["b"]
+    return cache["z"], cache["e"]
 
 
 @register
