@@ -6,7 +6,8 @@
 The spec's model and dataset (SmolLM2 on fortunes for the demo) with the views whose results come
 from the dataset pass: logit_lens (top_k 5), top_examples (every MLP neuron) and text_clusters
 (embeddings, then a clustering step). Each size runs in a fresh subprocess with a fresh store:
-  1. load the model and tokenize the dataset; RSS then is the load footprint (the baseline);
+  1. load the model, read every weight once (a lazily mapped file is only paged in as it is read)
+     and tokenize the dataset; RSS then is the load footprint (the baseline);
   2. reset the peak (`echo 5 > /proc/self/clear_refs` resets VmHWM to the current RSS);
   3. board.compute(): the dataset pass (and the clustering); VmHWM is its peak.
 The pass's peak over the baseline holds the fixed per-batch buffers (captures, the lens's decode
@@ -92,8 +93,8 @@ def child(args) -> dict:
     seen = {"captures": 0, "lens_buffers": 0}
     real_forward = Executor._forward
 
-    def forward(self, loaded, input_ids, mask, hooks, sink, edits=()):
-        out = real_forward(self, loaded, input_ids, mask, hooks, sink, edits)
+    def forward(self, loaded, input_ids, mask, hooks, sink, edits=(), **kw):
+        out = real_forward(self, loaded, input_ids, mask, hooks, sink, edits, **kw)
         seen["captures"] = max(seen["captures"], sum(t.numel() * t.element_size() for t in sink.values()))
         return out
 
@@ -112,8 +113,10 @@ def child(args) -> dict:
                                 base_dir=spec_path.parent, cache_dir=Path(tmp) / "store")
         rss_start = status_kb("VmRSS")
         for m in board.plan.models:
-            board.executor.model(m)
+            loaded = board.executor.model(m)
             board.executor.tokens(m)
+            for t in loaded.model.state_dict().values():  # weights load lazily (mmap): page them in
+                t.sum()                                  # now, so the footprint holds all of them
         base = status_kb("VmRSS")
         reset = reset_peak()
         t0 = time.perf_counter()
@@ -187,6 +190,7 @@ with the dataset-pass views `lens: {{type: logit_lens, top_k: 5}}`, `top: {{type
 (every MLP neuron) and `clusters: {{type: text_clusters}}` (embeddings, then clustering), at
 {args.base}, {4 * args.base} and {16 * args.base} samples × at most {args.max_tokens} tokens, batch
 size {one['batch_size']}. Each size runs in a fresh process with a fresh store: the model is loaded
+and every weight read once (weights are mapped from the file and only paged in as they are read)
 and the dataset tokenized first (the RSS then is the **load footprint**, the baseline), the peak is
 reset (`/proc/self/clear_refs`: VmHWM := RSS), then `board.compute()` runs; its **pass peak** is
 VmHWM minus the load footprint. The **results** (sum of the stored arrays' nbytes; at 16×: {per_op})
@@ -198,9 +202,9 @@ one row per text. The top-examples state is sized by the model (neurons × k), n
 **{'Flat' if flat else 'Not flat'}**: peak minus results at 4× and 16× the samples is {r4:.2f}× and
 {r16:.2f}× the 1× figure (flat: within 1.10×). What the pass holds beside the results is per batch:
 the largest captured activations ({last['captures'] / MB:.1f} MB: batch × tokens × the hooked
-widths), the lens's reused decode buffers ({last['lens_buffers'] / MB:.0f} MB: logits, exp and
-a comparison mask, [~1024 rows, vocab]), the streaming top-k state; none of these depends on the
-number of samples. `tests/test_memory.py` asserts the same on a tiny model: each dataset op's
+widths), the lens's reused decode buffers ({last['lens_buffers'] / MB:.0f} MB: logits and exp/scratch
+[≤ 512 rows, vocab] and the final distribution of ≤ 512 positions, `lensframe/ops/lens.py`
+`ROWS_PER_MATMUL`), the streaming top-k state; none of these depends on the number of samples. `tests/test_memory.py` asserts the same on a tiny model: each dataset op's
 reduction state within its `estimate_bytes`, the top-examples and importance states the same size
 at 12 and 48 texts, the largest per-batch buffer set by the batch size alone.
 
