@@ -22,11 +22,15 @@ if _os.path.isfile(_os.path.join(_root, "views", "base.py")) and not _os.path.is
     __path__.append(_root)  # type: ignore[name-defined]
 
 
-def load(path, **kwargs):
-    """Validate and compile a spec file; returns a Board (no weights are loaded yet)."""
+def load(path, *, allow_local_views: bool = False, **kwargs):
+    """Validate and compile a spec file; returns a Board (no weights are loaded yet).
+
+    allow_local_views=True lets the spec name view classes in Python files beside it
+    (`type: ./my_views.py:MyView`), which runs their code: only for a spec you trust. Other kwargs
+    (cache_dir, device, trust_remote_code) go to Board()."""
     from .board import Board
 
-    return Board.from_file(path, **kwargs)
+    return Board.from_file(path, allow_local_views=allow_local_views, **kwargs)
 
 
 def __getattr__(name):

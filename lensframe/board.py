@@ -68,17 +68,23 @@ class Board:
         self._loaded: dict = {}
 
     @classmethod
-    def from_file(cls, path, **kwargs) -> "Board":
-        return cls(load_spec(path), **kwargs)
+    def from_file(cls, path, *, allow_local_views: bool = False, **kwargs) -> "Board":
+        """A board from a spec file. allow_local_views: let the spec name view classes in Python
+        files beside it (`type: ./my_views.py:MyView`); that runs their code, so only for a spec you
+        trust (the command line's --allow-local-views). Other kwargs go to Board()."""
+        return cls(load_spec(path, allow_local_views=allow_local_views), **kwargs)
 
     @classmethod
-    def from_text(cls, text: str, file: str = "<spec>", base_dir=None, **kwargs) -> "Board":
-        return cls(validate_spec(text, file, base_dir), **kwargs)
+    def from_text(cls, text: str, file: str = "<spec>", base_dir=None, *, allow_local_views: bool = False,
+                  **kwargs) -> "Board":
+        """A board from spec text; relative paths (and local view files) from `base_dir`."""
+        return cls(validate_spec(text, file, base_dir, allow_local_views), **kwargs)
 
     @classmethod
     def from_dict(cls, data: dict, base_dir=None, **kwargs) -> "Board":
         """A board built in Python: `data` is what the YAML would hold (models/model, dataset,
-        views, layout, ...); it is validated exactly like a file, relative paths from `base_dir`."""
+        views, layout, ...); it is validated exactly like a file, relative paths from `base_dir`
+        (allow_local_views and the other kwargs as in from_text)."""
         import yaml
 
         base = Path(base_dir) if base_dir else Path.cwd()

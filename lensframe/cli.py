@@ -106,14 +106,16 @@ def cmd_diff(args) -> int:
     from .diff import format_diff, spec_diff
     from .lock import check, lock_path
 
+    local = args.allow_local_views
     if args.b.endswith(".lock.yaml"):  # a spec against its lock: what drifted since
-        board = Board.from_file(args.a)
+        board = Board.from_file(args.a, allow_local_views=local)
         if lock_path(board.spec.file).resolve() != Path(args.b).resolve():
             raise LensframeError(f"{args.b} is not the lock of {args.a} (that is {lock_path(args.a)})")
         lines = check(board)
         print("\n".join(lines) if lines else f"{args.a} resolves to what {args.b} pins")
         return 0
-    print(format_diff(spec_diff(Board.from_file(args.a), Board.from_file(args.b)), args.a, args.b))
+    a, b = Board.from_file(args.a, allow_local_views=local), Board.from_file(args.b, allow_local_views=local)
+    print(format_diff(spec_diff(a, b), args.a, args.b))
     return 0
 
 
@@ -206,6 +208,7 @@ def parser() -> argparse.ArgumentParser:
     df = sub.add_parser("diff", help="what two specs differ in, and which results would be computed again")
     df.add_argument("a", help="a spec")
     df.add_argument("b", help="another spec, or A's lock file (then: what drifted since the lock)")
+    df.add_argument("--allow-local-views", action="store_true", help="allow view types from local Python files (they run code)")
     df.set_defaults(fn=cmd_diff)
     d = with_board(sub.add_parser("dream", help="optimise an input to excite a neuron (text deep dream), with progress"))
     from .dream_cli import add_arguments

@@ -27,27 +27,28 @@ from .ops import get_op
 
 SHARDS_PER_WORKER = 2  # a few shards each: a slow worker does not hold the pass up for long
 
-_boards: dict = {}  # per worker process: (spec text, folder, device) -> Board
+_boards: dict = {}  # per worker process: (spec text, folder, local views allowed, device) -> Board
 
 
-def _worker_board(spec_text: str, spec_file: str, base_dir: str, device: str, threads: int):
+def _worker_board(spec_text: str, spec_file: str, base_dir: str, allow_local_views: bool, device: str, threads: int):
     from .board import Board
     from .executor import set_threads
 
-    key = hashlib.sha256(f"{spec_text}\0{base_dir}\0{device}".encode()).hexdigest()
+    key = hashlib.sha256(f"{spec_text}\0{base_dir}\0{allow_local_views}\0{device}".encode()).hexdigest()
     if key not in _boards:
-        # a private store: tokenizing is cheap, and a worker must not write into the shared one
-        _boards[key] = Board.from_text(spec_text, spec_file, base_dir, device=device,
-                                       cache_dir=tempfile.mkdtemp(prefix="lensframe-worker-"))
+        # a private store: tokenizing is cheap, and a worker must not write into the shared one.
+        # Local view files (--allow-local-views on the coordinator) are imported here too, with the ops they register.
+        _boards[key] = Board.from_text(spec_text, spec_file, base_dir, allow_local_views=allow_local_views,
+                                       device=device, cache_dir=tempfile.mkdtemp(prefix="lensframe-worker-"))
     set_threads(threads)  # the coordinator's count: the same matmul kernels, the same numbers
     return _boards[key]
 
 
-def fold_shard(spec_text: str, spec_file: str, base_dir: str, device: str, threads: int, model: str,
-               nodes: list, inputs: dict, batches: list) -> tuple[dict, int]:
+def fold_shard(spec_text: str, spec_file: str, base_dir: str, allow_local_views: bool, device: str, threads: int,
+               model: str, nodes: list, inputs: dict, batches: list) -> tuple[dict, int]:
     """On a worker: the reduction states of `nodes` after folding `batches` in (and the number of
     forward passes that took)."""
-    executor = _worker_board(spec_text, spec_file, base_dir, device, threads).executor
+    executor = _worker_board(spec_text, spec_file, base_dir, allow_local_views, device, threads).executor
     ctx = executor.pass_context(model, nodes, inputs)
     states = {n: get_op(n.op).init(n, ctx) for n in nodes}
     passes = executor.run_batches(model, ctx, states, batches)
@@ -68,8 +69,8 @@ class DaskShards:
         cuts = [round(i * len(batches) / n) for i in range(n + 1)]
         shards = [batches[cuts[i]:cuts[i + 1]] for i in range(n)]
         spec = self.board.spec
-        args = (self.spec_text, str(spec.file), str(spec.base_dir), self.board.device, self.threads, model,
-                nodes, inputs)
+        args = (self.spec_text, str(spec.file), str(spec.base_dir), spec.allow_local_views, self.board.device,
+                self.threads, model, nodes, inputs)
         futures = {self.client.submit(fold_shard, *args, shard, pure=False): i for i, shard in enumerate(shards)}
         done, merged, passes, next_i = {}, None, 0, 0
         for future in as_completed(futures):

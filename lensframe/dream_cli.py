@@ -84,7 +84,7 @@ def dream_command(args) -> int:
     from .ops.dream import DreamTarget, check_dream
     from .spec.validate import ViewEntry, load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, allow_local_views=args.allow_local_views)
     model = args.model or next(iter(spec.models))
     if model not in spec.models:
         hint = did_you_mean(model, spec.models) or f"models: {', '.join(spec.models)}"

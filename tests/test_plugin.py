@@ -8,6 +8,7 @@ unless --allow-local-views is given, and the file does not even run.
 """
 from __future__ import annotations
 
+import json
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -204,6 +205,115 @@ def test_local_view_allowed_with_the_flag(tiny_models, tmp_path, capsys):
     board = Board(load_spec(spec, allow_local_views=True), cache_dir=tmp_path / "store")
     assert type(board.views["note"]).__name__ == "Caption" and board.views["note"].p.text == "hi"
     assert board.spec.normalized()["views"]["note"]["type"] == "./my_views.py:Caption"
+
+
+def test_local_views_from_python_need_the_same_permission(tiny_models, tmp_path):
+    """lensframe.load, Board.from_file/from_text/from_dict refuse a local view unless allow_local_views=True."""
+    import yaml
+
+    import lensframe as lf
+    from lensframe.errors import SpecError
+
+    spec = _local_spec(tmp_path, tiny_models, "{type: ./my_views.py:Caption, text: hi}")
+    data = yaml.safe_load(spec.read_text())
+    store = {"cache_dir": tmp_path / "store"}
+    refused = [lambda: lf.load(spec, **store), lambda: Board.from_file(spec, **store),
+               lambda: Board.from_text(spec.read_text(), str(spec), tmp_path, **store),
+               lambda: Board.from_dict(data, base_dir=tmp_path, **store)]
+    for build in refused:
+        with pytest.raises(SpecError, match=LOCAL_REFUSED):
+            build()
+    assert not (tmp_path / "ran.txt").exists(), "a refused local view file was run"
+    boards = [lf.load(spec, allow_local_views=True, **store), Board.from_file(spec, allow_local_views=True, **store),
+              Board.from_text(spec.read_text(), str(spec), tmp_path, allow_local_views=True, **store),
+              Board.from_dict(data, base_dir=tmp_path, allow_local_views=True, **store)]
+    for board in boards:
+        assert type(board.views["note"]).__name__ == "Caption" and board.views["note"].p.text == "hi"
+
+
+def test_dream_and_diff_take_allow_local_views(tiny_models, tmp_path, capsys):
+    spec = _local_spec(tmp_path, tiny_models, "{type: ./my_views.py:Caption, text: hi}")
+    dream = ["dream", str(spec), "--layer", "1", "--neuron", "3", "--steps", "3", "--span", "2", "--json",
+             "--cache-dir", str(tmp_path / "store")]
+    assert main(dream) == 2
+    assert LOCAL_REFUSED in capsys.readouterr().err
+    assert main(dream + ["--allow-local-views"]) == 0
+    capsys.readouterr()
+    other = _write(tmp_path, spec.read_text().replace("text: hi", "text: hello"), "other.yaml")
+    assert main(["diff", str(spec), str(other)]) == 2
+    assert LOCAL_REFUSED in capsys.readouterr().err
+    assert main(["diff", str(spec), str(other), "--allow-local-views"]) == 0
+    assert "note" in capsys.readouterr().out
+
+
+# A local view with its own dataset op: the op registers when the file is imported (on Dask workers too).
+LOCAL_WITH_OP = """import numpy as np
+
+from lensframe.graph import Node
+from lensframe.ops import register
+from lensframe.ops.base import FilledRows, Op, Result
+from lensframe.views.base import View, esc, html_pane
+
+
+@register
+class MeanNormOp(Op):
+    name, version, kind = "test_local_mean_norm", 1, "dataset"
+
+    def hooks(self, node, info):
+        return {"resid_post.0"}
+
+    def estimate_bytes(self, node, info, n_samples, n_tokens):
+        return 4 * n_samples
+
+    def init(self, node, ctx):
+        return FilledRows({"norm": (1,)}, {"norm": np.float32}, len(ctx.dataset))
+
+    def update(self, node, state, batch, ctx):
+        mask = batch.mask.float()
+        norms = (batch.captures["resid_post.0"].norm(dim=-1) * mask).sum(1) / mask.sum(1)
+        state.put(batch.samples, "norm", [np.array([v], dtype=np.float32) for v in norms.tolist()])
+        return state
+
+    def merge(self, node, a, b):
+        return a.merge(b)
+
+    def finalize(self, node, state, ctx):
+        return Result({"norm": state.arrays["norm"][:, 0]})
+
+
+class MeanNorm(View):
+    type = "mean_norm"
+    description = "each sample's mean residual norm after block 0"
+
+    def norm_node(self, max_tokens):
+        return Node.make("test_local_mean_norm", self.model, inputs=(self.tokens_node(max_tokens),))
+
+    def needs(self, max_tokens):
+        return [self.tokens_node(max_tokens), self.norm_node(max_tokens)]
+
+    def render(self, ctx):
+        norm = ctx.result(self.norm_node(ctx.board.spec.dataset.max_tokens))["norm"][ctx.sample]
+        return html_pane(f"<div class='lf-mean-norm'>{esc(f'{norm:.3f}')}</div>")
+"""
+
+
+def test_a_local_view_and_its_op_compute_on_dask_workers(tiny_models, tmp_path, capsys):
+    """compute --workers 1 --allow-local-views: the worker validates the spec with the flag, so it
+    imports the file and its op; the merged result equals one process's."""
+    pytest.importorskip("dask.distributed")
+    spec = _local_spec(tmp_path, tiny_models, "{type: ./my_views.py:MeanNorm}", LOCAL_WITH_OP)
+    dask = ["compute", str(spec), "--workers", "1", "--json", "--cache-dir", str(tmp_path / "dask")]
+    assert main(dask) == 2
+    assert LOCAL_REFUSED in capsys.readouterr().err
+    assert main(dask + ["--allow-local-views"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    local = Board.from_file(spec, allow_local_views=True, cache_dir=tmp_path / "local")
+    assert report["forward_passes"] == local.compute(progress=False).forward_passes > 1
+    sharded = Board.from_file(spec, allow_local_views=True, cache_dir=tmp_path / "dask")
+    node = local.views["note"].norm_node(MAX_TOKENS)
+    a, b = local.result(node)["norm"], sharded.result(node)["norm"]
+    assert a.shape == (len(TEXTS),) and (a > 0).all()
+    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("view, code, message, hint", [
