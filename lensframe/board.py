@@ -60,7 +60,7 @@ class Board:
         self.store = Store(Path(cache_dir) if cache_dir else spec.base_dir / ".lensframe" / "cache")
         fps = {name: src.fingerprint() for name, src in self.sources.items()}
         self.plan = compile_plan(self.views, fps, self.dataset.fingerprint, self.infos, len(self.dataset),
-                                 spec.dataset.max_tokens, self.store)
+                                 spec.dataset.max_tokens, self.store, int(spec.run.keep_focus_mb * 2**20))
         from .executor import Executor
 
         self.executor = Executor(self)

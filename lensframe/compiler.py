@@ -6,11 +6,14 @@ a store key from its description, its op's version and the model's and dataset's
 from __future__ import annotations
 
 from .graph import Node, Plan, PlannedNode, node_key
-from .ops import get_op
+from .ops import get_op, kept_focus  # noqa: F401  (registers the kept_focus op)
 
 
 def compile_plan(views: dict, model_fps: dict[str, str], dataset_fp: str, infos: dict, n_samples: int,
-                 max_tokens: int, store=None) -> Plan:
+                 max_tokens: int, store=None, keep_focus_bytes: int = 0) -> Plan:
+    """keep_focus_bytes: focus nodes whose results for every sample fit this budget (smallest
+    first) are also kept in the store by the dataset pass (lensframe.ops.kept_focus), so a focus
+    change reads them instead of running a forward."""
     nodes: dict[Node, PlannedNode] = {}
 
     def add(node: Node) -> PlannedNode:
@@ -30,8 +33,24 @@ def compile_plan(views: dict, model_fps: dict[str, str], dataset_fp: str, infos:
             planned = add(node)
             if view.id not in planned.views:
                 planned.views.append(view.id)
+    budget = keep_focus_bytes
+    for focus in sorted((p for p in list(nodes.values()) if keepable(p.node, infos)), key=lambda p: p.est_bytes):
+        kept = Node.make("kept_focus", focus.node.model, inputs=(focus.node,))
+        size = get_op("kept_focus").estimate_bytes(kept, infos[focus.node.model], n_samples, max_tokens)
+        if size <= budget:
+            budget -= size
+            add(kept).views.extend(focus.views)
     if store is not None:
         for p in nodes.values():
             p.cached = store.has(p.key)
     models = sorted({n.model for n in nodes if n.model is not None})
     return Plan(nodes, models)
+
+
+def keepable(node: Node, infos: dict) -> bool:
+    """A focus node the dataset pass can compute for every sample: its op reads activations only
+    (no gradients: the pass would need a backward for it)."""
+    if node.kind != "focus":
+        return False
+    op = get_op(node.op)
+    return bool(op.hooks(node, infos[node.model])) and not op.grad_hooks(node, infos[node.model])

@@ -270,7 +270,8 @@ class Executor:
 
     # --- focus passes -----------------------------------------------------------------------
     def focus(self, model: str, sample: int) -> dict:
-        """Results of every focus node of `model` for one sample: one forward, memoized."""
+        """Results of every focus node of `model` for one sample, memoized: read from the store
+        where the dataset pass kept them, else from one forward of the sample."""
         import torch
 
         memo_key = (model, sample)
@@ -279,6 +280,10 @@ class Executor:
                 self._focus_memo.move_to_end(memo_key)
                 return self._focus_memo[memo_key]
         nodes = [p.node for p in self.board.plan.of_kind("focus", model)]
+        kept = self.kept_focus(model, sample)  # stored by the dataset pass: no forward for these
+        if len(kept) == len(nodes):
+            return self._remember(memo_key, kept)
+        nodes = [nd for nd in nodes if nd not in kept]
         loaded = self.model(model)
         tok = self.tokens(model)
         n = int(tok["lengths"][sample])
@@ -293,13 +298,26 @@ class Executor:
             if nodes:
                 self._forward(loaded, input_ids, mask, hooks, captures, logits=False)
             ctx = self.context(model, n)
-            results = {nd: get_op(nd.op).extract(nd, captures, ctx) for nd in nodes}
-            with self._lock:
-                self._focus_memo[memo_key] = results
-                while len(self._focus_memo) > FOCUS_MEMO_SIZE:
-                    self._focus_memo.popitem(last=False)
+            results = {**kept, **{nd: get_op(nd.op).extract(nd, captures, ctx) for nd in nodes}}
+            return self._remember(memo_key, results)
+
+    def _remember(self, memo_key, results: dict) -> dict:
+        with self._lock:
+            self._focus_memo[memo_key] = results
+            while len(self._focus_memo) > FOCUS_MEMO_SIZE:
+                self._focus_memo.popitem(last=False)
         return results
 
+    def kept_focus(self, model: str, sample: int) -> dict:
+        """Focus results of `sample` that a dataset pass kept in the store (lensframe.ops.kept_focus),
+        by focus node; nodes not kept, or not computed yet, are absent."""
+        from .ops.kept_focus import sample_result
+
+        out = {}
+        for p in self.board.plan.of_kind("dataset", model):
+            if p.node.op == "kept_focus" and (stored := self.board.result(p.node)) is not None:
+                out[p.node.inputs[0]] = sample_result(stored, sample)
+        return out
 
     # --- lookups and interventions ------------------------------------------------------------
     def lookup(self, node, **args) -> Result:

@@ -165,13 +165,14 @@ def warm_up(board, say=print) -> None:
         if not (has_tokens and board.plan.of_kind("focus", name)):
             say(f"warm: {name} loaded in {loaded:.1f}s (no view needs its focus pass)")
             continue
-        sample, t1 = Focus.param.sample.default, time.perf_counter()
+        sample, t1, passes = Focus.param.sample.default, time.perf_counter(), ex.forward_passes
         try:
             ex.focus(name, sample)
         except Exception as exc:  # the views that need it show the error in their cards
             say(f"warm: focus pass on {name} failed: {type(exc).__name__}: {exc}")
             continue
-        say(f"warm: {name} loaded in {loaded:.1f}s, focus pass on sample {sample} in {time.perf_counter() - t1:.1f}s")
+        how = "focus pass" if ex.forward_passes > passes else "focus results read from the store"
+        say(f"warm: {name} loaded in {loaded:.1f}s, {how} on sample {sample} in {time.perf_counter() - t1:.1f}s")
     say(f"warm: ready; {ex.forward_passes} forward pass(es) so far in this process")
 
 

@@ -73,7 +73,10 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     return {kind: make_tiny(kind, root / kind) for kind in ("gpt2", "llama", "neox")}
 
 
-def tiny_spec(model_dir: Path, views: str, extra: str = "", batch_size: int = 3, texts=TEXTS, labels=LABELS) -> str:
+def tiny_spec(model_dir: Path, views: str, extra: str = "", batch_size: int = 3, texts=TEXTS, labels=LABELS,
+              keep_focus_mb: float = 0) -> str:
+    """A spec on a tiny model. Focus results are not kept by default, so focus tests exercise the
+    live focus pass; tests/test_kept_focus.py covers the kept ones."""
     texts = "\n".join(f"    - {t!r}" for t in texts)
     labels = "\n".join(f"    - {l}" for l in labels)
     return f"""lensframe: 1
@@ -85,7 +88,7 @@ dataset:
   labels:
 {labels}
   max_tokens: 16
-run: {{batch_size: {batch_size}}}
+run: {{batch_size: {batch_size}, keep_focus_mb: {keep_focus_mb}}}
 views:
 {views}
 {extra}"""

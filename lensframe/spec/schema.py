@@ -7,7 +7,7 @@ view's params get the same line-numbered errors).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -64,6 +64,11 @@ class RunSpec(Strict):
     batch_size: int = Field(8, ge=1, le=1024, description="samples per forward pass")
     threads: Optional[int] = Field(
         None, ge=1, description="torch intra-op threads (default: OMP_NUM_THREADS or 2)"
+    )
+    keep_focus_mb: Union[int, float] = Field(
+        256, ge=0, description="keep focus results (attention patterns, neuron activations) of every sample "
+        "in the store while they fit this many MB: the dataset pass computes them, and a click reads them "
+        "instead of running a forward (0: never)"
     )
 
 
