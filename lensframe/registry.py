@@ -2,8 +2,9 @@
 
 Packages register view types through the `lensframe.views` entry point group (the built-ins do too,
 in pyproject.toml); from an uninstalled checkout we fall back to the built-in table so the repo works
-in place. A plugin that fails to import, or that claims a built-in's name, does not break lensframe:
-it is left out and its problem is kept for the spec that names it (view_type_problems).
+in place. A plugin that fails to import, that claims a built-in's name, or whose op claims a
+registered op's name (lensframe.ops.OpNameClash), does not break lensframe: it is left out and its
+problem is kept for the spec that names it (view_type_problems).
 
 A spec may also name a class in a Python file beside it (`type: ./my_views.py:MyView`), but that runs
 code from the spec, so validation refuses it unless the command line passes --allow-local-views
@@ -47,6 +48,7 @@ def _load(target: str):
 @lru_cache(maxsize=1)
 def _scan() -> tuple[dict[str, type], dict[str, str]]:
     """(view types by name, problem by name of the plugins left out)."""
+    from .ops import OpNameClash
     from .views.base import View
 
     table, problems = dict(BUILTIN_VIEWS), {}
@@ -63,6 +65,9 @@ def _scan() -> tuple[dict[str, type], dict[str, str]]:
             continue
         try:
             cls = _load(target)
+        except OpNameClash as exc:  # its op would replace a built-in's (or another plugin's) for every view
+            problems[name] = f"{target} is left out: {exc}"
+            continue
         except Exception as exc:  # a broken plugin must not take the built-ins down with it
             problems[name] = f"{target} failed to import: {type(exc).__name__}: {exc}"
             continue

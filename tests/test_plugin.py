@@ -323,6 +323,9 @@ def test_a_local_view_and_its_op_compute_on_dask_workers(tiny_models, tmp_path, 
     ("{type: ./my_views.py:Caption}", LOCAL + "\n1 / 0\n", "importing ./my_views.py failed (line 20): ZeroDivisionError",
      "my_views.py:20"),
     ("{type: ./my_views.py}", LOCAL, "unknown view type './my_views.py'", "name the class too: ./my_views.py:ClassName"),
+    ("{type: ./my_views.py:Caption}", LOCAL + "\nfrom lensframe.ops import Op, register\n\n\n@register\nclass Tok(Op):\n"
+     "    name = 'tokens'\n", "importing ./my_views.py failed (line 23): OpNameClash: op 'tokens' of lensframe_local_views.",
+     "my_views.py:23"),
 ])
 def test_local_view_errors(tiny_models, tmp_path, capsys, view, code, message, hint):
     spec = _local_spec(tmp_path, tiny_models, view, code)
@@ -352,6 +355,110 @@ def test_a_broken_plugin_does_not_break_lensframe(monkeypatch, tiny_models, tmp_
         assert "hint: no_such_module_xyz:View failed to import: ModuleNotFoundError" in err, err
     finally:
         registry._scan.cache_clear()
+
+
+CLASHING_PLUGIN = """from lensframe.ops import register
+from lensframe.ops.base import Op
+from lensframe.views.base import View
+
+
+@register
+class BetterLens(Op):
+    name, kind = "logit_lens", "dataset"
+
+
+class ClashyView(View):
+    type = "clashy"
+"""
+
+
+def test_an_op_cannot_take_a_registered_name(tmp_path):
+    """register refuses an op named like a built-in's (or like another package's), naming both."""
+    from lensframe.ops import _OPS, OpNameClash, get_op, register
+    from lensframe.ops.base import Op
+
+    builtin = get_op("logit_lens")
+
+    def op_class(module, name):
+        return type("MyOp", (Op,), {"name": name, "kind": "dataset", "__module__": module})
+
+    with pytest.raises(OpNameClash) as err:
+        register(op_class("someplugin.ops", "logit_lens"))
+    assert "someplugin.ops.MyOp" in str(err.value) and "the built-in op 'logit_lens' of lensframe.ops.lens." in str(err.value)
+    assert get_op("logit_lens") is builtin
+    try:
+        first = register(op_class("plugin_a.ops", "test_clash_op"))
+        assert register(first) is first  # the same class again (a module imported twice) is no clash
+        with pytest.raises(OpNameClash, match=r"op 'test_clash_op' of plugin_b\.ops\.MyOp clashes with the op "
+                                              r"'test_clash_op' of plugin_a\.ops\.MyOp"):
+            register(op_class("plugin_b.ops", "test_clash_op"))
+        assert type(get_op("test_clash_op")).__module__ == "plugin_a.ops"
+    finally:
+        _OPS.pop("test_clash_op", None)
+
+
+def test_a_clash_is_found_before_the_builtins_are_imported(tmp_path):
+    """In a fresh process a plugin's op may register before any built-in op module was imported:
+    register imports them first, so the clash is still found (and the built-in kept)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "early_plugin.py").write_text(CLASHING_PLUGIN)
+    code = ("import sys; from lensframe.ops import OpNameClash, get_op\n"
+            "assert 'lensframe.ops.lens' not in sys.modules\n"
+            "try:\n    import early_plugin\nexcept OpNameClash as e:\n    print('refused:', e)\n"
+            "print(type(get_op('logit_lens')).__module__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert "refused: op 'logit_lens' of early_plugin.BetterLens clashes with the built-in op" in out, out
+    assert out.strip().endswith("lensframe.ops.lens")
+
+
+def test_get_op_imports_every_builtin_op_module(tmp_path):
+    """In a fresh process, get_op finds every built-in op (the table of docs/WRITING_VIEWS.md) without
+    anything else imported first, and has imported every module of lensframe.ops."""
+    import re
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "WRITING_VIEWS.md").read_text()
+    table = doc[doc.index("<!-- ops:begin -->"):doc.index("<!-- ops:end -->")]
+    names = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
+    modules = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "lensframe" / "ops").glob("*.py")
+                     if p.stem not in ("__init__", "base"))
+    code = ("import sys; from lensframe.ops import get_op\n"
+            "for name in sys.argv[1].split(','):\n    assert get_op(name).name == name, name\n"
+            "missing = [m for m in sys.argv[2].split(',') if 'lensframe.ops.' + m not in sys.modules]\n"
+            "assert not missing, missing")
+    subprocess.run([sys.executable, "-c", code, ",".join(names), ",".join(modules)], cwd=tmp_path, check=True)
+    assert {"dream", "clustering", "describe"} <= set(modules)
+
+
+def test_a_plugin_whose_op_clashes_is_left_out(monkeypatch, tiny_models, tmp_path, capsys):
+    """A plugin view whose op takes a built-in's name is left out with the reason; the built-in op stays."""
+    import sys
+    from importlib.metadata import EntryPoint
+
+    import lensframe.registry as registry
+    from lensframe.ops import get_op
+
+    (tmp_path / "clashy_plugin.py").write_text(CLASHING_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fake = [EntryPoint("clashy", "clashy_plugin:ClashyView", "lensframe.views")]
+    monkeypatch.setattr(registry, "entry_points", lambda group: fake)
+    registry._scan.cache_clear()
+    try:
+        assert "clashy" not in registry.view_types() and "text" in registry.view_types()
+        problem = registry.view_type_problems()["clashy"]
+        assert problem.startswith("clashy_plugin:ClashyView is left out: op 'logit_lens' of clashy_plugin.BetterLens "
+                                  "clashes with the built-in op 'logit_lens' of lensframe.ops.lens."), problem
+        assert type(get_op("logit_lens")).__module__ == "lensframe.ops.lens"
+        spec = _write(tmp_path, tiny_spec(tiny_models["gpt2"], "  c: {type: clashy}\n"))
+        assert main(["validate", str(spec)]) == 2
+        err = capsys.readouterr().err
+        assert "views.c.type: unknown view type 'clashy'" in err and "hint: clashy_plugin:ClashyView is left out" in err, err
+    finally:
+        registry._scan.cache_clear()
+        sys.modules.pop("clashy_plugin", None)
 
 
 def test_writing_views_lists_every_builtin_op():
