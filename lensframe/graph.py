@@ -45,6 +45,8 @@ class Node:
 
     def label(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params)
+        if self.op == "kept_focus":  # names what it keeps: its one input is a focus node
+            args = self.inputs[0].label().split(" @")[0]
         return f"{self.op}({args})" + (f" @{self.model}" if self.model else "")
 
 
@@ -98,7 +100,9 @@ class Plan:
                             "cached": all(p.cached for p in stage)})
             nodes = self.of_kind("focus", m)
             if nodes:
-                out.append({"kind": "focus", "model": m, "nodes": [p.node.label() for p in nodes], "cached": None})
+                kept = {p.node.inputs[0] for p in self.of_kind("dataset", m) if p.node.op == "kept_focus"}
+                out.append({"kind": "focus", "model": m, "nodes": [p.node.label() for p in nodes], "cached": None,
+                            "kept": [p.node.label() for p in nodes if p.node in kept]})
         return out
 
     def to_json(self) -> dict:
@@ -119,6 +123,10 @@ class Plan:
         for ps in self.passes():
             what = "one forward per batch" if ps["kind"] == "dataset" else "one forward per focused sample"
             done = " (all cached: no forward)" if ps["cached"] else ""
+            if ps["kind"] == "focus" and ps["kept"]:
+                done = (" (all kept in the store by the dataset pass: no forward once it has run)"
+                        if len(ps["kept"]) == len(ps["nodes"]) else
+                        f" ({len(ps['kept'])} kept in the store by the dataset pass: {', '.join(ps['kept'])})")
             lines.append(f"  {ps['kind']} pass on {ps['model']}: {what}, fuses {len(ps['nodes'])} node(s){done}")
         return "\n".join(lines)
 

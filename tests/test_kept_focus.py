@@ -26,6 +26,9 @@ def test_kept_focus_equals_live_focus_pass_and_runs_no_forward(kind, tiny_models
     kept = board_with(tiny_models, tmp_path, 64, kind, "kept")
     live = board_with(tiny_models, tmp_path, 0, kind, "live")
     assert kept_ops(kept) == ["attention", "neuron_acts"] and kept_ops(live) == []
+    plan = kept.plan.describe()  # `lensframe plan` says what is kept and that clicks need no forward
+    assert "kept_focus(attention()) @main" in plan and "all kept in the store by the dataset pass" in plan
+    assert "kept in the store" not in live.plan.describe()
     report = kept.compute(progress=False)
     assert report.forward_passes == report.batches == 3  # kept in the one dataset pass, no extra forward
     before = kept.executor.forward_passes
