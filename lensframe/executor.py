@@ -308,6 +308,15 @@ class Executor:
                 self._focus_memo.popitem(last=False)
         return results
 
+    def focus_ready(self, model: str, sample: int) -> bool:
+        """Whether focus() of this sample answers without a forward (memoized, or every focus node
+        of the model kept in the store)."""
+        with self._lock:
+            if (model, sample) in self._focus_memo:
+                return True
+        nodes = self.board.plan.of_kind("focus", model)
+        return len(self.kept_focus(model, sample)) == len(nodes)
+
     def kept_focus(self, model: str, sample: int) -> dict:
         """Focus results of `sample` that a dataset pass kept in the store (lensframe.ops.kept_focus),
         by focus node; nodes not kept, or not computed yet, are absent."""

@@ -96,12 +96,19 @@ def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None) 
         ctx = ViewContext(board, focus, view)
         body = pn.Column(sizing_mode="stretch_both", css_classes=["lf-view-body"])
 
-        def refresh(*_, view=view, ctx=ctx, body=body):
-            body.loading = True  # a focus pass may take a moment: show it rather than stale content
+        reads_focus = any(n.kind == "focus" for n in view.needs(board.spec.dataset.max_tokens))
+
+        def refresh(*_, view=view, ctx=ctx, body=body, reads_focus=reads_focus):
+            # a focus forward may take a moment: show it rather than stale content; where the
+            # results are memoized or kept in the store, skip the spinner (two more patches)
+            slow = reads_focus and not board.executor.focus_ready(view.model, ctx.sample)
+            if slow:
+                body.loading = True
             try:
                 body.objects = [render_view(view, ctx)]
             finally:
-                body.loading = False
+                if slow:
+                    body.loading = False
 
         refresh()
         refreshers.append(refresh)

@@ -42,11 +42,14 @@ def test_kept_focus_equals_live_focus_pass_and_runs_no_forward(kind, tiny_models
                 np.testing.assert_allclose(got[node][name], arr, atol=2e-5, rtol=1e-4)
         assert got[next(n for n in got if n.op == "attention")]["pattern"].shape[-1] == lengths[sample]
     assert kept.executor.forward_passes == before  # every focus change read the store
+    # the server shows a loading spinner only where a click will wait for a forward
+    assert kept.executor.focus_ready("main", 5) and not live.executor.focus_ready("main", 99)
     assert live.executor.forward_passes == len(kept.dataset)
 
 
 def test_budget_keeps_the_smallest_focus_nodes_first(tiny_models, tmp_path):
     board = board_with(tiny_models, tmp_path, 0.12, "gpt2")  # room for the attention patterns only
+    assert not board.executor.focus_ready("main", 2)
     info = board.infos["main"]
     n, T = len(board.dataset), board.spec.dataset.max_tokens
     assert n * info.n_layers * info.n_heads * T * T * 4 <= 0.12 * 2**20 < n * info.n_layers * T * info.d_mlp * 4
@@ -56,6 +59,7 @@ def test_budget_keeps_the_smallest_focus_nodes_first(tiny_models, tmp_path):
     results = board.executor.focus("main", 2)
     assert board.executor.forward_passes == before + 1  # neuron activations still need the sample's forward
     assert {node.op for node in results} == {"attention", "neuron_acts"}
+    assert board.executor.focus_ready("main", 2) and not board.executor.focus_ready("main", 3)  # memoized only
 
 
 def test_server_warm_start_on_kept_focus_runs_no_forward(tiny_models, tmp_path):
