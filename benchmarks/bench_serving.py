@@ -232,7 +232,7 @@ def interaction(spec: Path, cache: Path, args, profile_if_missed: bool = True) -
             profile = profiled_replay(board, app_module, changes)
     finally:
         renders.restore()
-    kept = sorted(p.node.inputs[0].op for p in board.plan.of_kind("dataset") if p.node.op == "kept_focus")
+    kept = sorted(focus.op for focus in board.plan.kept())
     return {"runs": runs, "baseline": base, "profile": profile, "n_samples": n, "views": list(board.views),
             "reads": {vid: list(v.reads) for vid, v in board.views.items()}, "kept": kept,
             "keep_focus_mb": board.spec.run.keep_focus_mb}

@@ -314,19 +314,19 @@ class Executor:
         with self._lock:
             if (model, sample) in self._focus_memo:
                 return True
-        nodes = self.board.plan.of_kind("focus", model)
-        return len(self.kept_focus(model, sample)) == len(nodes)
+        return len(self._kept_stored(model)) == len(self.board.plan.of_kind("focus", model))
 
     def kept_focus(self, model: str, sample: int) -> dict:
         """Focus results of `sample` that a dataset pass kept in the store (lensframe.ops.kept_focus),
         by focus node; nodes not kept, or not computed yet, are absent."""
         from .ops.kept_focus import sample_result
 
-        out = {}
-        for p in self.board.plan.of_kind("dataset", model):
-            if p.node.op == "kept_focus" and (stored := self.board.result(p.node)) is not None:
-                out[p.node.inputs[0]] = sample_result(stored, sample)
-        return out
+        return {focus: sample_result(stored, sample) for focus, stored in self._kept_stored(model).items()}
+
+    def _kept_stored(self, model: str) -> dict:
+        """{focus node: its stored kept_focus result} for the kept nodes already computed."""
+        stored = {focus: self.board.result(p.node) for focus, p in self.board.plan.kept(model).items()}
+        return {focus: res for focus, res in stored.items() if res is not None}
 
     # --- lookups and interventions ------------------------------------------------------------
     def lookup(self, node, **args) -> Result:

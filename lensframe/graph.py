@@ -91,6 +91,11 @@ class Plan:
     def of_kind(self, kind: str, model: str | None = None) -> list[PlannedNode]:
         return [p for p in self.nodes.values() if p.node.kind == kind and (model is None or p.node.model == model)]
 
+    def kept(self, model: str | None = None) -> dict[Node, PlannedNode]:
+        """The focus nodes the dataset pass keeps for every sample (lensframe.ops.kept_focus), each
+        with its planned kept_focus node."""
+        return {p.node.inputs[0]: p for p in self.of_kind("dataset", model) if p.node.op == "kept_focus"}
+
     def passes(self) -> list[dict]:
         """One dataset pass and one focus pass per model, each with the nodes fused into it."""
         out = []
@@ -100,7 +105,7 @@ class Plan:
                             "cached": all(p.cached for p in stage)})
             nodes = self.of_kind("focus", m)
             if nodes:
-                kept = {p.node.inputs[0] for p in self.of_kind("dataset", m) if p.node.op == "kept_focus"}
+                kept = self.kept(m)
                 out.append({"kind": "focus", "model": m, "nodes": [p.node.label() for p in nodes], "cached": None,
                             "kept": [p.node.label() for p in nodes if p.node in kept]})
         return out

@@ -18,7 +18,7 @@ def board_with(tiny_models, tmp_path, keep_mb, kind="llama", name="c"):
 
 
 def kept_ops(board):
-    return sorted(p.node.inputs[0].op for p in board.plan.of_kind("dataset") if p.node.op == "kept_focus")
+    return sorted(focus.op for focus in board.plan.kept())
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2", "neox"])
