@@ -27,19 +27,15 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
-import io
 import json
 import os
 import pstats
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -348,57 +344,31 @@ def profile_text(p: dict) -> str:
 
 
 # --- start-up ------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return False
-
-
 def first_page(browser, spec: Path, cache: Path, log_path: Path, n_views: int, threads: int) -> dict:
     """Start `lensframe serve`, time to HTTP 200 and to the first fully rendered page."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "lensframe", "serve", str(spec), "--port", str(port), "--cache-dir", str(cache)]
+    from lensframe.server.process import ServerDidNotStart, serve_process
+
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
-    with open(log_path, "wb") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    t0 = time.perf_counter()
     try:
-        while not answers(url):
-            if proc.poll() is not None:
-                raise SystemExit(f"`lensframe serve` exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            if time.perf_counter() - t0 > PAGE_TIMEOUT_S:
-                raise SystemExit(f"`lensframe serve` did not answer in {PAGE_TIMEOUT_S} s")
-            time.sleep(0.2)
-        http_s = time.perf_counter() - t0
-        page.goto(url, timeout=PAGE_TIMEOUT_S * 1000)
-        # Panel renders into shadow roots: Playwright's locators pierce them, document.querySelector does not
-        cards, waiting = page.locator(".lf-card"), page.locator(".lf-waiting, .lf-progress-box:visible")
-        while not (cards.count() >= n_views and waiting.count() == 0):
-            if proc.poll() is not None or time.perf_counter() - t0 > PAGE_TIMEOUT_S:
-                raise SystemExit(f"no rendered page (server exit code {proc.poll()}):\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.1)
-        page_s = time.perf_counter() - t0
-        errors = page.locator(".lf-error").count()
-        cards = page.locator(".lf-card").count()
+        with serve_process(spec, "--cache-dir", str(cache), log_path=log_path, threads=threads, cwd=ROOT) as server:
+            server.wait_until_answering(PAGE_TIMEOUT_S, poll_s=0.2)
+            http_s = time.perf_counter() - t0
+            page.goto(server.url, timeout=PAGE_TIMEOUT_S * 1000)
+            # Panel renders into shadow roots: Playwright's locators pierce them, document.querySelector does not
+            cards, waiting = page.locator(".lf-card"), page.locator(".lf-waiting, .lf-progress-box:visible")
+            while not (cards.count() >= n_views and waiting.count() == 0):
+                if server.proc.poll() is not None or time.perf_counter() - t0 > PAGE_TIMEOUT_S:
+                    raise SystemExit(f"no rendered page (server exit code {server.proc.poll()}):\n{server.log(4000)}")
+                time.sleep(0.1)
+            page_s = time.perf_counter() - t0
+            errors = page.locator(".lf-error").count()
+            cards = page.locator(".lf-card").count()
+    except ServerDidNotStart as err:
+        raise SystemExit(str(err)) from None
     finally:
         context.close()
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(15)
     log = log_path.read_text(errors="replace")
     said = re.findall(r"(\d+) forward pass\(es\) so far", log)  # the server's warm-up line, where it has one
     return {"http_s": http_s, "page_s": page_s, "errors": errors, "cards": cards,

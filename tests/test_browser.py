@@ -7,19 +7,14 @@ Screenshots go to tests/artifacts/ (git-ignored).
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from lensframe.server.process import ServerDidNotStart, serve_process
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -34,50 +29,15 @@ TIMEOUT_MS = 30_000  # per expectation: a focus change re-renders the views over
 TITLE = "lensframe integration"  # the spec's title
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return False
-
-
 @contextmanager
 def serving(spec: Path, cache_dir: Path, log_dir: Path):
     """`lensframe serve SPEC` in a subprocess; yields its URL once it answers HTTP 200."""
-    port = _free_port()
-    log_path = log_dir / "serve.log"
-    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "lensframe", "serve", str(spec), "--port", str(port), "--cache-dir", str(cache_dir)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-
-    def output() -> str:
-        return log_path.read_text(errors="replace")[-8000:]
-
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _answers(url):
-            if proc.poll() is not None:
-                pytest.fail(f"`lensframe serve` exited with {proc.returncode} before answering:\n{output()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"`lensframe serve` did not answer HTTP 200 on {url} in {START_TIMEOUT_S}s:\n{output()}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(15)
+        with serve_process(spec, "--cache-dir", str(cache_dir), log_path=log_dir / "serve.log", cwd=ROOT,
+                           wait_s=START_TIMEOUT_S) as server:
+            yield server.url
+    except ServerDidNotStart as err:
+        pytest.fail(str(err))
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, browser, expect, no_errors, serving_computed  # noqa: F401  (fixtures)
+from tests.test_browser import ARTIFACTS, _open, browser, expect, no_errors, serving_computed  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,12 +31,8 @@ def plugin_server(smollm2_available, tmp_path_factory):
 
 
 def test_plugin_view_click_moves_the_builtin_views(plugin_server, browser, expect):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    js_errors: list[str] = []
-    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    context, page, js_errors = _open(browser, plugin_server, expect)
     try:
-        page.goto(plugin_server)
         ent, text, lens = page.locator(".lf-card-entropy"), page.locator(".lf-card-text"), page.locator(".lf-card-lens")
         tokens = ent.locator(".lf-te-token")
         expect(tokens.first).to_be_visible()

@@ -9,18 +9,15 @@ The browser part needs the playwright Python package and /usr/bin/chromium (neve
 """
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
+from lensframe.server.process import free_port, serve_process
 from tests.conftest import tiny_spec
-from tests.test_browser import START_TIMEOUT_S, _answers, _free_port, browser, expect  # noqa: F401  (fixtures)
+from tests.test_browser import START_TIMEOUT_S, browser, expect  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEWS = "  text: {type: text}\n  lens: {type: logit_lens}\n  attn: {type: attention}\n"
@@ -59,36 +56,9 @@ def shared_store(spec, tmp_path_factory):
         _chmod_tree(store, 0o755, 0o644)
 
 
-def _serve_cmd(spec: Path, store: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "lensframe", "serve", str(spec), "--cache-dir", str(store), "--read-only-store",
-            "--port", str(port)]
-
-
-@contextmanager
 def read_only_server(spec: Path, store: Path, log_path: Path):
-    """`lensframe serve --read-only-store` in a subprocess; yields (url, log path) once it answers."""
-    port = _free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(_serve_cmd(spec, store, port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc, f"http://127.0.0.1:{port}/"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(15)
-
-
-def _wait_until_answering(servers, logs) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    for (proc, url), log in zip(servers, logs):
-        while not _answers(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`lensframe serve` on {url} did not start (exit {proc.poll()}):\n{log.read_text()[-4000:]}")
-            time.sleep(0.3)
+    """`lensframe serve --read-only-store` in a subprocess, not waited for: start both, then wait."""
+    return serve_process(spec, "--cache-dir", str(store), "--read-only-store", log_path=log_path, threads=1, cwd=ROOT)
 
 
 def test_an_empty_store_is_refused_with_the_compute_command(spec, tmp_path, capsys, monkeypatch):
@@ -101,7 +71,7 @@ def test_an_empty_store_is_refused_with_the_compute_command(spec, tmp_path, caps
 
     monkeypatch.setattr(pn, "serve", never)
     empty = tmp_path / "empty-store"
-    assert main(_serve_cmd(spec, empty, _free_port())[3:]) == 2
+    assert main(["serve", str(spec), "--cache-dir", str(empty), "--read-only-store", "--port", str(free_port())]) == 2
     err = capsys.readouterr().err
     assert "lacks 2 of the 2 results" in err
     assert f"lensframe compute {spec} --cache-dir {empty}" in err
@@ -122,8 +92,9 @@ def test_two_servers_share_a_read_only_store(spec, shared_store, browser, expect
     logs = [tmp_path / "serve-1.log", tmp_path / "serve-2.log"]
     with ExitStack() as stack:
         servers = [stack.enter_context(read_only_server(spec, shared_store, log)) for log in logs]
-        _wait_until_answering(servers, logs)
-        (_, url1), (_, url2) = servers
+        for server in servers:
+            server.wait_until_answering(START_TIMEOUT_S)
+        url1, url2 = (server.url for server in servers)
         pages = {}
         for name, url in (("a", url1), ("c", url1), ("b", url2)):  # a and c: two sessions of server 1
             context = stack.enter_context(_closing(browser.new_context(viewport={"width": 1200, "height": 900})))
