@@ -6,7 +6,7 @@ a store key from its description, its op's version and the model's and dataset's
 from __future__ import annotations
 
 from .graph import Node, Plan, PlannedNode, node_key
-from .ops import get_op, kept_focus  # noqa: F401  (registers the kept_focus op)
+from .ops import get_op
 
 
 def compile_plan(views: dict, model_fps: dict[str, str], dataset_fp: str, infos: dict, n_samples: int,
