@@ -131,6 +131,28 @@ class Board:
         begin = dreams.resolve_start(self, model, target, span, start, text, config.seed)
         return dreams.run(self, model, target, config, begin)
 
+    def probe(self, text: str, fillers=None) -> list:
+        """Ask the model about typed text: it becomes this board's focused sample (board.focus.text),
+        so every focus view follows it, with one focus forward per model, kept in memory only (never
+        in the store). Several lines, or a template with `{}` and `fillers` (a list, or "a, b"), make
+        a probe set: board.focus.probes, the first one focused. Returns the probes; raises
+        lensframe.probes.ProbeError on text it cannot take (empty, a template without `{}`, ...)."""
+        from .probes import parse_probes
+
+        if isinstance(fillers, (list, tuple)):
+            fillers = "\n".join(str(f) for f in fillers) if fillers else ""
+        probes, _notes = parse_probes(text, fillers or "")
+        self.focus.update(probes=probes if len(probes) > 1 else self.focus.probes, text=probes[0].text, position=None)
+        return probes
+
+    def compare_probes(self, probes=None, token: str | None = None) -> list[dict]:
+        """The probe set (default: board.focus.probes) compared across the spec's models: each probe's
+        top next token and probability per model, and with two models their KL and the change in
+        `token`'s probability; one batched forward per model (lensframe.probes.compare_probes)."""
+        from .probes import compare_probes
+
+        return compare_probes(self.executor, list(self.spec.models), list(probes or self.focus.probes), token)
+
     def panel(self, focus: Focus | None = None):
         """The Panel layout of this board (display it in Jupyter, or call .servable())."""
         from lensframe.server.app import build_app

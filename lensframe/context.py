@@ -4,6 +4,7 @@ from __future__ import annotations
 from .focus import FIELDS, Focus
 from .graph import Node
 from .ops.base import Result
+from .probes import Probe
 
 
 class NotReady(Exception):
@@ -25,7 +26,46 @@ class ViewContext:
 
     @property
     def sample(self) -> int:
+        """The focused dataset sample's index (also while a probe is focused: dataset-wide views
+        stay on the dataset)."""
         return min(self.get("sample"), len(self.board.dataset) - 1)
+
+    @property
+    def probe(self):
+        """The focused probe (lensframe.probes.Probe), or None when a dataset sample is focused.
+        A view pinned to a sample shows that sample, never the probe."""
+        if getattr(self.view.p.pin, "sample", None) is not None:
+            return None
+        return Probe(self.focus.text) if self.focus.text is not None else None
+
+    @property
+    def subject(self):
+        """What the focus views show: the probe when one is focused, else the sample's index.
+        Executor.focus, the lookups and interventions take either."""
+        probe = self.probe
+        return probe if probe is not None else self.sample
+
+    def subject_label(self) -> str:
+        """How a view's caption names what it shows (HTML-safe)."""
+        import html
+
+        probe = self.probe
+        if probe is None:
+            return f"sample <b class='lf-sample-index'>{self.sample}</b>"
+        short = probe.text if len(probe.text) <= 40 else probe.text[:39] + "…"
+        return f"probe <b class='lf-probe-name'>{html.escape(repr(short))}</b>"
+
+    def row(self, node: Node) -> Result:
+        """The focused subject's row of a per-sample dataset result (the logit lens): from the
+        store for a dataset sample, from the probe's focus forward for a probe."""
+        probe = self.probe
+        if probe is None:
+            res = self.result(node)
+            return Result({k: v[self.sample] for k, v in res.arrays.items()}, res.meta)
+        got = self.board.executor.focus(node.model, probe)
+        if node not in got:  # its inputs (a tuned lens) are still being computed
+            raise NotReady(node.label())
+        return got[node]
 
     def result(self, node: Node) -> Result:
         res = self.board.result(node)
@@ -34,7 +74,7 @@ class ViewContext:
         return res
 
     def focus_result(self, node: Node) -> Result:
-        return self.board.executor.focus(node.model, self.sample)[node]
+        return self.board.executor.focus(node.model, self.subject)[node]
 
     def lookup(self, node: Node, **args) -> Result:
         return self.board.executor.lookup(node, **args)
@@ -54,7 +94,10 @@ class ViewContext:
         return tok.batch_decode([[int(i)] for i in ids], clean_up_tokenization_spaces=False)
 
     def tokens(self) -> list[str]:
-        """Display strings of the focused sample's tokens for this view's model."""
+        """Display strings of the focused sample's (or probe's) tokens for this view's model."""
+        probe = self.probe
+        if probe is not None:
+            return self.board.executor.probe_tokens(self.view.model, probe)["strings"]
         res = self.result(self.view.tokens_node(self.board.spec.dataset.max_tokens))
         return res.meta["strings"][self.sample]
 

@@ -21,9 +21,11 @@ import numpy as np
 from .graph import dataset_stages
 from .ops import Batch, get_op
 from .ops.base import Result
+from .probes import Probe
 
-FOCUS_MEMO_SIZE = 16  # samples; a SmolLM2 sample's focus results are ~20 MB at 64 tokens
+FOCUS_MEMO_SIZE = 16  # samples and probes; a SmolLM2 sample's focus results are ~20 MB at 64 tokens
 LOOKUP_MEMO_SIZE = 256
+PROBE_TOKENS_MEMO_SIZE = 512
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Executor:
         self._lock = threading.Lock()
         self._focus_memo: OrderedDict = OrderedDict()
         self._lookup_memo: OrderedDict = OrderedDict()
+        self._probe_tokens: OrderedDict = OrderedDict()
         self.forward_passes = 0  # every forward this executor ran (dataset and focus)
         self.shards = None  # set by lensframe.distributed to fold dataset passes on Dask workers
         set_threads(board.spec.run.threads)
@@ -269,11 +272,14 @@ class Executor:
             report.computed += 1
 
     # --- focus passes -----------------------------------------------------------------------
-    def focus(self, model: str, sample: int) -> dict:
+    def focus(self, model: str, sample) -> dict:
         """Results of every focus node of `model` for one sample, memoized: read from the store
-        where the dataset pass kept them, else from one forward of the sample."""
+        where the dataset pass kept them, else from one forward of the sample. `sample` may be a
+        Probe (typed text): see probe_focus."""
         import torch
 
+        if isinstance(sample, Probe):
+            return self.probe_focus(model, sample)
         memo_key = (model, sample)
         with self._lock:
             if memo_key in self._focus_memo:
@@ -308,12 +314,14 @@ class Executor:
                 self._focus_memo.popitem(last=False)
         return results
 
-    def focus_ready(self, model: str, sample: int) -> bool:
+    def focus_ready(self, model: str, sample) -> bool:
         """Whether focus() of this sample answers without a forward (memoized, or every focus node
         of the model kept in the store)."""
         with self._lock:
-            if (model, sample) in self._focus_memo:
+            if self._memo_key(model, sample) in self._focus_memo:
                 return True
+        if isinstance(sample, Probe):
+            return False
         return len(self._kept_stored(model)) == len(self.board.plan.of_kind("focus", model))
 
     def kept_focus(self, model: str, sample: int) -> dict:
@@ -327,6 +335,133 @@ class Executor:
         """{focus node: its stored kept_focus result} for the kept nodes already computed."""
         stored = {focus: self.board.result(p.node) for focus, p in self.board.plan.kept(model).items()}
         return {focus: res for focus, res in stored.items() if res is not None}
+
+    # --- probes: typed text, focused like a sample, never stored ---------------------------------
+    def _memo_key(self, model: str, sample) -> tuple:
+        if isinstance(sample, Probe):  # keyed by what the model reads: two spellings of one tokenization share
+            return (model, "probe", tuple(int(i) for i in self.probe_tokens(model, sample)["ids"]))
+        return (model, sample)
+
+    def probe_tokens(self, model: str, probe: Probe) -> dict:
+        """The probe tokenized as the dataset is (same tokenizer, special tokens and max_tokens):
+        {"ids": int array, "strings": display strings, "cut": tokens dropped past max_tokens or
+        the model's context (0 when none)}; memoized."""
+        key = (model, probe.text)
+        with self._lock:
+            if key in self._probe_tokens:
+                self._probe_tokens.move_to_end(key)
+                return self._probe_tokens[key]
+        from .ops.tokens import display_tokens
+
+        loaded = self.model(model)
+        limit = self.board.spec.dataset.max_tokens
+        if loaded.info.max_positions:
+            limit = min(limit, int(loaded.info.max_positions))
+        full = loaded.tokenizer(probe.text, add_special_tokens=True)["input_ids"]
+        ids = np.asarray(full[:limit], dtype=np.int64)
+        res = {"ids": ids, "strings": display_tokens(loaded.tokenizer, ids.tolist()), "cut": max(0, len(full) - limit),
+               "limit": limit}
+        with self._lock:
+            self._probe_tokens[key] = res
+            while len(self._probe_tokens) > PROBE_TOKENS_MEMO_SIZE:
+                self._probe_tokens.popitem(last=False)
+        return res
+
+    def sample_ids(self, model: str, sample) -> np.ndarray:
+        """Token ids of a dataset sample (its real tokens) or of a probe."""
+        if isinstance(sample, Probe):
+            return self.probe_tokens(model, sample)["ids"]
+        tok = self.tokens(model)
+        return np.asarray(tok["ids"][sample, : int(tok["lengths"][sample])], dtype=np.int64)
+
+    def per_sample_nodes(self, model: str) -> list:
+        """The model's dataset nodes whose result is one row per sample, computed from that sample
+        alone (the logit lens): a probe gets its own row from its focus forward."""
+        return [p.node for p in self.board.plan.of_kind("dataset", model) if get_op(p.node.op).per_sample]
+
+    def probe_focus(self, model: str, probe: Probe) -> dict:
+        """Every focus node's result for a probe, and its row of every per-sample dataset node
+        (the logit lens), from ONE forward of the probe; memoized in this process's memory by its
+        token ids, never written to the store. A per-sample node whose own inputs are not computed
+        yet (a tuned lens still training) is left out; the view that needs it waits."""
+        import torch
+
+        memo_key = self._memo_key(model, probe)
+        with self._lock:
+            if memo_key in self._focus_memo:
+                self._focus_memo.move_to_end(memo_key)
+                return self._focus_memo[memo_key]
+        loaded = self.model(model)
+        ids = self.sample_ids(model, probe)
+        focus_nodes = [p.node for p in self.board.plan.of_kind("focus", model)]
+        rows = [nd for nd in self.per_sample_nodes(model)
+                if all(self.board.result(i) is not None for i in nd.inputs if i.kind == "dataset")]
+        ops = [get_op(nd.op) for nd in focus_nodes + rows]
+        hooks = set().union(*(op.hooks(nd, loaded.info) for nd, op in zip(focus_nodes + rows, ops)))
+        input_ids = torch.as_tensor(ids[None], dtype=torch.long, device=loaded.device)
+        mask = torch.ones_like(input_ids, dtype=torch.bool)
+        captures: dict = {}
+        with self.model_lock(model):
+            with self._lock:
+                if memo_key in self._focus_memo:
+                    return self._focus_memo[memo_key]
+            self._forward(loaded, input_ids, mask, hooks, captures, logits=False)
+            ctx = self.context(model, len(ids))
+            results = {nd: get_op(nd.op).extract(nd, captures, ctx) for nd in focus_nodes}
+            if rows:
+                batch = Batch(np.zeros(1, dtype=np.int64), input_ids, mask, captures)
+                for nd, res in self._rows(model, rows, batch, [probe.text]).items():
+                    results[nd] = Result({k: v[0] for k, v in res.arrays.items()}, res.meta)
+            return self._remember(memo_key, results)
+
+    def _rows(self, model: str, nodes, batch, texts) -> dict:
+        """Per-sample dataset nodes run over `batch` alone, as if it were the whole dataset."""
+        from .data import Dataset
+
+        ctx = self.context(model, int(batch.mask.shape[1]))
+        ctx.dataset = Dataset(tuple(texts), None, tuple("probe" for _ in texts), "probes")
+        ctx.nodes = tuple(nodes)
+        ctx.inputs = {i: self.board.result(i) for nd in nodes for i in nd.inputs if i.kind == "dataset"}
+        out = {}
+        for nd in nodes:
+            op = get_op(nd.op)
+            state = op.update(nd, op.init(nd, ctx), batch, ctx)
+            out[nd] = op.finalize(nd, state, ctx)
+        return out
+
+    def probe_set(self, model: str, probes) -> Result:
+        """The next-token distribution of every probe of a set from ONE batched forward of `model`:
+        "logprobs" [N, V] at each probe's last token, "lengths" [N] and "cut" [N] (tokens dropped
+        past max_tokens); memoized as a lookup. Padding is on the right, under the attention mask,
+        so each probe's real tokens compute as they do alone (up to float rounding)."""
+        import torch
+
+        probes = tuple(probes)
+        key = ("probe_set", model, probes)
+        with self._lock:
+            if key in self._lookup_memo:
+                self._lookup_memo.move_to_end(key)
+                return self._lookup_memo[key]
+        loaded = self.model(model)
+        rows = [self.sample_ids(model, p) for p in probes]
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        pad = loaded.tokenizer.pad_token_id or 0
+        ids = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.as_tensor(r)
+            mask[i, : len(r)] = True
+        with self.model_lock(model):
+            out = self._forward(loaded, ids.to(loaded.device), mask.to(loaded.device), set(), {})
+        last = out.logits[torch.arange(len(rows)), torch.as_tensor(lengths - 1)].float()
+        res = Result({"logprobs": torch.log_softmax(last, -1).cpu().numpy(), "lengths": lengths,
+                      "cut": np.array([self.probe_tokens(model, p)["cut"] for p in probes], dtype=np.int64)},
+                     {"texts": [p.text for p in probes]})
+        with self._lock:
+            self._lookup_memo[key] = res
+            while len(self._lookup_memo) > LOOKUP_MEMO_SIZE:
+                self._lookup_memo.popitem(last=False)
+        return res
 
     # --- lookups and interventions ------------------------------------------------------------
     def lookup(self, node, **args) -> Result:
@@ -344,15 +479,13 @@ class Executor:
                 self._lookup_memo.popitem(last=False)
         return res
 
-    def intervene(self, model: str, sample: int, edits: tuple) -> "np.ndarray":
-        """Final log-probabilities [T, V] of one sample with neuron edits applied by hooks
+    def intervene(self, model: str, sample, edits: tuple) -> "np.ndarray":
+        """Final log-probabilities [T, V] of one sample (or probe) with neuron edits applied by hooks
         (edits: (layer, position, neuron, value), ...); one forward, memoized as a lookup."""
         import torch
 
         loaded = self.model(model)
-        tok = self.tokens(model)
-        n = int(tok["lengths"][sample])
-        input_ids = torch.as_tensor(tok["ids"][sample : sample + 1, :n], dtype=torch.long, device=loaded.device)
+        input_ids = torch.as_tensor(self.sample_ids(model, sample)[None], dtype=torch.long, device=loaded.device)
         with self.model_lock(model):
             out = self._forward(loaded, input_ids, torch.ones_like(input_ids, dtype=torch.bool), set(), {}, edits)
         return torch.log_softmax(out.logits[0].float(), -1).cpu().numpy()

@@ -7,18 +7,29 @@ from __future__ import annotations
 
 import param
 
-FIELDS = ("model", "sample", "position", "layer", "head", "neuron", "cluster", "text_cluster")
+FIELDS = ("model", "sample", "text", "position", "layer", "head", "neuron", "cluster", "text_cluster", "probes")
 
 
 class Focus(param.Parameterized):
     model = param.String(default=None, allow_None=True, doc="model name in the spec")
     sample = param.Integer(default=0, bounds=(0, None), doc="dataset index")
+    text = param.String(default=None, allow_None=True,
+                        doc="a probe: typed text focused in place of the dataset sample (None = the sample)")
     position = param.Integer(default=None, allow_None=True, doc="token position; None = last token")
     layer = param.Integer(default=None, allow_None=True, doc="block index; None = the view's default")
     head = param.Integer(default=0, bounds=(0, None))
     neuron = param.Integer(default=None, allow_None=True)
     cluster = param.Integer(default=None, allow_None=True, doc="a neuron cluster")
     text_cluster = param.Integer(default=None, allow_None=True, doc="a cluster of texts")
+    probes = param.List(default=[], doc="this session's probe set (lensframe.probes.Probe), shown by the probes view")
+
+    @property
+    def subject(self):
+        """What the focus views show: the probe (a lensframe.probes.Probe) when text is set, else
+        the dataset sample's index."""
+        from .probes import Probe
+
+        return Probe(self.text) if self.text is not None else self.sample
 
     def values(self) -> dict:
         return {f: getattr(self, f) for f in FIELDS}

@@ -34,6 +34,8 @@ BUILTIN_VIEWS = {
     "difference": "lensframe.views.difference:DifferenceView",
     "dream": "lensframe.views.dream:DreamView",
     "model_diff": "lensframe.views.model_diff:ModelDiffView",
+    "probes": "lensframe.views.probes:ProbesView",
+    "generate": "lensframe.views.generate:GenerateView",
 }
 
 # `type: ./my_views.py:MyView`: a .py file (relative to the spec's folder) and a class in it

@@ -17,7 +17,7 @@ class AttentionView(View):
     type = "attention"
     default_title = "Attention"
     description = "attention pattern of the focused layer and head, with all heads of the layer"
-    reads = ("sample", "position", "layer", "head")
+    reads = ("sample", "text", "position", "layer", "head")
     sets = ("head", "position")
 
     class Params(ViewParams):
@@ -53,7 +53,7 @@ class AttentionView(View):
                         on_click=lambda row, col: ctx.set(position=row))
         top = sorted(range(pos + 1), key=lambda k: -p[pos, k])[:3]
         caption = html_pane(
-            f"<div class='lf-attn-head'>sample <b class='lf-sample-index'>{ctx.sample}</b> · layer <b class='lf-layer'>{layer}</b> · head <b class='lf-head-index'>{head}</b>"
+            f"<div class='lf-attn-head'>{ctx.subject_label()} · layer <b class='lf-layer'>{layer}</b> · head <b class='lf-head-index'>{head}</b>"
             f" · query position <b class='lf-position'>{pos}</b> <code>{esc(repr(tokens[pos]))}</code> attends to "
             + ", ".join(f"<code>{esc(repr(tokens[k]))}</code> {p[pos, k]:.2f}" for k in top) + "</div>",
             sizing_mode="stretch_width")

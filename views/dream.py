@@ -34,8 +34,8 @@ class DreamView(View):
     type = "dream"
     default_title = "Deep dream"
     description = "optimise an input to excite the focused neuron (text deep dream), live, against its best example"
-    reads = ("layer", "neuron")
-    sets = ("sample", "position")
+    reads = ("layer", "neuron", "text")
+    sets = ("sample", "text", "position")
 
     class Params(ViewParams):
         target: Literal["neuron", "direction", "logit"] = Field(
@@ -158,8 +158,13 @@ class DreamView(View):
         controls = [run, stop]
         if best is not None:
             show = pn.widgets.Button(name="Show best example", width=150, css_classes=["lf-dream-example"])
-            show.on_click(lambda _: ctx.set(sample=best.sample, position=best.position))
+            show.on_click(lambda _: ctx.set(sample=best.sample, text=None, position=best.position))
             controls.append(show)
+        probe = ctx.probe
+        if probe is not None:  # the focused probe's last `span` tokens as the start
+            from_probe = pn.widgets.Button(name="Run from the probe", width=150, css_classes=["lf-dream-from-probe"])
+            from_probe.on_click(lambda _: on_run(_, "text", probe.text))
+            controls.append(from_probe)
 
         def draw():
             job = state.get("job")
@@ -201,12 +206,12 @@ class DreamView(View):
             if state.get("poll") is None:
                 state["poll"] = pn.state.add_periodic_callback(poll, period=250)
 
-        def on_run(_):
+        def on_run(_, start_kind=self.p.start, text=self.p.text):
             old = state.get("job")
             if old is not None and not old.done:
                 old.stop()
             try:
-                start = dreams.resolve_start(board, model, target, self.p.span, self.p.start, self.p.text, self.p.seed)
+                start = dreams.resolve_start(board, model, target, self.p.span, start_kind, text, self.p.seed)
                 dreams.check(board, model, target, settings, len(start.ids), len(start.prefix))
             except dreams.DreamError as err:
                 status.object = f"<div class='lf-error lf-dream-status'>{esc(err)}</div>"

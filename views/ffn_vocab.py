@@ -20,7 +20,7 @@ class FfnVocabView(View):
     type = "ffn_vocab"
     default_title = "FFN value vectors"
     description = "value vectors projected to the vocabulary; sub-updates at the focused token; edits"
-    reads = ("sample", "position", "layer", "neuron")
+    reads = ("sample", "text", "position", "layer", "neuron")
     sets = ("neuron",)
 
     class Params(ViewParams):
@@ -49,14 +49,14 @@ class FfnVocabView(View):
 
         nodes = self.nodes(ctx.board.spec.dataset.max_tokens)
         tokens = ctx.tokens()
-        layer, pos, sample = ctx.layer(), ctx.position(len(tokens)), ctx.sample
+        layer, pos, sample = ctx.layer(), ctx.position(len(tokens)), ctx.subject  # a sample or a probe
         neuron = ctx.get("neuron")
         dyn = ctx.lookup(nodes["dynamic"], sample=sample, layer=layer, position=pos)
         chips = lambda ids, vals=None: " ".join(  # noqa: E731
             f"<span class='lf-chip'>{esc(repr(t))}{'' if vals is None else f' <small>{v:.2f}</small>'}</span>"
             for t, v in zip(ctx.decode(ids), vals if vals is not None else [None] * len(ids)))
         parts = [html_pane(
-            f"<div class='lf-ffn-head'>sample <b>{sample}</b> · layer <b class='lf-layer'>{layer}</b> · position "
+            f"<div class='lf-ffn-head'>{ctx.subject_label()} · layer <b class='lf-layer'>{layer}</b> · position "
             f"<b class='lf-position'>{pos}</b> <code>{esc(repr(tokens[pos]))}</code></div>", sizing_mode="stretch_width")]
         if neuron is not None and neuron < ctx.board.infos[self.model].d_mlp:
             st = ctx.lookup(nodes["static"], layer=layer, neuron=neuron)
@@ -88,7 +88,7 @@ class FfnVocabView(View):
 
         d_mlp = ctx.board.infos[self.model].d_mlp
         where = (sample, pos)
-        if ctx.state.get("where") != where:  # edits belong to one token of one sample
+        if ctx.state.get("where") != where:  # edits belong to one token of one sample (or probe)
             ctx.state.update(where=where, edits=[])
         default = int(neuron if neuron is not None else dyn["neurons"][0])
         which = pn.widgets.IntInput(name="neuron", value=default, start=0, end=d_mlp - 1, width=90,

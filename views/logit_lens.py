@@ -37,7 +37,7 @@ METRIC_HELP = {
 class LogitLensView(View):
     type = "logit_lens"
     description = "layers x positions: top-1 token of every layer's decoded residual (logit lens)"
-    reads = ("sample", "position", "layer")
+    reads = ("sample", "text", "position", "layer")
     sets = ("layer", "position")
 
     class Params(ViewParams):
@@ -88,15 +88,15 @@ class LogitLensView(View):
 
         from .widgets import HeatGrid
 
-        res = ctx.result(self.lens_node(ctx.board.spec.dataset.max_tokens))
-        s, k = ctx.sample, self.p.top_k
+        res = ctx.row(self.lens_node(ctx.board.spec.dataset.max_tokens))  # the focused sample's or probe's
+        k = self.p.top_k
         tokens = ctx.tokens()
         T = len(tokens)
         pos = ctx.position(T)
         layers, blocks = res.meta["layers"], res.meta["blocks"]
         L = len(layers)
-        ids, probs = res["ids"][s, :, :T, :k], res["probs"][s, :, :T, :k]
-        metric = res[self.p.metric][s, :, :T]
+        ids, probs = res["ids"][:, :T, :k], res["probs"][:, :T, :k]
+        metric = res[self.p.metric][:, :T]
         shade = _shade(self.p.metric, metric, ctx.board.infos[self.model].vocab_size)
         tok = ctx.board.executor.model(self.model).tokenizer
         vocab = _decoder(tok, np.unique(ids))
@@ -121,7 +121,7 @@ class LogitLensView(View):
                         sizing_mode="stretch_both", on_click=clicked)
         final = vocab[int(ids[L - 1, pos, 0])]
         caption = html_pane(
-            f"<div class='lf-lens-head'>sample <b>{s}</b> · position <b class='lf-position'>{pos}</b> "
+            f"<div class='lf-lens-head'>{ctx.subject_label()} · position <b class='lf-position'>{pos}</b> "
             f"<code>{esc(repr(tokens[pos]))}</code> → final prediction <code>{esc(repr(final))}</code>"
             f" · colour: {METRIC_HELP[self.p.metric]}{self._tuned_note(ctx)}</div>", sizing_mode="stretch_width")
         return pn.Column(caption, grid, sizing_mode="stretch_both", css_classes=["lf-view-logit-lens"])

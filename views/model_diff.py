@@ -22,8 +22,8 @@ class ModelDiffView(View):
     type = "model_diff"
     default_title = "Model diff"
     description = "two models compared: weight change per layer (with rank), the texts that changed most, and the focused token"
-    reads = ("sample", "position", "layer")
-    sets = ("layer", "sample", "position")
+    reads = ("sample", "text", "position", "layer")
+    sets = ("layer", "sample", "text", "position")
     model_params: ClassVar[tuple[str, ...]] = ("other",)
 
     class Params(ViewParams):
@@ -93,12 +93,12 @@ class ModelDiffView(View):
         order = np.argsort(-np.nan_to_num(kl["mean"], nan=-1))[: self.p.texts]
         texts = SampleList(items=[{"index": int(i), "label": ds.labels[i] if ds.labels else "",
                                    "text": f"KL {kl['mean'][i]:.3f} (max {kl['max'][i]:.2f}) · " + " ".join(ds.texts[i].split())[:90]}
-                                  for i in order], selected=ctx.sample, sizing_mode="stretch_width", height=150,
-                           on_click=lambda index: ctx.set(sample=index, position=None))
+                                  for i in order], selected=-1 if ctx.probe else ctx.sample, sizing_mode="stretch_width", height=150,
+                           on_click=lambda index: ctx.set(sample=index, text=None, position=None))
 
         tokens = ctx.tokens()
         pos = ctx.position(len(tokens))
-        lens = ctx.lookup(self.lens_node(), sample=ctx.sample, position=pos, top=self.p.top)
+        lens = ctx.lookup(self.lens_node(), sample=ctx.subject, position=pos, top=self.p.top)
         dec = lambda ids: [esc(t) for t in ctx.decode(ids)]  # noqa: E731
         ta, tb = dec(lens["top_a"]), dec(lens["top_b"])
         n = len(ta)
@@ -115,7 +115,7 @@ class ModelDiffView(View):
                             for t, pa, pb in zip(moved[sl], lens["moved_a"][sl], lens["moved_b"][sl]))
 
         focus = html_pane(
-            f"<div class='lf-sub'>sample {ctx.sample} · position {pos} {esc(repr(tokens[pos]))}: the next token, "
+            f"<div class='lf-sub'>{ctx.subject_label()} · position {pos} {esc(repr(tokens[pos]))}: the next token, "
             f"{esc(a)} → {esc(b)}</div>"
             f"<div class='lf-moved-up'>rose: {chips(slice(0, half), 'lf-moved lf-up')}</div>"
             f"<div class='lf-moved-down'>fell: {chips(slice(half, None), 'lf-moved lf-down')}</div>"

@@ -12,18 +12,23 @@ from lensframe.graph import Node
 from .base import View, ViewParams, esc, html_pane
 
 
+def acts_node(view: View, max_tokens: int) -> Node:
+    """Every MLP activation of the focused sample or probe (a focus node shared by the views that read it)."""
+    return Node.make("neuron_acts", view.model, inputs=(view.tokens_node(max_tokens),))
+
+
 class NeuronsView(View):
     type = "neurons"
     default_title = "Neurons"
     description = "MLP neurons at the focused token, ranked by activation and by |m_i| ||v_i||"
-    reads = ("sample", "position", "layer", "neuron")
+    reads = ("sample", "text", "position", "layer", "neuron")
     sets = ("neuron", "position")
 
     class Params(ViewParams):
         top_n: int = Field(15, ge=1, le=200, description="neurons listed in each ranking")
 
     def acts_node(self, max_tokens: int) -> Node:
-        return Node.make("neuron_acts", self.model, inputs=(self.tokens_node(max_tokens),))
+        return acts_node(self, max_tokens)
 
     def norms_node(self) -> Node:
         return Node.make("value_norms", self.model)
@@ -65,14 +70,14 @@ class NeuronsView(View):
                               sizing_mode="stretch_both", on_click=pick), sizing_mode="stretch_both"),
             sizing_mode="stretch_both")
         parts = [html_pane(
-            f"<div class='lf-neurons-head'>sample <b>{ctx.sample}</b> · layer <b class='lf-layer'>{layer}</b> · "
+            f"<div class='lf-neurons-head'>{ctx.subject_label()} · layer <b class='lf-layer'>{layer}</b> · "
             f"position <b class='lf-position'>{pos}</b> <code>{esc(repr(tokens[pos]))}</code> · "
             f"{acts.shape[-1]} neurons</div>", sizing_mode="stretch_width")]
         if neuron is not None and neuron < acts.shape[-1]:
             strip = acts[layer, :, neuron]
             scale = float(np.abs(strip).max()) or 1.0
             parts.append(html_pane(f"<div class='lf-sub'>neuron <b class='lf-neuron'>{layer}.{neuron}</b> "
-                                      f"over the sample (max {strip.max():+.3f})</div>"))
+                                      f"over the {'probe' if ctx.probe else 'sample'} (max {strip.max():+.3f})</div>"))
             parts.append(TokenStrip(tokens=tokens, shade=[max(0.0, float(v) / scale) for v in strip], selected=pos,
                                     sizing_mode="stretch_width", on_click=lambda index: ctx.set(position=index)))
         parts.append(lists)

@@ -1,6 +1,6 @@
-"""text: browse the dataset's samples (with labels) and the focused sample's tokens.
+"""text: browse the dataset's samples (with labels) and the focused sample's (or probe's) tokens.
 
-Clicking a sample sets focus.sample; clicking a token sets focus.position.
+Clicking a sample sets focus.sample (and leaves a probe); clicking a token sets focus.position.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ class TextView(View):
     type = "text"
     default_title = "Text"
     description = "dataset samples and the focused sample's tokens (click to focus)"
-    reads = ("sample", "position")
-    sets = ("sample", "position")
+    reads = ("sample", "text", "position")
+    sets = ("sample", "text", "position")
 
     class Params(ViewParams):
         show_samples: bool = Field(True, description="show the list of samples beside the tokens")
@@ -33,15 +33,18 @@ class TextView(View):
         from .widgets import SampleList, TokenStrip
 
         ds = ctx.board.dataset
-        sample = ctx.sample
+        sample, probe = ctx.sample, ctx.probe
         tokens = ctx.tokens()
         pos = ctx.position(len(tokens))
-        label = ds.labels[sample] if ds.labels else None
+        label = ds.labels[sample] if ds.labels and probe is None else None
+        cut = ctx.board.executor.probe_tokens(self.model, probe) if probe is not None else None
+        cut_note = (f" · <span class='lf-cut-note'>cut to the first {cut['limit']} tokens "
+                    f"({cut['cut']} more not shown)</span>" if cut and cut["cut"] else "")
         header = html_pane(
-            f"<div class='lf-sample-head'>sample <b>{sample}</b>"
+            f"<div class='lf-sample-head'>{ctx.subject_label()}"
             + (f" · <span class='lf-label'>{esc(label)}</span>" if label else "")
             + f" · {len(tokens)} tokens · position <b class='lf-position'>{pos}</b>"
-            + f" <code>{esc(repr(tokens[pos]))}</code></div>",
+            + f" <code>{esc(repr(tokens[pos]))}</code>{cut_note}</div>",
             css_classes=["lf-text-head"], sizing_mode="stretch_width")
         strip = TokenStrip(tokens=tokens, selected=pos, sizing_mode="stretch_width",
                            on_click=lambda index: ctx.set(position=index))
@@ -50,7 +53,8 @@ class TextView(View):
             n = min(len(ds), self.p.max_samples or len(ds))
             items = [{"index": i, "label": ds.labels[i] if ds.labels else "",
                       "text": " ".join(ds.texts[i].split())[:PREVIEW_CHARS]} for i in range(n)]
-            samples = SampleList(items=items, selected=sample, min_height=120, sizing_mode="stretch_both",
-                                 on_click=lambda index: ctx.set(sample=index, position=None))
+            samples = SampleList(items=items, selected=-1 if probe is not None else sample, min_height=120,
+                                 sizing_mode="stretch_both",
+                                 on_click=lambda index: ctx.set(sample=index, text=None, position=None))
             parts.append(samples)
         return pn.Column(*parts, sizing_mode="stretch_both", css_classes=["lf-view-text"])

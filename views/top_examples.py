@@ -13,6 +13,7 @@ from pydantic import Field
 from lensframe.graph import Node
 
 from .base import View, ViewParams, beyond_depth, esc, html_pane
+from .neurons import acts_node
 
 
 def examples_node(view: View, max_tokens: int) -> Node:
@@ -33,8 +34,8 @@ class TopExamplesView(View):
     type = "top_examples"
     default_title = "Top examples"
     description = "dataset examples that most activate the focused neuron, and its activation histogram"
-    reads = ("layer", "neuron")
-    sets = ("sample", "position")
+    reads = ("layer", "neuron", "text")
+    sets = ("sample", "text", "position")
 
     class Params(ViewParams):
         layers: Union[Literal["all"], list[int]] = Field("all", description="layers whose neurons are indexed")
@@ -44,7 +45,8 @@ class TopExamplesView(View):
         return examples_node(self, max_tokens)
 
     def needs(self, max_tokens):
-        return [self.tokens_node(max_tokens), self.node(max_tokens)]
+        # the activations of a focused probe, placed against the dataset's histogram and top-k
+        return [self.tokens_node(max_tokens), self.node(max_tokens), acts_node(self, max_tokens)]
 
     def check(self, info):
         return super().check(info) + layer_issues(self.p.layers, info)
@@ -72,10 +74,12 @@ class TopExamplesView(View):
         nz = np.nonzero(hist)[0]  # draw only the occupied range (bins span |m| up to ~200)
         lo, hi = (max(0, int(nz[0]) - 1), min(len(hist), int(nz[-1]) + 2)) if len(nz) else (0, len(hist))
         hist, edges = hist[lo:hi], edges[lo:hi + 1]
+        probe = self._probe_place(ctx, layer, neuron, res["hist"][li, neuron], res["edges"], best)
         parts = [html_pane(
             f"<div class='lf-top-head'>neuron <b class='lf-neuron'>{layer}.{neuron}</b> · max activation "
-            f"{best[0]:+.3f} · {int(hist.sum())} tokens</div>{histogram_svg(hist.tolist(), edges.tolist(), float(best[0]))}",
-            sizing_mode="stretch_width")]
+            f"{best[0]:+.3f} · {int(hist.sum())} tokens</div>"
+            f"{histogram_svg(hist.tolist(), edges.tolist(), float(best[0]), probe=probe and probe['value'])}"
+            + (probe["html"] if probe else ""), sizing_mode="stretch_width")]
         for rank, (value, s, p, win) in enumerate(zip(best, res["samples"][li, neuron], res["positions"][li, neuron],
                                                       res["windows"][li, neuron])):
             if s < 0:
@@ -90,6 +94,27 @@ class TopExamplesView(View):
                                 f"{value:+.3f} at position {int(p)}</div>", sizing_mode="stretch_width")
             strip = TokenStrip(tokens=toks, shade=shade[: len(toks)], selected=int(p) - start, sizing_mode="stretch_width",
                                css_classes=["lf-example"],
-                               on_click=lambda index, s=int(s), start=start: ctx.set(sample=s, position=start + index))
+                               on_click=lambda index, s=int(s), start=start: ctx.set(sample=s, text=None, position=start + index))
             parts += [head, strip]
         return pn.Column(*parts, sizing_mode="stretch_both", scroll=True, css_classes=["lf-view-top-examples"])
+
+    def _probe_place(self, ctx, layer: int, neuron: int, hist, edges, best) -> dict | None:
+        """Where the focused probe's peak activation of the neuron falls in the dataset: its share
+        of the dataset's tokens below it (from the histogram, to the bin) and its rank among the
+        top-k examples. None when no probe is focused."""
+        if ctx.probe is None:
+            return None
+        acts = ctx.focus_result(acts_node(self, ctx.board.spec.dataset.max_tokens))["acts"][layer, :, neuron]
+        pos = int(np.argmax(acts))
+        value = float(acts[pos])
+        tokens = ctx.tokens()
+        below = int(hist[: int(np.searchsorted(edges[1:-1], value, side="right"))].sum())
+        share = below / max(int(hist.sum()), 1)
+        kept = best[~np.isnan(best)] if np.issubdtype(best.dtype, np.floating) else best
+        rank = int((kept > value).sum()) + 1
+        where = (f"would rank <b class='lf-probe-rank'>#{rank}</b> of the top {len(kept)}" if rank <= len(kept)
+                 else f"below the top {len(kept)} (the {len(kept)}th is {float(kept[-1]):+.3f})")
+        html = (f"<div class='lf-probe-place'>{ctx.subject_label()}: peak <b class='lf-probe-value'>{value:+.3f}</b> "
+                f"at position {pos} <code>{esc(repr(tokens[pos]))}</code> (green line) · above "
+                f"{100 * share:.0f}% of the dataset's tokens (to the histogram bin) · {where}</div>")
+        return {"value": value, "html": html}

@@ -315,8 +315,10 @@ class ScatterMap(JSComponent):
         self.on_msg(route)
 
 
-def histogram_svg(counts, edges, marker: float | None = None, width: int = 260, height: int = 60) -> str:
-    """A small inline SVG histogram (log counts), with an optional marker at one value."""
+def histogram_svg(counts, edges, marker: float | None = None, width: int = 260, height: int = 60,
+                  probe: float | None = None) -> str:
+    """A small inline SVG histogram (log counts), with an optional marker at one value (red) and
+    one at a probe's value (green, dashed)."""
     import math
 
     n = len(counts)
@@ -331,6 +333,11 @@ def histogram_svg(counts, edges, marker: float | None = None, width: int = 260, 
         idx = sum(1 for e in edges[1:-1] if marker >= e)
         x = (idx + 0.5) * bw
         mark = f"<line x1='{x:.1f}' x2='{x:.1f}' y1='0' y2='{height}' stroke='#e4572e' stroke-width='2'/>"
+    if probe is not None:
+        idx = sum(1 for e in edges[1:-1] if probe >= e)
+        x = (idx + 0.5) * bw
+        mark += (f"<line class='lf-hist-probe' x1='{x:.1f}' x2='{x:.1f}' y1='0' y2='{height}' stroke='#2e9e4f' "
+                 f"stroke-width='2' stroke-dasharray='4 2'/>")
     return (f"<svg class='lf-hist' width='{width}' height='{height + 14}'>{bars}{mark}"
             f"<text x='0' y='{height + 12}' font-size='10'>{edges[0]:.3g}</text>"
             f"<text x='{width}' y='{height + 12}' font-size='10' text-anchor='end'>{edges[-1]:.3g}</text></svg>")

@@ -43,6 +43,9 @@ class Op:
     name: str = ""
     version: int = 1
     kind: str = "dataset"
+    # A dataset op whose result is one row per sample computed from that sample alone (the logit
+    # lens): a probe's focus forward computes the probe's row too (Executor.probe_focus).
+    per_sample: bool = False
 
     def hooks(self, node, info) -> set[str]:
         """Normalized hook names the op reads from the forward pass."""

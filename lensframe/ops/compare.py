@@ -132,14 +132,13 @@ class PairLensOp(Op):
     kind = "lookup"
 
     @torch.no_grad()
-    def lookup(self, node, executor, sample: int, position: int | None = None, top: int = 10) -> Result:
+    def lookup(self, node, executor, sample, position: int | None = None, top: int = 10) -> Result:
         """Both models on model a's tokens of `sample`: per layer, the top-1 token and its probability at
         `position` (None = last), and the final tokens whose probability moved most."""
         names = (node.model, node.param("other"))
-        tok = executor.tokens(node.model)
-        n = int(tok["lengths"][sample])
+        ids = torch.as_tensor(executor.sample_ids(node.model, sample)[None], dtype=torch.long)  # a sample or a probe
+        n = ids.shape[1]
         pos = n - 1 if position is None else max(0, min(int(position), n - 1))
-        ids = torch.as_tensor(tok["ids"][sample : sample + 1, :n], dtype=torch.long)
         arrays = {}
         finals = []
         for tag, name in zip("ab", names):

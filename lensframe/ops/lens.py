@@ -137,6 +137,7 @@ class LogitLensOp(Op):
     name = "logit_lens"
     version = 1
     kind = "dataset"
+    per_sample = True
 
     def hooks(self, node, info):
         return set(stream_hooks(node.param("stream"), info.n_layers))
