@@ -64,8 +64,12 @@ class Board:
         from .executor import Executor
 
         self.executor = Executor(self)
-        self.focus = Focus(model=next(iter(spec.models)))
+        self.focus = self.new_focus()
         self._loaded: dict = {}
+
+    def new_focus(self) -> Focus:
+        """A fresh focus (one per browser session): the first model, sample 0, the spec's probe set."""
+        return Focus(model=next(iter(self.spec.models)), probes=list(self.spec.probes))
 
     @classmethod
     def from_file(cls, path, *, allow_local_views: bool = False, **kwargs) -> "Board":

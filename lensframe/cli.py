@@ -84,12 +84,27 @@ def cmd_compute(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    opened = None
+    if args.open is not None:  # checked before any weight is loaded
+        from .focus_url import URL_FIELDS, query_string
+
+        pairs, unknown = query_string(args.open)
+        if unknown:
+            raise LensframeError(f"--open {args.open!r}: unknown focus field(s) {', '.join(map(repr, unknown))}\n"
+                                 f"    hint: fields: {', '.join(URL_FIELDS)} (e.g. --open \"text=The Eiffel Tower is in&layer=5\")")
+        opened = pairs
     board = _board(args)
     _check_lock(board, args.frozen)
+    if opened:
+        from .focus_url import parse_query
+
+        _fields, problems = parse_query(opened, board)
+        if problems:
+            raise LensframeError(f"--open {args.open!r}: " + "; ".join(problems))
     from lensframe.server.app import serve
 
     serve(board, port=args.port, address=args.address, show=args.show, read_only_store=args.read_only_store,
-          websocket_origins=args.allow_websocket_origin)
+          websocket_origins=args.allow_websocket_origin, open_query=opened)
     return 0
 
 
@@ -176,6 +191,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default="127.0.0.1", help="bind address (default: 127.0.0.1 only)")
     s.add_argument("--show", action="store_true", help="open a browser")
     s.add_argument("--frozen", action="store_true", help="refuse to serve when the spec drifted from its lock file")
+    s.add_argument("--open", metavar="QUERY", default=None,
+                   help='open the page focused on QUERY, e.g. "text=The Eiffel Tower is in&layer=5" '
+                        "(fields: text, sample, position, layer, head, neuron, model)")
     s.add_argument("--read-only-store", action="store_true",
                    help="serve only what the store holds (fill it with `lensframe compute` first); compute and "
                         "write nothing, so several servers can share one store (docs/SERVING.md)")

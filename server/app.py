@@ -20,7 +20,10 @@ from lensframe.errors import LensframeError
 from lensframe.focus import Focus
 from lensframe.views.base import html_pane
 
+from lensframe.focus_url import URL_FIELDS, focus_query, parse_query
+
 from .grid import build_grid
+from .probe_bar import build_probe_bar
 
 CSS = """
 .lf-title { margin: 4px 8px; }
@@ -89,8 +92,10 @@ def render_view(view, ctx) -> pn.viewable.Viewable:
             css_classes=["lf-error-card"], sizing_mode="stretch_both")
 
 
-def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None) -> pn.Column:
-    focus = focus or Focus(model=next(iter(board.spec.models)))
+def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None, notices=()) -> pn.Column:
+    """The page of one session: title, progress, the probe box, the grid of view cards. `notices`
+    are shown in the probe box (e.g. what of the page's address could not be applied)."""
+    focus = focus or board.new_focus()
     cards, refreshers = {}, []
     for vid, view in board.views.items():
         ctx = ViewContext(board, focus, view)
@@ -113,6 +118,8 @@ def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None) 
         refresh()
         refreshers.append(refresh)
         fields = [f for f in view.reads if getattr(view.p.pin, f, None) is None]
+        if "text" in fields and getattr(view.p.pin, "sample", None) is not None:
+            fields.remove("text")  # pinned to a sample: a probe does not move it
         if fields:
             focus.param.watch(refresh, fields)
         cards[vid] = pn.Card(body, title=view.title, collapsible=False, sizing_mode="stretch_both",
@@ -138,8 +145,36 @@ def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None) 
                     r()
 
         cb = pn.state.add_periodic_callback(poll, period=400)
+    parts.append(build_probe_bar(board, focus, notices))
     parts.append(build_grid(board.spec.layout, cards))
+    _address_follows(focus, board.new_focus().values())
     return pn.Column(*parts, sizing_mode="stretch_width", stylesheets=[CSS], css_classes=["lf-app"])
+
+
+def _address_follows(focus: Focus, defaults: dict) -> None:
+    """Keep the focus in the page's address (?text=...&layer=...), so a link reopens this view."""
+    location = pn.state.location
+    if location is None:  # not in a served page (a notebook, a test)
+        return
+
+    def write(*_):
+        query = focus_query(focus.values(), defaults)
+        location.search = f"?{query}" if query else ""
+
+    focus.param.watch(write, list(URL_FIELDS))
+    write()
+
+
+def url_focus(board, focus: Focus) -> list[str]:
+    """Apply the session's request query (?text=...&position=...) to its focus; returns what could
+    not be applied, for the page to say."""
+    args = pn.state.session_args or {}
+    pairs = [(name, values[-1]) for name, values in args.items() if values]
+    fields, problems = parse_query(pairs, board)
+    if "text" in fields and "position" not in fields:
+        fields["position"] = None
+    focus.param.update(**fields)
+    return problems
 
 
 STORED_KINDS = ("prepare", "dataset", "derive")  # what `lensframe compute` stores; focus and lookup run live
@@ -184,7 +219,7 @@ def warm_up(board, say=print) -> None:
 
 
 def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = False, read_only_store: bool = False,
-          websocket_origins=(), warm: bool = True, **kwargs):
+          websocket_origins=(), warm: bool = True, open_query=None, **kwargs):
     """Serve the board: one app (and Focus) per browser session. With a writable store the dataset
     passes start at once in the background; with read_only_store every stored result must already
     be there (require_stored), and nothing is computed or written but focus passes in memory.
@@ -199,8 +234,16 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
         warm_up(board, say=lambda line: print(line, flush=True))
 
     def session():
-        return build_app(board, Focus(model=next(iter(board.spec.models))), job)
+        focus = board.new_focus()
+        return build_app(board, focus, job, notices=url_focus(board, focus))
 
+    if open_query:  # `serve --open "text=..."`: the page focused on that, in the browser once it serves
+        import webbrowser
+        from urllib.parse import urlencode
+
+        url = f"http://{address}:{port}/?{urlencode(open_query)}"
+        print(f"opening {url}", flush=True)
+        threading.Timer(1.5, webbrowser.open, [url]).start()
     # Bokeh accepts a websocket only from pages served under these hosts: behind a proxy, its host.
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *websocket_origins]
     return pn.serve({"/": session}, port=port, address=address, show=show, title=board.title,

@@ -72,6 +72,30 @@ class RunSpec(Strict):
     )
 
 
+class TemplateProbe(Strict):
+    """A probe template: one probe per filler, each put where `{}` stands."""
+
+    template: str = Field(description='a prompt with {} where each filler goes, e.g. "{} is located in the city of"')
+    fillers: list[str] = Field(description="the texts put into the template, one probe each")
+
+    @field_validator("template")
+    @classmethod
+    def _has_slot(cls, v: str) -> str:
+        if "{}" not in v:
+            raise ValueError("the template has no {} for the fillers to go into")
+        return v
+
+    @field_validator("fillers")
+    @classmethod
+    def _no_empty_filler(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("the template has no fillers: give at least one")
+        empty = [i for i, f in enumerate(v) if not f.strip()]
+        if empty:
+            raise ValueError(f"filler {empty[0] + 1} of {len(v)} is empty")
+        return v
+
+
 class ViewSpec(BaseModel):
     """A view entry before its type is known: `type` plus that type's params (validated later)."""
 
@@ -90,6 +114,9 @@ class SpecV1(Strict):
     layout: Optional[str] = Field(
         None, description="CSS grid-template-areas; each name a view id (default: one per row)"
     )
+    probes: list[Union[str, TemplateProbe]] = Field(
+        default_factory=list, description="texts the dashboard opens with in its probe set (the probes view): "
+        'a prompt, or {template: "{} is located in the city of", fillers: [Paris, Rome]}')
 
     @field_validator("lensframe")
     @classmethod

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from ..errors import SpecError, SpecIssue, closest, did_you_mean
 from .layout import Layout, default_layout, parse_layout
-from .schema import MODEL_SCHEMES, DatasetSpec, ModelSpec, RunSpec, SpecV1
+from .schema import MODEL_SCHEMES, DatasetSpec, ModelSpec, RunSpec, SpecV1, TemplateProbe
 from .yaml_loader import Positions, load_yaml
 
 
@@ -49,6 +49,8 @@ class Spec:
     layout: Layout
     positions: Positions = field(default_factory=Positions, repr=False)
     allow_local_views: bool = False  # validated with --allow-local-views (a Dask worker must be too)
+    probes: list = field(default_factory=list)  # lensframe.probes.Probe: the probe set sessions open with
+    raw_probes: list = field(default_factory=list)  # as written (str or TemplateProbe), for normalized()
 
     def issue(self, message: str, path: tuple, hint: str | None = None, key: bool = False) -> SpecIssue:
         """An issue positioned at `path` (or its nearest ancestor) in this spec's file."""
@@ -72,6 +74,7 @@ class Spec:
             "run": self.run.model_dump(exclude_none=True),
             "views": {v.id: {"type": v.type, **v.params.model_dump(exclude_none=True)} for v in self.views.values()},
             "layout": self.layout.template + "\n",
+            **({"probes": [p if isinstance(p, str) else p.model_dump() for p in self.raw_probes]} if self.raw_probes else {}),
         }
 
 
@@ -237,8 +240,9 @@ def validate_spec(text: str, file: str, base_dir: Path | None = None, allow_loca
     spec_obj = None
     try:
         # strict: a quoted "5" is not an integer, "yes" is not a boolean (YAML has real ones)
-        spec_obj = SpecV1.model_validate({**data, "views": {k: {} for k in raw_views} if raw_views else data.get("views")},
-                                         strict=True)
+        # views and probes are checked entry by entry below, with their own paths and hints
+        spec_obj = SpecV1.model_validate({**data, "views": {k: {} for k in raw_views} if raw_views else data.get("views"),
+                                          "probes": []}, strict=True)
     except ValidationError as exc:
         add(_pydantic_issues(exc, (), file, pos, SpecV1))
 
@@ -336,6 +340,8 @@ def validate_spec(text: str, file: str, base_dir: Path | None = None, allow_loca
             continue
         entries[vid] = ViewEntry(vid, vtype, cls, params, model)
 
+    raw_probes, probes = _check_probes(data.get("probes"), file, pos, issues)
+
     # layout
     layout = None
     if raw_views:
@@ -349,7 +355,48 @@ def validate_spec(text: str, file: str, base_dir: Path | None = None, allow_loca
     if issues:
         raise SpecError(issues)
     return Spec(file, base_dir, spec_obj.title, models, spec_obj.dataset, spec_obj.run, entries, layout, pos,
-                allow_local_views)
+                allow_local_views, probes, raw_probes)
+
+
+def _check_probes(raw, file: str, pos: Positions, issues: list) -> tuple[list, list]:
+    """The `probes:` section: each entry a prompt or a {template, fillers} mapping, positioned at
+    the entry; returns (entries as written, the probe set)."""
+    from ..probes import ProbeError, clean_text, make_set, probes_from_spec
+
+    if raw is None:
+        return [], []
+    if not isinstance(raw, list):
+        issues.append(SpecIssue(f"must be a list of prompts or templates (got {_show(raw)})", ("probes",),
+                                '- "The Eiffel Tower is in" or - {template: "{} is in", fillers: [Paris]}',
+                                file, *_pos(pos, ("probes",))))
+        return [], []
+    entries, bad = [], False
+    for i, entry in enumerate(raw):
+        where = ("probes", i)
+        if isinstance(entry, str):
+            try:
+                clean_text(entry)
+                entries.append(entry)
+            except ProbeError as err:
+                issues.append(SpecIssue(str(err), where, None, file, *_pos(pos, where)))
+                bad = True
+        elif isinstance(entry, dict):
+            try:
+                entries.append(TemplateProbe.model_validate(entry, strict=True))
+            except ValidationError as exc:
+                issues.extend(_pydantic_issues(exc, where, file, pos, TemplateProbe))
+                bad = True
+        else:
+            issues.append(SpecIssue(f"must be a prompt or a {{template, fillers}} mapping (got {_show(entry)})", where,
+                                    '- "a prompt" or - {template: "{} is in", fillers: [Paris]}', file, *_pos(pos, where)))
+            bad = True
+    if bad:
+        return entries, []
+    try:
+        return entries, probes_from_spec(entries)
+    except ProbeError as err:  # too many probes in all
+        issues.append(SpecIssue(str(err), ("probes",), None, file, *_pos(pos, ("probes",))))
+        return entries, []
 
 
 def _layout_position(text: str, pos: Positions, row: int, cell: int | None) -> tuple[int | None, int | None]:

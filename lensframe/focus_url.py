@@ -1,0 +1,76 @@
+"""The focus in a page's query string: `?text=...&position=3&layer=5&neuron=120`, so a link reopens
+the same view. Plain functions (no Panel): the server reads the request's query into the focus and
+writes the focus back into the address bar; `lensframe serve --open` builds the first link.
+
+What a user can put in a URL is checked like everything else they type: an unknown field, a number
+that is not one or is out of range, text a probe cannot take are reported as messages (the page shows
+them), and the rest of the focus still applies.
+"""
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode
+
+from .probes import ProbeError, clean_text
+
+URL_FIELDS = ("text", "sample", "position", "layer", "head", "neuron", "model")
+_INTS = ("sample", "position", "layer", "head", "neuron")
+
+
+def parse_query(pairs, board) -> tuple[dict, list[str]]:
+    """Query pairs [(name, value as str or bytes)] -> (focus fields, problems). Values are checked
+    against the board: the dataset's size, the models' depth, heads and MLP width."""
+    fields, problems = {}, []
+    models = list(board.spec.models)
+    for name, value in pairs:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")  # a hand-made link may carry any bytes
+        if name not in URL_FIELDS:
+            problems.append(f"unknown focus field {name!r} in the address (fields: {', '.join(URL_FIELDS)})")
+            continue
+        if name == "text":
+            try:
+                fields["text"], notes = clean_text(value)
+                problems += notes
+            except ProbeError as err:
+                problems.append(f"text in the address: {err}")
+            continue
+        if name == "model":
+            if value in models:
+                fields["model"] = value
+            else:
+                problems.append(f"unknown model {value!r} in the address (models: {', '.join(models)})")
+            continue
+        try:
+            number = int(value)
+        except ValueError:
+            problems.append(f"{name}={value!r} in the address is not a whole number")
+            continue
+        top = _upper(name, board, fields.get("model") or models[0])
+        if number < 0 or (top is not None and number >= top):
+            problems.append(f"{name}={number} in the address is out of range" + (f" (0..{top - 1})" if top else ""))
+            continue
+        fields[name] = number
+    return fields, problems
+
+
+def _upper(name: str, board, model: str) -> int | None:
+    info = board.infos.get(model)
+    if name == "sample":
+        return len(board.dataset)
+    if info is None:
+        return None
+    return {"layer": info.n_layers, "head": info.n_heads, "neuron": info.d_mlp}.get(name)
+
+
+def query_string(text: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """`--open "text=The Eiffel Tower is in&layer=3"` -> pairs, and the names it does not know."""
+    pairs = parse_qsl(text.lstrip("?"), keep_blank_values=True)
+    return pairs, [n for n, _ in pairs if n not in URL_FIELDS]
+
+
+def focus_query(values: dict, defaults: dict | None = None) -> str:
+    """The focus as a query string: the fields that are set and differ from `defaults` (a new
+    session's focus), so a link carries only what was chosen."""
+    defaults = defaults or {}
+    pairs = [(f, str(values[f])) for f in URL_FIELDS if values.get(f) is not None and values.get(f) != defaults.get(f)]
+    return urlencode(pairs)

@@ -1,0 +1,71 @@
+"""The probe box at the top of every dashboard: ask the model about typed text.
+
+One prompt becomes this session's focused sample (focus.text); several lines, or a template with `{}`
+and fillers, become its probe set (focus.probes, shown by a probes view) with the first one focused.
+A bad input (empty text, a template without `{}`, ...) is a message in the bar; nothing else on the
+page changes. "Back to the dataset" leaves the probe in one click.
+"""
+from __future__ import annotations
+
+import html
+
+import panel as pn
+
+from lensframe.probes import ProbeError, parse_probes
+
+BAR_CSS = """
+.lf-probe-message { font-size: 12px; min-height: 16px; }
+.lf-probe-error { color: #8a1c1c; }
+.lf-probe-note { color: #7a5a00; }
+.lf-probe-ok { color: #2e6b3a; }
+"""
+
+
+def build_probe_bar(board, focus, notices=()) -> pn.Column:
+    text = pn.widgets.TextAreaInput(
+        placeholder="Ask the model: type a prompt (one per line for a set; a template with {} and fillers below)",
+        rows=2, auto_grow=True, max_rows=6, sizing_mode="stretch_width", css_classes=["lf-probe-text"])
+    fillers = pn.widgets.TextInput(placeholder="fillers for {}: Paris, Rome", width=240, css_classes=["lf-probe-fillers"])
+    ask = pn.widgets.Button(name="Ask", button_type="primary", width=70, css_classes=["lf-probe-ask"])
+    back = pn.widgets.Button(name="Back to the dataset", width=160, css_classes=["lf-probe-back"],
+                             visible=focus.text is not None)
+    message = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["lf-probe-message"], stylesheets=[BAR_CSS])
+    first_model = next(iter(board.spec.models))
+    if notices:
+        message.object = f"<div class='lf-probe-note'>{html.escape(' · '.join(notices))}</div>"
+
+    def say(kind: str, words: str) -> None:
+        message.object = f"<div class='lf-probe-{kind}'>{html.escape(words)}</div>" if words else ""
+
+    def on_ask(_):
+        try:
+            probes, notes = parse_probes(_typed(text), _typed(fillers))
+        except ProbeError as err:
+            say("error", str(err))
+            return
+        cut = board.executor.probe_tokens(first_model, probes[0])
+        if cut["cut"]:
+            notes.append(f"cut to the first {cut['limit']} tokens (the spec's max_tokens or the model's context): "
+                         f"{cut['cut']} more not shown")
+        if len(probes) > 1:
+            focus.param.update(probes=probes, text=probes[0].text, position=None)
+            notes.insert(0, f"{len(probes)} probes asked; the first is focused")
+        else:
+            focus.param.update(text=probes[0].text, position=None)
+        say("note" if any("cut" in n or "removed" in n or "replaced" in n for n in notes) else "ok", " · ".join(notes))
+
+    def on_back(_):
+        focus.param.update(text=None, position=None)
+        say("", "")
+
+    ask.on_click(on_ask)
+    back.on_click(on_back)
+    focus.param.watch(lambda e: setattr(back, "visible", e.new is not None), "text")
+    return pn.Column(pn.Row(text, fillers, ask, back, sizing_mode="stretch_width"), message,
+                     sizing_mode="stretch_width", css_classes=["lf-probe-bar"])
+
+
+def _typed(widget) -> str:
+    """What is in an input now: value_input follows every keystroke, value only a blur or Enter."""
+    typed = getattr(widget, "value_input", None)
+    return typed if typed is not None else widget.value
