@@ -26,8 +26,8 @@ def build_probe_bar(board, focus, notices=()) -> pn.Column:
         placeholder="Ask the model: type a prompt (one per line for a set; a template with {} and fillers below)",
         rows=2, auto_grow=True, max_rows=6, sizing_mode="stretch_width", css_classes=["lf-probe-text"])
     fillers = pn.widgets.TextInput(placeholder="fillers for {}: Paris, Rome", width=240, css_classes=["lf-probe-fillers"])
-    ask = pn.widgets.Button(name="Ask", button_type="primary", width=70, css_classes=["lf-probe-ask"])
-    back = pn.widgets.Button(name="Back to the dataset", width=160, css_classes=["lf-probe-back"],
+    ask = pn.widgets.Button(label="Ask", button_type="primary", width=70, css_classes=["lf-probe-ask"])
+    back = pn.widgets.Button(label="Back to the dataset", width=160, css_classes=["lf-probe-back"],
                              visible=focus.text is not None)
     message = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["lf-probe-message"], stylesheets=[BAR_CSS])
     first_model = next(iter(board.spec.models))

@@ -21,7 +21,7 @@ def test_notebook_flow(tiny_models, tmp_path):
     lens_card = _card(board, layout, "lens")
     assert lens_card.title == "Logit lens (entropy)"
     text = _html(lens_card)
-    assert "sample <b>3</b>" in text and "position <b class='lf-position'>5</b>" in text
+    assert "sample <b class='lf-sample-index'>3</b>" in text and "position <b class='lf-position'>5</b>" in text
 
 
 def test_a_failing_view_shows_an_error_card(tiny_models, tmp_path, monkeypatch):

@@ -75,7 +75,8 @@ def test_diff_names_views_data_and_the_results_computed_again(spec, tmp_path):
     d = spec_diff(Board.from_file(spec), Board.from_file(b))
     assert d["views"] == ["lens.top_k: 3 -> 5", "+ top (top_examples)"]
     assert d["models"] == [] and d["dataset"] == []
-    assert sorted(label.split("(")[0] for label in d["recomputed"]) == ["logit_lens", "neuron_top_examples"]
+    # top_examples also keeps the neuron activations it places a probe with (kept_focus, within the budget)
+    assert sorted(label.split("(")[0] for label in d["recomputed"]) == ["kept_focus", "logit_lens", "neuron_top_examples"]
     assert d["reused"] >= 1  # the tokens are shared
     text = format_diff(d, "demo.yaml", "b.yaml")
     assert "+ top (top_examples)" in text and "results b.yaml computes" in text

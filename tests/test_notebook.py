@@ -156,7 +156,7 @@ def test_the_demo_shows_the_focus_the_notebook_set(executed):
     assert len(shown) == 2  # the step-by-step section's, then the loop's (focused on sample 0)
     texts = shown[0][1]
     focused = [t for t in texts if "lf-sample-head" in t or "lf-lens-head" in t or "lf-attn-head" in t]
-    assert focused and any("sample <b>3</b>" in t for t in focused)
+    assert focused and any("sample <b class='lf-sample-index'>3</b>" in t for t in focused)
     for t in focused:
         positions = re.findall(r"class='lf-position'>(\d+)<", t)
         assert positions and set(positions) == {"5"}, t

@@ -162,7 +162,7 @@ class DreamView(View):
             controls.append(show)
         probe = ctx.probe
         if probe is not None:  # the focused probe's last `span` tokens as the start
-            from_probe = pn.widgets.Button(name="Run from the probe", width=150, css_classes=["lf-dream-from-probe"])
+            from_probe = pn.widgets.Button(label="Run from the probe", width=150, css_classes=["lf-dream-from-probe"])
             from_probe.on_click(lambda _: on_run(_, "text", probe.text))
             controls.append(from_probe)
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from ..registry import builtin_view_types as view_types
-from .schema import DatasetSpec, ModelSpec, RunSpec, SpecV1
+from .schema import DatasetSpec, ModelSpec, RunSpec, SpecV1, TemplateProbe
 
 BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("pattern", "matches"))
 BEGIN, END = "<!-- spec-reference:begin -->", "<!-- spec-reference:end -->"
@@ -30,7 +30,8 @@ def default_text(field) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
         return "required"
     if field.default_factory is not None:
-        return "{}"
+        made = field.default_factory()
+        return "[]" if isinstance(made, list) else "{}"
     return "" if field.default is None else f"`{field.default!r}`".replace("'", "")
 
 
@@ -48,7 +49,8 @@ def fields_table(model: type[BaseModel], skip=()) -> list[str]:
 
 def markdown() -> str:
     out = [BEGIN, "", "Top level:", ""] + fields_table(SpecV1)
-    for title, model in (("`models.<name>`", ModelSpec), ("`dataset`", DatasetSpec), ("`run`", RunSpec)):
+    for title, model in (("`models.<name>`", ModelSpec), ("`dataset`", DatasetSpec), ("`run`", RunSpec),
+                         ("a `probes` template (`probes: [{template: ..., fillers: [...]}]`)", TemplateProbe)):
         out += ["", f"{title}:", ""] + fields_table(model)
     out += ["", "Every view takes `type`, plus `model` (which model; default the first), `title`, and `pin` "
             "(focus fields fixed for this view: model, sample, position, layer, head, neuron, cluster).", ""]
