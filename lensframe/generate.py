@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -25,6 +26,8 @@ from .ops.base import Result
 
 MEMO_SIZE = 64  # a generation is a few hundred numbers: the memo's size is the number of (sample, settings)
 _memo_lock = threading.Lock()
+REPLACEMENT = "\N{REPLACEMENT CHARACTER}"  # what decoding shows for the bytes of an unfinished character
+MAX_CHAR_BYTES = 4  # UTF-8: a character is at most 4 bytes, so at most 3 more byte tokens finish it
 
 
 class GenerateError(Exception):
@@ -48,7 +51,10 @@ def memo_key(executor, model: str, sample, max_new_tokens: int, temperature: flo
 def memoized(executor, model: str, sample, max_new_tokens: int, temperature: float = 0.0,
              seed: int = 0) -> Result | None:
     """A finished generation from the memo, or None (nothing runs)."""
-    key = memo_key(executor, model, sample, max_new_tokens, temperature, seed)
+    return _lookup(executor, memo_key(executor, model, sample, max_new_tokens, temperature, seed))
+
+
+def _lookup(executor, key: tuple) -> Result | None:
     with _memo_lock:
         memo = _memo(executor)
         if key in memo:
@@ -88,16 +94,20 @@ def _step(loaded, input_ids, cache, lock):
     last position's logits are kept: the prompt's others would be a [T, V] unembedding nobody reads."""
     import torch
 
-    kwargs = {"logits_to_keep": 1} if _keeps_logits(loaded.model) else {}
+    takes = _forward_params(type(loaded.model))
+    # transformers 5 names the KV cache `cache`; 4.x (and remote code written for it) `past_key_values`
+    name = "cache" if "cache" in takes else "past_key_values"
+    kwargs = {"logits_to_keep": 1} if "logits_to_keep" in takes else {}
     with lock, torch.no_grad():
-        out = loaded.model(input_ids=input_ids, past_key_values=cache, use_cache=True, **kwargs)
-    return out.logits[0, -1].float(), out.past_key_values
+        out = loaded.model(input_ids=input_ids, use_cache=True, **{name: cache}, **kwargs)
+    return out.logits[0, -1].float(), getattr(out, name)
 
 
-def _keeps_logits(model) -> bool:
+@lru_cache(maxsize=None)
+def _forward_params(cls) -> frozenset:
     import inspect
 
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    return frozenset(inspect.signature(cls.forward).parameters)
 
 
 def _choose(logits, temperature: float, generator) -> tuple[int, float, float]:
@@ -130,7 +140,7 @@ def generate(executor, model: str, sample, max_new_tokens: int, temperature: flo
     import torch
 
     key = memo_key(executor, model, sample, max_new_tokens, temperature, seed)
-    done = memoized(executor, model, sample, max_new_tokens, temperature, seed)
+    done = _lookup(executor, key)
     if done is not None:
         for i, (t, p) in enumerate(zip(done["ids"], done["probs"])):
             if on_token:
@@ -142,7 +152,8 @@ def generate(executor, model: str, sample, max_new_tokens: int, temperature: flo
         raise GenerateError("the prompt has no tokens")
     room = _room(loaded, len(prompt))
     if room is not None and room <= 0:
-        raise GenerateError(f"the prompt ({len(prompt)} tokens) fills the model's context ({loaded.info.max_positions})")
+        raise GenerateError(f"the prompt ({len(prompt)} tokens) fills the model's context "
+                            f"({loaded.info.max_positions} positions)")
     n = max_new_tokens if room is None else min(max_new_tokens, room)
     generator = torch.Generator().manual_seed(int(seed)) if temperature > 0 else None
     ends, lock = stop_ids(loaded), executor.model_lock(model)
@@ -203,6 +214,7 @@ class GenerateJob:
         done = memoized(self.executor, self.model, self.sample, self.max_new_tokens, self.temperature, self.seed)
         if done is not None:  # ran before: nothing to stream
             self._finish(done)
+            self.done = True
             return self
         self._thread = threading.Thread(target=self._run, name="lensframe-generate", daemon=True)
         self._thread.start()
@@ -241,15 +253,29 @@ class GenerateJob:
             self._thread.join(timeout)
 
 
-def extend_text(executor, model: str, sample, new_ids_upto) -> str:
+def extend_text(executor, model: str, sample, new_ids_upto, following=()) -> str:
     """The focused text continued by generated tokens, up to and including the clicked one: the
     text a probe takes (Focus.text) so every other view shows that position. The prompt's token ids
     and the new ones are decoded together (a character split across two tokens comes out whole),
-    skipping special tokens, so tokenizing the text again does not add a second BOS."""
-    prompt = [int(i) for i in executor.sample_ids(model, sample)]
+    skipping special tokens, so tokenizing the text again does not add a second BOS.
+
+    `following`: the generated ids after the clicked one. When the clicked token ends inside a
+    character (byte-level tokenizers split emoji and CJK characters into byte tokens), the text
+    takes the next tokens up to the end of that character: a text ending in half a character would
+    decode to U+FFFD, whose bytes the other views would show as tokens the model never saw."""
+    ids = [int(i) for i in executor.sample_ids(model, sample)] + [int(i) for i in new_ids_upto]
     tokenizer = executor.model(model).tokenizer
-    return tokenizer.decode(prompt + [int(i) for i in new_ids_upto], skip_special_tokens=True,
-                            clean_up_tokenization_spaces=False)
+
+    def decode(seq):
+        return tokenizer.decode(seq, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    text = decode(ids)
+    for token in list(following)[:MAX_CHAR_BYTES - 1]:
+        if not text.endswith(REPLACEMENT):
+            break
+        ids.append(int(token))
+        text = decode(ids)
+    return text
 
 
 def first_divergence(rows: dict, same_vocab: bool, done: dict | None = None) -> dict | None:
