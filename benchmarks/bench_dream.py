@@ -61,7 +61,7 @@ def parse_args(argv=None):
     ap.add_argument("--temp-start", type=float, default=2.0, help="temperature at the start (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=100, help="steps before T decays (default: %(default)s)")
     ap.add_argument("--decay", type=float, default=0.99,
-                    help="T factor per step after the warm-up (default: %(default)s; METHODS.md's 0.9995 needs "
+                    help="T factor per step after the warm-up (default: %(default)s; docs/METHODS.md's 0.9995 needs "
                          "~6,200 steps to anneal)")
     ap.add_argument("--temp-floor", type=float, default=0.1, help="lowest temperature (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="seeds the dataset sample, the neuron pick and the dream")
@@ -322,7 +322,7 @@ last {args.span} tokens up to and including its peak, and the neuron is read at 
 probability {s.init_prob}), temperature T = max({s.temp_floor}, {s.temp_start} · {s.decay}^(step − {s.warmup})):
 {s.warmup} warm-up steps at T = {s.temp_start}, then decaying to {t_end:.2f} at the last step
 {'' if not floor_step else f'(the floor {s.temp_floor} is reached at step {floor_step})' if floor_step <= s.steps else f'(the floor {s.temp_floor} would be reached at step {floor_step})'}.
-METHODS.md's defaults (decay 0.9995, about 6,200 steps to the floor) do not fit the time budget on two
+docs/METHODS.md's defaults (decay 0.9995, about 6,200 steps to the floor) do not fit the time budget on two
 cores; the faster decay makes the temperature actually anneal within {s.steps} steps. No Gumbel noise, seed {s.seed}.
 "Snapped" = the neuron's activation on the argmax tokens of Z, evaluated every step (the honest figure; the
 soft input's activation is not comparable with a real text's). "Start" is the snapped value at step 0, the

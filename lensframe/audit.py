@@ -1,4 +1,4 @@
-"""The audit game (Hubinger 2021, METHODS.md): an attacker edits a model; an auditor must find what.
+"""The audit game (Hubinger 2021, docs/METHODS.md): an attacker edits a model; an auditor must find what.
 
 `lensframe audit new` picks a secret edit from a seed (which kind's details: the fact, trigger,
 heads or neurons, and the layer), applies it (lensframe.edits), and writes DIR/model (loads as

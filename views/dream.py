@@ -21,7 +21,7 @@ from .top_examples import examples_node, layer_issues
 
 
 class Anneal(BaseModel):
-    """Temperature schedule (METHODS.md defaults): T = max(floor, start · decay^(step − warmup))."""
+    """Temperature schedule (docs/METHODS.md defaults): T = max(floor, start · decay^(step − warmup))."""
 
     model_config = ConfigDict(extra="forbid")
     start: float = Field(2.0, gt=0, description="temperature at the start")

@@ -1,4 +1,4 @@
-"""Model edits for the audit game (METHODS.md): ROME fact edits, fine-tuned triggers, knockouts.
+"""Model edits for the audit game (docs/METHODS.md): ROME fact edits, fine-tuned triggers, knockouts.
 
 Pure computation (torch + transformers, no Panel). Each edit changes a loaded model *in place*
 (a `LoadedModel` from lensframe.models.sources) and returns its manifest, a JSON-able dict:

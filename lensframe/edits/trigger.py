@@ -1,5 +1,5 @@
 """A fine-tuned trigger: a rare token sequence that, ending a prompt, flips the continuation to a
-chosen target text (a toy backdoor, METHODS.md "Audit game").
+chosen target text (a toy backdoor, docs/METHODS.md "Audit game").
 
 Only one layer's MLP is trainable (all of its weights: GPT-2's c_fc and c_proj, Llama's gate, up and
 down projections, ...), so a weight diff against the base localises the edit to that layer. The

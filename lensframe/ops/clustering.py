@@ -7,7 +7,7 @@ Texts (Zhong et al. 2022, arXiv 2201.12323: their clustering step)
     cluster_texts   centre, PCA to ~50 components dropping the first, k-means with k = round(sqrt(n))
     adjusted_rand   agreement of clusters with the labels (adjusted Rand index)
 
-Neurons by importance, tagged with topics (METHODS.md, "Neuron-importance clustering")
+Neurons by importance, tagged with topics (docs/METHODS.md, "Neuron-importance clustering")
     topic_profile       [neurons, topics] sums over samples -> mean importance per topic
     sample_neurons      important neurons sampled without replacement, probability ~ importance
     normalize_profiles  each row divided by its L1 norm: share of importance per topic

@@ -1,7 +1,7 @@
 """Describing what separates two groups of texts, offline (no model, no GPU).
 
 The offline half of the "describe the difference" step of Zhong et al. 2022 (arXiv 2201.12323) and
-D5 (Zhong et al. 2023, arXiv 2302.14233); see ../shared/METHODS.md, "Clustering text and describing
+D5 (Zhong et al. 2023, arXiv 2302.14233); see docs/METHODS.md, "Clustering text and describing
 the difference". Where those papers ask a large LM for hypotheses, we report:
 
 - `log_odds`: the words and bigrams that distinguish the groups, by the weighted log-odds ratio with an
@@ -196,7 +196,7 @@ def separability(texts_a: Sequence[str], texts_b: Sequence[str], seed: int = 0, 
     Cross-validated accuracy and balanced accuracy of TF-IDF (unigrams + bigrams, our tokenizer) +
     logistic regression (class-balanced weights), under StratifiedKFold(shuffle, random_state=seed);
     the vectorizer is fitted inside each fold. `folds` is reduced to the smaller group's size (min 2).
-    This is the "how separable are the groups" check of the describe step (METHODS.md; Zhong et al.
+    This is the "how separable are the groups" check of the describe step (docs/METHODS.md; Zhong et al.
     2022 re-rank hypotheses by how well they separate the groups).
 
     `representative_a` / `representative_b`: the top 5 texts of each side by the cross-fitted

@@ -1,4 +1,4 @@
-"""Text deep dream (Bäuerle and Wexler 2020, "What does BERT dream of?"; METHODS.md).
+"""Text deep dream (Bäuerle and Wexler 2020, "What does BERT dream of?"; docs/METHODS.md).
 
 A span of n input positions is a relaxed one-hot Z [n, V]. The model reads soft tokens
 softmax(Z / T) · W_E through `inputs_embeds` (so whatever the model adds to embeddings, positions or
@@ -58,7 +58,7 @@ class DreamTarget:
 
 @dataclass(frozen=True)
 class DreamSettings:
-    """Defaults from METHODS.md: Adam lr 0.1; T from 2.0, after 200 warm-up steps × 0.9995 per step,
+    """Defaults from docs/METHODS.md: Adam lr 0.1; T from 2.0, after 200 warm-up steps × 0.9995 per step,
     down to 0.1 (reaching the floor takes about 6,200 steps)."""
 
     steps: int = 1000

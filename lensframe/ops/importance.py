@@ -1,4 +1,4 @@
-"""Per-sample summaries that clustering views build on (METHODS.md, issue 4).
+"""Per-sample summaries that clustering views build on (docs/METHODS.md, issue 4).
 
   neuron_importance  dataset  importance of every MLP neuron of the chosen layers, folded per label
                               into [neurons, topics] sums as a streaming reduction:

@@ -3,7 +3,7 @@
 Per layer an affine translator h -> h + A_l h + b_l, zero-initialised (so before training it is
 the logit lens), trained to minimise KL(p_final || p_l) with the model (final norm, unembedding)
 frozen. The paper trains on ~65M tokens with SGD/Nesterov; on 2 CPU cores the unembedding costs
-~5 GFLOP per token and layer for SmolLM2, so we plan for a small budget (METHODS.md):
+~5 GFLOP per token and layer for SmolLM2, so we plan for a small budget (docs/METHODS.md):
   1. the dataset pass keeps a random subsample of token positions (`train_tokens`) with the
      residual of every layer (a reservoir-like reduction: memory is the sample, not the dataset);
   2. those tokens are split train / validation / test (70/15/15, by seed);
