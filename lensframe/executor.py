@@ -343,9 +343,11 @@ class Executor:
         return (model, sample)
 
     def probe_tokens(self, model: str, probe: Probe) -> dict:
-        """The probe tokenized as the dataset is (same tokenizer, special tokens and max_tokens):
-        {"ids": int array, "strings": display strings, "cut": tokens dropped past max_tokens or
-        the model's context (0 when none)}; memoized."""
+        """The probe tokenized as the dataset is (same tokenizer and special tokens), cut to
+        run.probe_max_tokens and the model's context: {"ids": int array, "strings": display
+        strings, "cut": tokens dropped (0 when none), "limit": the cut}; memoized. Not the
+        dataset's max_tokens: that bounds the dataset pass, while a probe is one text a researcher
+        typed or extended with generated tokens."""
         key = (model, probe.text)
         with self._lock:
             if key in self._probe_tokens:
@@ -354,7 +356,7 @@ class Executor:
         from .ops.tokens import display_tokens
 
         loaded = self.model(model)
-        limit = self.board.spec.dataset.max_tokens
+        limit = self.board.spec.run.probe_max_tokens
         if loaded.info.max_positions:
             limit = min(limit, int(loaded.info.max_positions))
         full = loaded.tokenizer(probe.text, add_special_tokens=True)["input_ids"]

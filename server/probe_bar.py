@@ -45,7 +45,7 @@ def build_probe_bar(board, focus, notices=()) -> pn.Column:
             return
         cut = board.executor.probe_tokens(first_model, probes[0])
         if cut["cut"]:
-            notes.append(f"cut to the first {cut['limit']} tokens (the spec's max_tokens or the model's context): "
+            notes.append(f"cut to the first {cut['limit']} tokens (the spec's run.probe_max_tokens or the model's context): "
                          f"{cut['cut']} more not shown")
         if len(probes) > 1:
             focus.param.update(probes=probes, text=probes[0].text, position=None)

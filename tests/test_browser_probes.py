@@ -75,6 +75,7 @@ def test_typed_prompt_moves_every_focus_view(server, browser, expect, artifacts)
         expect(page.locator(".lf-card-attn th.lf-col")).to_have_count(n)
         expect(page.locator(".lf-card-lens .lf-position")).to_have_text(str(n - 1))
         # the continuation follows the probe and finishes
+        expect(page.locator(".lf-card-gen .lf-probe-name")).to_have_count(1)
         expect(page.locator(".lf-card-gen .lf-gen-status")).to_have_attribute("data-state", "done")
         assert page.locator(".lf-card-gen .lf-gen-token").count() >= 1
         # a token click moves the position in the other views, still on the probe
@@ -105,7 +106,7 @@ def test_template_fills_the_probes_view_and_a_row_click_focuses_it(server, brows
         expect(rows).to_have_count(2)
         expect(rows.nth(0)).to_contain_text("Paris is the capital of")
         _probe_named(expect, page, "Paris is the capital of")  # the first probe is focused
-        rows.nth(1).locator(".tabulator-cell").first.click()
+        rows.nth(1).locator('.tabulator-cell[tabulator-field="probe"]').click()
         _probe_named(expect, page, "Rome is the capital of")
         _ok(page, expect, errors)
         page.screenshot(path=str(artifacts / "browser-probe-set.png"), full_page=True)
@@ -118,6 +119,8 @@ def test_generated_token_click_extends_the_focused_text(server, browser, expect,
     try:
         _ask(page, "Once upon a time")
         gen = page.locator(".lf-card-gen")
+        _probe_named(expect, page, "Once upon a time")  # the views have left sample 0 ...
+        expect(gen.locator(".lf-probe-name")).to_have_count(1)  # ... and so has the continuation
         expect(gen.locator(".lf-gen-status")).to_have_attribute("data-state", "done")
         before = page.locator(".lf-card-text .lf-token").count()
         tokens = gen.locator(".lf-gen-token")
@@ -166,10 +169,10 @@ def test_bad_input_is_a_message_and_nothing_is_lost(server, browser, expect, art
         _ask(page, "tab\tand bell\x07 in a prompt")
         expect(page.locator(".lf-probe-note")).to_contain_text("control character")
         _probe_named(expect, page, "tab\tand bell in a prompt")
-        long = " ".join(["word"] * 80)
+        long = " ".join(["word"] * 80)  # past the spec's run.probe_max_tokens (40)
         _ask(page, long)
-        expect(page.locator(".lf-card-text .lf-cut-note")).to_contain_text("cut to the first 24 tokens")
-        expect(page.locator(".lf-card-text .lf-token")).to_have_count(24)
+        expect(page.locator(".lf-card-text .lf-cut-note")).to_contain_text("cut to the first 40 tokens")
+        expect(page.locator(".lf-card-text .lf-token")).to_have_count(40)
         _check_page_no_title(page, expect, errors)
         page.screenshot(path=str(artifacts / "browser-probe-bad-input.png"), full_page=True)
     finally:
@@ -181,7 +184,10 @@ def test_probe_screenshots(server, browser, expect, artifacts, size):
     """The probe page at both sizes the views are checked at (looked at by a person)."""
     context, page, errors = _open(browser, server, expect, size)
     try:
-        _ask(page, "The Eiffel Tower is located in the city of")
+        prompt = "The Eiffel Tower is located in the city of"
+        _ask(page, prompt)
+        _probe_named(expect, page, prompt)
+        expect(page.locator(".lf-card-gen .lf-probe-name")).to_have_count(1)
         expect(page.locator(".lf-card-gen .lf-gen-status")).to_have_attribute("data-state", "done")
         _ok(page, expect, errors)
         page.screenshot(path=str(artifacts / f"browser-probe-{size[0]}x{size[1]}.png"))

@@ -65,6 +65,9 @@ class RunSpec(Strict):
     threads: Optional[int] = Field(
         None, ge=1, description="torch intra-op threads (default: OMP_NUM_THREADS or 2)"
     )
+    probe_max_tokens: int = Field(
+        128, ge=2, le=8192, description="typed text (probes, and text extended by a click on a generated "
+        "token) is cut to this many tokens, and to the model's context, with a note in the page")
     keep_focus_mb: Union[int, float] = Field(
         256, ge=0, description="keep focus results (attention patterns, neuron activations) of every sample "
         "in the store while they fit this many MB: the dataset pass computes them, and a click reads them "
