@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import LensframeError
 from .graph import STORE_FORMAT
+from .jobs import BackgroundJob
 from .ops.base import Result
 from .ops.dream import VERSION, DreamSettings, DreamStep, DreamTarget, DreamTrace, allowed_tokens, check_dream, dream
 
@@ -190,19 +191,19 @@ def decode(board, model: str, ids) -> list[str]:
     return tok.batch_decode([[int(i)] for i in ids], clean_up_tokenization_spaces=False)
 
 
-class DreamJob:
+class DreamJob(BackgroundJob):
     """A dream in a background thread, for the dashboard (or a notebook): read `steps` while it
     runs, `stop()` it, and find the outcome in `trace` (or `error`) once `done`."""
 
+    thread_name = "lensframe-dream"
+
     def __init__(self, board, model: str, target: DreamTarget, settings: DreamSettings, start: DreamStart):
+        super().__init__()
         self.board, self.model, self.target, self.settings, self.start_at = board, model, target, settings, start
         self.steps: list[DreamStep] = []
         self.trace: DreamTrace | None = None
         self.error: str | None = None
         self.from_store = False
-        self.done = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> "DreamJob":
         done = stored(self.board, self.model, self.target, self.settings, self.start_at)
@@ -210,22 +211,9 @@ class DreamJob:
             on_disk = self.board.store.has(dream_key(self.board, self.model, self.target, self.settings, self.start_at))
             self.trace, self.steps, self.from_store, self.done = done, done.steps, on_disk, True
             return self
-        self._thread = threading.Thread(target=self._run, name="lensframe-dream", daemon=True)
-        self._thread.start()
+        self._launch()
         return self
 
-    def _run(self) -> None:
-        try:
-            self.trace = run(self.board, self.model, self.target, self.settings, self.start_at,
-                             on_step=self.steps.append, should_stop=self._stop.is_set, reuse=False)
-        except Exception as exc:  # shown in the view
-            self.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            self.done = True
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def _work(self) -> None:
+        self.trace = run(self.board, self.model, self.target, self.settings, self.start_at,
+                         on_step=self.steps.append, should_stop=self._stop.is_set, reuse=False)

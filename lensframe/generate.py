@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from .jobs import BackgroundJob
 from .ops.base import Result
 
 MEMO_SIZE = 64  # a generation is a few hundred numbers: the memo's size is the number of (sample, settings)
@@ -191,20 +192,19 @@ def generation_steps(executor) -> int:
     return executor.__dict__.get("_generate_steps", [0])[0]
 
 
-class GenerateJob:
+class GenerateJob(BackgroundJob):
     """A generation in a background thread, for the dashboard: `ids` and `probs` grow as tokens
     come; `done`, then `result` (or `error`); `stop()` ends it after the current step."""
 
+    thread_name = "lensframe-generate"
+
     def __init__(self, executor, model: str, sample, max_new_tokens: int, temperature: float = 0.0, seed: int = 0):
+        super().__init__()
         self.executor, self.model, self.sample = executor, model, sample
         self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
         self.ids: list[int] = []
         self.probs: list[float] = []
         self.result: Result | None = None
-        self.error: str | None = None
-        self.done = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @property
     def settings(self) -> tuple:
@@ -216,13 +216,12 @@ class GenerateJob:
             self._finish(done)
             self.done = True
             return self
-        self._thread = threading.Thread(target=self._run, name="lensframe-generate", daemon=True)
-        self._thread.start()
+        self._launch()
         return self
 
     def run(self) -> "GenerateJob":
         """In this thread (a notebook, or no server to stream to)."""
-        self._run()
+        self._guarded()
         return self
 
     def _on_token(self, index: int, token: int, prob: float) -> None:
@@ -235,22 +234,9 @@ class GenerateJob:
         self.probs[:] = [float(p) for p in res["probs"]]
         self.result = res
 
-    def _run(self) -> None:
-        try:
-            res = generate(self.executor, self.model, self.sample, self.max_new_tokens, self.temperature, self.seed,
-                           on_token=self._on_token, should_stop=self._stop.is_set)
-            self._finish(res)
-        except Exception as exc:  # shown in the view
-            self.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            self.done = True
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def _work(self) -> None:
+        self._finish(generate(self.executor, self.model, self.sample, self.max_new_tokens, self.temperature, self.seed,
+                              on_token=self._on_token, should_stop=self._stop.is_set))
 
 
 def extend_text(executor, model: str, sample, new_ids_upto, following=()) -> str:

@@ -94,9 +94,9 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-def _open(browser, url, expect):
+def _open(browser, url, expect, size=(1400, 1000)):
     """A new browser context (its own Bokeh session, so its own Focus) showing the dashboard."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": size[0], "height": size[1]})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
-from .test_browser import _check_page, browser, expect, artifacts, serving  # noqa: F401  (fixtures)
+from .test_browser import _open, artifacts, browser, expect, serving  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,16 +26,6 @@ def server(smollm2_board, smollm2_cache, tmp_path_factory):
     del smollm2_board
     with serving(SPEC, smollm2_cache, tmp_path_factory.mktemp("serve-probes")) as url:
         yield url
-
-
-def _open(browser, url, expect, size=(1400, 1000)):
-    context = browser.new_context(viewport={"width": size[0], "height": size[1]})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(url)
-    expect(page.locator(".lf-card-text .lf-token").first).to_be_visible()
-    return context, page, errors
 
 
 def _ok(page, expect, errors):
