@@ -106,7 +106,7 @@ def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None, 
         def refresh(*_, view=view, ctx=ctx, body=body, reads_focus=reads_focus):
             # a focus forward may take a moment: show it rather than stale content; where the
             # results are memoized or kept in the store, skip the spinner (two more patches)
-            slow = reads_focus and not board.executor.focus_ready(view.model, ctx.sample)
+            slow = reads_focus and not board.executor.focus_ready(view.model, ctx.subject)
             if slow:
                 body.loading = True
             try:
