@@ -317,8 +317,9 @@ class Executor:
     def focus_ready(self, model: str, sample) -> bool:
         """Whether focus() of this sample answers without a forward (memoized, or every focus node
         of the model kept in the store)."""
+        key = self._memo_key(model, sample)  # outside self._lock: a probe's key tokenizes it, under that lock
         with self._lock:
-            if self._memo_key(model, sample) in self._focus_memo:
+            if key in self._focus_memo:
                 return True
         if isinstance(sample, Probe):
             return False

@@ -51,6 +51,7 @@ def clean_text(text) -> tuple[str, list[str]]:
     if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):  # lone surrogates: not encodable as UTF-8
         text = text.encode("utf-8", errors="replace").decode("utf-8")
         notes.append("the text held invalid UTF-16 surrogates: they were replaced by ?")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # Windows and old Mac line ends are line breaks
     controls = [ch for ch in text if ch not in "\n\t" and unicodedata.category(ch) == "Cc"]
     if controls:
         text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
