@@ -24,7 +24,8 @@ BAR_CSS = """
 def build_probe_bar(board, focus, notices=()) -> pn.Column:
     text = pn.widgets.TextAreaInput(
         placeholder="Ask the model: type a prompt (one per line for a set; a template with {} and fillers below)",
-        rows=2, auto_grow=True, max_rows=6, sizing_mode="stretch_width", css_classes=["lf-probe-text"])
+        rows=2, auto_grow=True, max_rows=6, sizing_mode="stretch_width", css_classes=["lf-probe-text"],
+        value=focus.text or "")  # a page opened on a probe (?text=...) shows it, ready to edit
     fillers = pn.widgets.TextInput(placeholder="fillers for {}: Paris, Rome", width=240, css_classes=["lf-probe-fillers"])
     ask = pn.widgets.Button(label="Ask", button_type="primary", width=70, css_classes=["lf-probe-ask"])
     back = pn.widgets.Button(label="Back to the dataset", width=160, css_classes=["lf-probe-back"],
