@@ -80,6 +80,9 @@ class Executor:
         self._focus_memo: OrderedDict = OrderedDict()
         self._lookup_memo: OrderedDict = OrderedDict()
         self._probe_tokens: OrderedDict = OrderedDict()
+        # per model: the lens decode's [rows, V] buffers, kept across probes (fresh ones per probe
+        # cost page faults; rows stay below ROWS_PER_MATMUL, ~200 MB for SmolLM2 at most)
+        self._probe_scratch: dict = {}
         self.forward_passes = 0  # every forward this executor ran (dataset and focus)
         self.shards = None  # set by lensframe.distributed to fold dataset passes on Dask workers
         set_threads(board.spec.run.threads)
@@ -422,6 +425,7 @@ class Executor:
         from .data import Dataset
 
         ctx = self.context(model, int(batch.mask.shape[1]))
+        ctx.scratch = self._probe_scratch.setdefault(model, {})  # callers hold the model's lock
         ctx.dataset = Dataset(tuple(texts), None, tuple("probe" for _ in texts), "probes")
         ctx.nodes = tuple(nodes)
         ctx.inputs = {i: self.board.result(i) for nd in nodes for i in nd.inputs if i.kind == "dataset"}
