@@ -22,17 +22,17 @@ def parse_query(pairs, board) -> tuple[dict, list[str]]:
     fields, problems = {}, []
     models = list(board.spec.models)
     for name, value in pairs:
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", errors="replace")  # a hand-made link may carry any bytes
-        if name not in URL_FIELDS:
-            problems.append(f"unknown focus field {name!r} in the address (fields: {', '.join(URL_FIELDS)})")
-            continue
-        if name == "text":
+        if name == "text":  # bytes as they came (a hand-made link may carry any): clean_text says what it replaced
             try:
                 fields["text"], notes = clean_text(value)
-                problems += notes
+                problems += [f"text in the address: {n}" for n in notes]
             except ProbeError as err:
                 problems.append(f"text in the address: {err}")
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        if name not in URL_FIELDS:
+            problems.append(f"unknown focus field {name!r} in the address (fields: {', '.join(URL_FIELDS)})")
             continue
         if name == "model":
             if value in models:

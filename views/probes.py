@@ -7,7 +7,7 @@ forward per model (lensframe.probes.compare_probes); this view only draws them.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import Optional
 
 from pydantic import Field
 
@@ -20,7 +20,6 @@ class ProbesView(View):
     description = "the probe set: each probe's next token per model, KL between two models, a chosen token's change"
     reads = ("probes", "text")
     sets = ("text", "position")
-    model_params: ClassVar[tuple[str, ...]] = ()
 
     class Params(ViewParams):
         token: Optional[str] = Field(None, description="a token (as text, e.g. ' Paris') whose probability is "
