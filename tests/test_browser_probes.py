@@ -5,7 +5,6 @@ in the page, never a traceback, and the views keep what they showed.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from urllib.parse import quote
 

@@ -11,7 +11,6 @@ browser sessions that do not see each other's probe, and the messages for text t
 """
 from __future__ import annotations
 
-import functools
 import operator
 import re
 import shutil
@@ -29,6 +28,7 @@ from lensframe.probes import (MAX_CHARS, MAX_PROBES, Probe, ProbeError, clean_te
                               parse_probes)
 
 from .conftest import SMALL_SPEC, TEXTS, tiny_spec
+from .test_neurons import PATHS, part, reference  # noqa: F401  (PATHS: the module paths `part` reads)
 
 FAMILIES = ["gpt2", "llama", "neox"]
 DATASET_TOKENS = 16  # tiny_spec's dataset.max_tokens: it bounds the dataset pass, not a probe
@@ -46,30 +46,8 @@ VIEWS = """  text: {type: text}
 PROBE = "The dog sat on a log, reading minds."  # not a dataset text; 21 tokens, more than the dataset's 16
 
 # Module paths written out from the transformers modeling code (not read from lensframe's adapters).
-PATHS = {
-    "gpt2": dict(blocks="transformer.h", attn="attn", down="mlp.c_proj", norm="transformer.ln_f"),
-    "llama": dict(blocks="model.layers", attn="self_attn", down="mlp.down_proj", norm="model.norm"),
-    "neox": dict(blocks="gpt_neox.layers", attn="attention", down="mlp.dense_4h_to_h",
-                 norm="gpt_neox.final_layer_norm"),
-}
-
-
-# --- the reference: plain transformers, this file's hooks, lens math by hand ----------------------------
-
-@functools.lru_cache(maxsize=None)
-def reference(path: str):
-    """(model, tokenizer) loaded with plain transformers, independent of any board's copy."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
-    return model, AutoTokenizer.from_pretrained(path)
-
-
-def part(model, kind: str, what: str, layer: int | None = None):
-    if layer is None:
-        return operator.attrgetter(PATHS[kind][what])(model)
-    block = operator.attrgetter(PATHS[kind]["blocks"])(model)[layer]
-    return block if what == "block" else operator.attrgetter(PATHS[kind][what])(block)
+# --- the reference: plain transformers (test_neurons' copy of each model and its module paths), this
+# file's hooks, lens math by hand ---------------------------------------------------------------------------
 
 
 def n_layers_of(model, kind: str) -> int:
