@@ -1,4 +1,4 @@
-"""The Python API of DESIGN.md, as a notebook uses it, and the error card of a failing view."""
+"""The Python API (README, "From Python"), as a notebook uses it, and the error card of a failing view."""
 from __future__ import annotations
 
 import lensframe as lf

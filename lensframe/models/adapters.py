@@ -1,6 +1,6 @@
 """One adapter per architecture family: normalized hook names -> modules.
 
-Hook names follow TransformerLens's spirit (DESIGN.md, "Models"):
+Hook names follow TransformerLens's spirit (docs/ARCHITECTURE.md, "Modules"):
   resid_pre.{l}   input of block l (resid_pre.0 is the embedding, positions included)
   attn_out.{l}    attention output added to the residual
   attn_pattern.{l} attention probabilities [batch, head, query, key] (eager attention only)
