@@ -51,7 +51,7 @@ class ProbesView(View):
 
         probes = list(ctx.focus.probes)
         token = ctx.state.get("token", self.p.token)
-        box = pn.widgets.TextInput(name="token whose probability is compared", value=token or "",
+        box = pn.widgets.TextInput(label="token whose probability is compared", value=token or "",
                                    placeholder="e.g.  Paris (with its leading space)", width=260,
                                    css_classes=["lf-probes-token"])
 
