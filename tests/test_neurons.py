@@ -56,6 +56,23 @@ def reference(path: str):
     return model, AutoTokenizer.from_pretrained(path)
 
 
+def edit_hooks(model, kind: str, edits) -> list:
+    """Pre-hooks on each edited layer's down projection that set m_i = value at (position, neuron) of
+    a batch of one: the reference for lensframe's neuron edits. Returns the handles to remove."""
+    def edit(items):
+        def hook(mod, args):
+            x = args[0].clone()
+            for position, neuron, value in items:
+                x[0, position, neuron] = value
+            return (x,) + tuple(args[1:])
+        return hook
+
+    by_layer = defaultdict(list)
+    for layer, position, neuron, value in edits:
+        by_layer[layer].append((position, neuron, value))
+    return [part(model, kind, "down", layer).register_forward_pre_hook(edit(items)) for layer, items in by_layer.items()]
+
+
 def part(model, kind: str, what: str, layer: int | None = None):
     if layer is None:
         return operator.attrgetter(PATHS[kind][what])(model)
@@ -109,19 +126,7 @@ def trace(path, kind: str, ids: torch.Tensor, edits=(), output_attentions: bool 
     def post(name, layer):
         return lambda mod, args, out: keep(name, layer, _first(out))
 
-    def edit(items):
-        def hook(mod, args):
-            x = args[0].clone()
-            for position, neuron, value in items:
-                x[0, position, neuron] = value
-            return (x,) + tuple(args[1:])
-        return hook
-
-    by_layer = defaultdict(list)
-    for layer, position, neuron, value in edits:
-        by_layer[layer].append((position, neuron, value))
-    for layer, items in by_layer.items():
-        handles.append(part(model, kind, "down", layer).register_forward_pre_hook(edit(items)))
+    handles += edit_hooks(model, kind, edits)
     L = n_layers(model, kind)
     for l in range(L):
         handles += [

@@ -28,7 +28,7 @@ from lensframe.probes import (MAX_CHARS, MAX_PROBES, Probe, ProbeError, clean_te
                               parse_probes)
 
 from .conftest import SMALL_SPEC, TEXTS, tiny_spec
-from .test_neurons import PATHS, part, reference  # noqa: F401  (PATHS: the module paths `part` reads)
+from .test_neurons import PATHS, edit_hooks, part, reference  # noqa: F401  (PATHS: the module paths `part` reads)
 
 FAMILIES = ["gpt2", "llama", "neox"]
 DATASET_TOKENS = 16  # tiny_spec's dataset.max_tokens: it bounds the dataset pass, not a probe
@@ -83,19 +83,7 @@ def plain_forward(path, kind: str, ids, edits=()) -> dict:
             got[name][layer] = value[0].detach().clone()
         return hook
 
-    def edit(items):
-        def hook(mod, args):
-            x = args[0].clone()
-            for position, neuron, value in items:
-                x[0, position, neuron] = value
-            return (x,) + tuple(args[1:])
-        return hook
-
-    by_layer = defaultdict(list)
-    for layer, position, neuron, value in edits:
-        by_layer[layer].append((position, neuron, value))
-    for layer, items in by_layer.items():  # registered first: `m` below shows the edited values
-        handles.append(part(model, kind, "down", layer).register_forward_pre_hook(edit(items)))
+    handles += edit_hooks(model, kind, edits)  # registered first: `m` below shows the edited values
     L = n_layers_of(model, kind)
     for l in range(L):
         handles += [
