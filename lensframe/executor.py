@@ -26,6 +26,40 @@ from .probes import Probe
 FOCUS_MEMO_SIZE = 16  # samples and probes; a SmolLM2 sample's focus results are ~20 MB at 64 tokens
 LOOKUP_MEMO_SIZE = 256
 PROBE_TOKENS_MEMO_SIZE = 512
+GENERATIONS_MEMO_SIZE = 64  # a generation is a few hundred numbers
+
+
+class Memo:
+    """A thread-safe LRU memo: `get` moves a hit to the end (None on a miss), `put` evicts the oldest
+    beyond `size`. The executor's memos (focus results, lookups, probe tokens, generations) are all
+    of this kind; each has its own lock, so filling one never waits on another."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key, value):
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def __contains__(self, key) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
 
 @dataclass
@@ -77,9 +111,10 @@ class Executor:
         self._models: dict = {}
         self._model_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
-        self._focus_memo: OrderedDict = OrderedDict()
-        self._lookup_memo: OrderedDict = OrderedDict()
-        self._probe_tokens: OrderedDict = OrderedDict()
+        self._focus_memo = Memo(FOCUS_MEMO_SIZE)
+        self._lookup_memo = Memo(LOOKUP_MEMO_SIZE)
+        self._probe_tokens = Memo(PROBE_TOKENS_MEMO_SIZE)
+        self.generations = Memo(GENERATIONS_MEMO_SIZE)  # finished continuations (lensframe.generate)
         # per model: the lens decode's [rows, V] buffers, kept across probes (fresh ones per probe
         # cost page faults; rows stay below ROWS_PER_MATMUL, ~200 MB for SmolLM2 at most)
         self._probe_scratch: dict = {}
@@ -277,53 +312,52 @@ class Executor:
     # --- focus passes -----------------------------------------------------------------------
     def focus(self, model: str, sample) -> dict:
         """Results of every focus node of `model` for one sample, memoized: read from the store
-        where the dataset pass kept them, else from one forward of the sample. `sample` may be a
-        Probe (typed text): see probe_focus."""
+        where the dataset pass kept them, else from one forward of the sample.
+
+        `sample` may be a Probe (typed text): it is never kept in the store, and the same forward
+        also computes its row of every per-sample dataset node (the logit lens), which a dataset
+        sample reads from the store instead. A per-sample node whose own inputs are not computed
+        yet (a tuned lens still training) is left out; the view that needs it waits. Probes are
+        memoized in this process's memory by their token ids, never written to the store."""
         import torch
 
-        if isinstance(sample, Probe):
-            return self.probe_focus(model, sample)
-        memo_key = (model, sample)
-        with self._lock:
-            if memo_key in self._focus_memo:
-                self._focus_memo.move_to_end(memo_key)
-                return self._focus_memo[memo_key]
+        memo_key = self._memo_key(model, sample)
+        hit = self._focus_memo.get(memo_key)
+        if hit is not None:
+            return hit
         nodes = [p.node for p in self.board.plan.of_kind("focus", model)]
-        kept = self.kept_focus(model, sample)  # stored by the dataset pass: no forward for these
-        if len(kept) == len(nodes):
-            return self._remember(memo_key, kept)
+        probe = isinstance(sample, Probe)
+        kept = {} if probe else self.kept_focus(model, sample)  # stored by the dataset pass: no forward for these
+        if len(kept) == len(nodes) and not probe:
+            return self._focus_memo.put(memo_key, kept)
         nodes = [nd for nd in nodes if nd not in kept]
+        rows = [nd for nd in self.per_sample_nodes(model)
+                if all(self.board.result(i) is not None for i in nd.inputs if i.kind == "dataset")] if probe else []
         loaded = self.model(model)
-        tok = self.tokens(model)
-        n = int(tok["lengths"][sample])
-        input_ids = torch.as_tensor(tok["ids"][sample : sample + 1, :n], dtype=torch.long, device=loaded.device)
+        ids = self.sample_ids(model, sample)
+        input_ids = torch.as_tensor(ids[None], dtype=torch.long, device=loaded.device)
         mask = torch.ones_like(input_ids, dtype=torch.bool)
-        hooks = set().union(*(get_op(nd.op).hooks(nd, loaded.info) for nd in nodes)) if nodes else set()
+        hooks = set().union(*(get_op(nd.op).hooks(nd, loaded.info) for nd in nodes + rows))
         captures: dict = {}
         with self.model_lock(model):
-            with self._lock:  # another session may have filled it while we waited
-                if memo_key in self._focus_memo:
-                    return self._focus_memo[memo_key]
-            if nodes:
+            hit = self._focus_memo.get(memo_key)  # another session may have filled it while we waited
+            if hit is not None:
+                return hit
+            if nodes or rows:
                 self._forward(loaded, input_ids, mask, hooks, captures, logits=False)
-            ctx = self.context(model, n)
+            ctx = self.context(model, len(ids))
             results = {**kept, **{nd: get_op(nd.op).extract(nd, captures, ctx) for nd in nodes}}
-            return self._remember(memo_key, results)
-
-    def _remember(self, memo_key, results: dict) -> dict:
-        with self._lock:
-            self._focus_memo[memo_key] = results
-            while len(self._focus_memo) > FOCUS_MEMO_SIZE:
-                self._focus_memo.popitem(last=False)
-        return results
+            if rows:
+                batch = Batch(np.zeros(1, dtype=np.int64), input_ids, mask, captures)
+                for nd, res in self._rows(model, rows, batch, [sample.text]).items():
+                    results[nd] = Result({k: v[0] for k, v in res.arrays.items()}, res.meta)
+            return self._focus_memo.put(memo_key, results)
 
     def focus_ready(self, model: str, sample) -> bool:
         """Whether focus() of this sample answers without a forward (memoized, or every focus node
         of the model kept in the store)."""
-        key = self._memo_key(model, sample)  # outside self._lock: a probe's key tokenizes it, under that lock
-        with self._lock:
-            if key in self._focus_memo:
-                return True
+        if self._memo_key(model, sample) in self._focus_memo:
+            return True
         if isinstance(sample, Probe):
             return False
         return len(self._kept_stored(model)) == len(self.board.plan.of_kind("focus", model))
@@ -353,10 +387,9 @@ class Executor:
         dataset's max_tokens: that bounds the dataset pass, while a probe is one text a researcher
         typed or extended with generated tokens."""
         key = (model, probe.text)
-        with self._lock:
-            if key in self._probe_tokens:
-                self._probe_tokens.move_to_end(key)
-                return self._probe_tokens[key]
+        hit = self._probe_tokens.get(key)
+        if hit is not None:
+            return hit
         from .ops.tokens import display_tokens
 
         loaded = self.model(model)
@@ -367,11 +400,7 @@ class Executor:
         ids = np.asarray(full[:limit], dtype=np.int64)
         res = {"ids": ids, "strings": display_tokens(loaded.tokenizer, ids.tolist()), "cut": max(0, len(full) - limit),
                "limit": limit}
-        with self._lock:
-            self._probe_tokens[key] = res
-            while len(self._probe_tokens) > PROBE_TOKENS_MEMO_SIZE:
-                self._probe_tokens.popitem(last=False)
-        return res
+        return self._probe_tokens.put(key, res)
 
     def sample_ids(self, model: str, sample) -> np.ndarray:
         """Token ids of a dataset sample (its real tokens) or of a probe."""
@@ -384,41 +413,6 @@ class Executor:
         """The model's dataset nodes whose result is one row per sample, computed from that sample
         alone (the logit lens): a probe gets its own row from its focus forward."""
         return [p.node for p in self.board.plan.of_kind("dataset", model) if get_op(p.node.op).per_sample]
-
-    def probe_focus(self, model: str, probe: Probe) -> dict:
-        """Every focus node's result for a probe, and its row of every per-sample dataset node
-        (the logit lens), from ONE forward of the probe; memoized in this process's memory by its
-        token ids, never written to the store. A per-sample node whose own inputs are not computed
-        yet (a tuned lens still training) is left out; the view that needs it waits."""
-        import torch
-
-        memo_key = self._memo_key(model, probe)
-        with self._lock:
-            if memo_key in self._focus_memo:
-                self._focus_memo.move_to_end(memo_key)
-                return self._focus_memo[memo_key]
-        loaded = self.model(model)
-        ids = self.sample_ids(model, probe)
-        focus_nodes = [p.node for p in self.board.plan.of_kind("focus", model)]
-        rows = [nd for nd in self.per_sample_nodes(model)
-                if all(self.board.result(i) is not None for i in nd.inputs if i.kind == "dataset")]
-        ops = [get_op(nd.op) for nd in focus_nodes + rows]
-        hooks = set().union(*(op.hooks(nd, loaded.info) for nd, op in zip(focus_nodes + rows, ops)))
-        input_ids = torch.as_tensor(ids[None], dtype=torch.long, device=loaded.device)
-        mask = torch.ones_like(input_ids, dtype=torch.bool)
-        captures: dict = {}
-        with self.model_lock(model):
-            with self._lock:
-                if memo_key in self._focus_memo:
-                    return self._focus_memo[memo_key]
-            self._forward(loaded, input_ids, mask, hooks, captures, logits=False)
-            ctx = self.context(model, len(ids))
-            results = {nd: get_op(nd.op).extract(nd, captures, ctx) for nd in focus_nodes}
-            if rows:
-                batch = Batch(np.zeros(1, dtype=np.int64), input_ids, mask, captures)
-                for nd, res in self._rows(model, rows, batch, [probe.text]).items():
-                    results[nd] = Result({k: v[0] for k, v in res.arrays.items()}, res.meta)
-            return self._remember(memo_key, results)
 
     def _rows(self, model: str, nodes, batch, texts) -> dict:
         """Per-sample dataset nodes run over `batch` alone, as if it were the whole dataset."""
@@ -445,10 +439,9 @@ class Executor:
 
         probes = tuple(probes)
         key = ("probe_set", model, probes)
-        with self._lock:
-            if key in self._lookup_memo:
-                self._lookup_memo.move_to_end(key)
-                return self._lookup_memo[key]
+        hit = self._lookup_memo.get(key)
+        if hit is not None:
+            return hit
         loaded = self.model(model)
         rows = [self.sample_ids(model, p) for p in probes]
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
@@ -464,27 +457,17 @@ class Executor:
         res = Result({"logprobs": torch.log_softmax(last, -1).cpu().numpy(), "lengths": lengths,
                       "cut": np.array([self.probe_tokens(model, p)["cut"] for p in probes], dtype=np.int64)},
                      {"texts": [p.text for p in probes]})
-        with self._lock:
-            self._lookup_memo[key] = res
-            while len(self._lookup_memo) > LOOKUP_MEMO_SIZE:
-                self._lookup_memo.popitem(last=False)
-        return res
+        return self._lookup_memo.put(key, res)
 
     # --- lookups and interventions ------------------------------------------------------------
     def lookup(self, node, **args) -> Result:
         """A small computation on demand (from weights, or from a sample's focus results), for
         arguments that come from the focus rather than the spec; memoized."""
         key = (node, tuple(sorted(args.items())))
-        with self._lock:
-            if key in self._lookup_memo:
-                self._lookup_memo.move_to_end(key)
-                return self._lookup_memo[key]
-        res = get_op(node.op).lookup(node, self, **args)
-        with self._lock:
-            self._lookup_memo[key] = res
-            while len(self._lookup_memo) > LOOKUP_MEMO_SIZE:
-                self._lookup_memo.popitem(last=False)
-        return res
+        hit = self._lookup_memo.get(key)
+        if hit is not None:
+            return hit
+        return self._lookup_memo.put(key, get_op(node.op).lookup(node, self, **args))
 
     def intervene(self, model: str, sample, edits: tuple) -> "np.ndarray":
         """Final log-probabilities [T, V] of one sample (or probe) with neuron edits applied by hooks

@@ -9,14 +9,12 @@ Greedy decoding takes the argmax, exactly as `model.generate(do_sample=False)` d
 compare the two); sampling draws from softmax(logits / T) with a seeded CPU generator, so a seed
 always gives the same continuation.
 
-Finished generations are memoized in this process's memory, per executor, keyed by what the model
+Finished generations are memoized in this process's memory (Executor.generations), keyed by what the model
 reads (model, prompt token ids) and the decoding settings; they are never written to the store.
 No Panel here: lensframe.views.generate draws what this computes.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from functools import lru_cache
 from typing import Callable
 
@@ -25,20 +23,12 @@ import numpy as np
 from .jobs import BackgroundJob
 from .ops.base import Result
 
-MEMO_SIZE = 64  # a generation is a few hundred numbers: the memo's size is the number of (sample, settings)
-_memo_lock = threading.Lock()
 REPLACEMENT = "\N{REPLACEMENT CHARACTER}"  # what decoding shows for the bytes of an unfinished character
 MAX_CHAR_BYTES = 4  # UTF-8: a character is at most 4 bytes, so at most 3 more byte tokens finish it
 
 
 class GenerateError(Exception):
     """A generation that cannot run (e.g. a prompt that already fills the model's context)."""
-
-
-def _memo(executor) -> OrderedDict:
-    # kept on the executor (one per board), so two boards of one process never share a memo and a
-    # dropped board drops its generations; executor.py stays unaware of it
-    return executor.__dict__.setdefault("_generate_memo", OrderedDict())
 
 
 def memo_key(executor, model: str, sample, max_new_tokens: int, temperature: float, seed: int) -> tuple:
@@ -52,24 +42,7 @@ def memo_key(executor, model: str, sample, max_new_tokens: int, temperature: flo
 def memoized(executor, model: str, sample, max_new_tokens: int, temperature: float = 0.0,
              seed: int = 0) -> Result | None:
     """A finished generation from the memo, or None (nothing runs)."""
-    return _lookup(executor, memo_key(executor, model, sample, max_new_tokens, temperature, seed))
-
-
-def _lookup(executor, key: tuple) -> Result | None:
-    with _memo_lock:
-        memo = _memo(executor)
-        if key in memo:
-            memo.move_to_end(key)
-            return memo[key]
-    return None
-
-
-def _remember(executor, key: tuple, res: Result) -> None:
-    with _memo_lock:
-        memo = _memo(executor)
-        memo[key] = res
-        while len(memo) > MEMO_SIZE:
-            memo.popitem(last=False)
+    return executor.generations.get(memo_key(executor, model, sample, max_new_tokens, temperature, seed))
 
 
 def stop_ids(loaded) -> set[int]:
@@ -141,7 +114,7 @@ def generate(executor, model: str, sample, max_new_tokens: int, temperature: flo
     import torch
 
     key = memo_key(executor, model, sample, max_new_tokens, temperature, seed)
-    done = _lookup(executor, key)
+    done = executor.generations.get(key)
     if done is not None:
         for i, (t, p) in enumerate(zip(done["ids"], done["probs"])):
             if on_token:
@@ -183,7 +156,7 @@ def generate(executor, model: str, sample, max_new_tokens: int, temperature: flo
                  {"prompt_len": len(prompt), "stopped": stopped, "temperature": float(temperature),
                   "seed": int(seed), "max_new_tokens": int(max_new_tokens)})
     if stopped != "stopped":
-        _remember(executor, key, res)
+        executor.generations.put(key, res)
     return res
 
 

@@ -151,7 +151,7 @@ def test_sampling_is_reproducible_differs_by_seed_and_follows_the_tempered_softm
 
     board, hf, probe, T = boards["llama"], _hf(tiny_models["llama"]), Probe("The law is"), 1.5
     a = generate(board.executor, "main", probe, N, temperature=T, seed=3)
-    board.executor.__dict__.pop("_generate_memo")  # compute it again, not from the memo
+    board.executor.generations.clear()  # compute it again, not from the memo
     again = generate(board.executor, "main", probe, N, temperature=T, seed=3)
     other = generate(board.executor, "main", probe, N, temperature=T, seed=4)
     assert a["ids"].tolist() == again["ids"].tolist()
@@ -175,7 +175,7 @@ def test_memoized_and_not_counted_as_focus_forwards(boards):
     from lensframe.generate import generate, generation_steps, memoized
 
     ex = boards["gpt2"].executor
-    ex.__dict__.pop("_generate_memo", None)
+    ex.generations.clear()
     passes, steps = ex.forward_passes, generation_steps(ex)
     assert memoized(ex, "main", 6, 7) is None
     first = generate(ex, "main", 6, 7)
@@ -202,11 +202,11 @@ def test_a_full_context_and_an_eos_end_the_generation(boards):
     info = loaded.info
     try:  # a context of prompt + 3 positions (the real one, 128, would take 112 steps to fill)
         loaded.info = dataclasses.replace(info, max_positions=len(prompt) + 3)
-        ex.__dict__.pop("_generate_memo")
+        ex.generations.clear()
         res = generate(ex, "main", 1, 8)
         assert res.meta["stopped"] == "context" and res["ids"].tolist() == full["ids"][:3].tolist()
         loaded.info = dataclasses.replace(info, max_positions=len(prompt))
-        ex.__dict__.pop("_generate_memo")
+        ex.generations.clear()
         with pytest.raises(GenerateError, match="fills the model's context"):
             generate(ex, "main", 1, 8)
     finally:
@@ -216,13 +216,13 @@ def test_a_full_context_and_an_eos_end_the_generation(boards):
     saved = config.eos_token_id
     config.eos_token_id = int(full["ids"][2])
     try:
-        ex.__dict__.pop("_generate_memo")
+        ex.generations.clear()
         res = generate(ex, "main", 1, 8)
         assert res.meta["stopped"] == "eos" and len(res["ids"]) == 3
         assert res["ids"].tolist() == _hf_greedy(loaded.model, prompt, 8)
     finally:
         config.eos_token_id = saved
-        ex.__dict__.pop("_generate_memo")
+        ex.generations.clear()
 
 
 def test_stop_ends_a_job_and_it_is_not_memoized(boards):
@@ -313,7 +313,7 @@ def test_the_view_streams_from_a_job_and_polls_until_done(pair):
     from lensframe.probes import Probe
 
     probe = Probe("Love is a")
-    pair.executor.__dict__.pop("_generate_memo", None)
+    pair.executor.generations.clear()
     focus = Focus(model="base", text=probe.text)
     pn.state.curdoc = Document()
     try:

@@ -44,7 +44,7 @@ class Op:
     version: int = 1
     kind: str = "dataset"
     # A dataset op whose result is one row per sample computed from that sample alone (the logit
-    # lens): a probe's focus forward computes the probe's row too (Executor.probe_focus).
+    # lens): a probe's focus forward computes the probe's row too (Executor.focus of a probe).
     per_sample: bool = False
 
     def hooks(self, node, info) -> set[str]:
