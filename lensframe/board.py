@@ -141,13 +141,11 @@ class Board:
         in the store). Several lines, or a template with `{}` and `fillers` (a list, or "a, b"), make
         a probe set: board.focus.probes, the first one focused. Returns the probes; raises
         lensframe.probes.ProbeError on text it cannot take (empty, a template without `{}`, ...)."""
-        from .probes import parse_probes
+        from .probes import ask
 
         if isinstance(fillers, (list, tuple)):
-            fillers = "\n".join(str(f) for f in fillers) if fillers else ""
-        probes, _notes = parse_probes(text, fillers or "")
-        self.focus.update(probes=probes if len(probes) > 1 else self.focus.probes, text=probes[0].text, position=None)
-        return probes
+            fillers = "\n".join(str(f) for f in fillers)
+        return ask(self.focus, text, fillers or "")[0]
 
     def compare_probes(self, probes=None, token: str | None = None) -> list[dict]:
         """The probe set (default: board.focus.probes) compared across the spec's models: each probe's

@@ -23,14 +23,6 @@ class Focus(param.Parameterized):
     text_cluster = param.Integer(default=None, allow_None=True, doc="a cluster of texts")
     probes = param.List(default=[], doc="this session's probe set (lensframe.probes.Probe), shown by the probes view")
 
-    @property
-    def subject(self):
-        """What the focus views show: the probe (a lensframe.probes.Probe) when text is set, else
-        the dataset sample's index."""
-        from .probes import Probe
-
-        return Probe(self.text) if self.text is not None else self.sample
-
     def values(self) -> dict:
         return {f: getattr(self, f) for f in FIELDS}
 

@@ -99,6 +99,18 @@ def parse_probes(text: str, fillers: str = "") -> tuple[list[Probe], list[str]]:
     return make_set(texts), notes
 
 
+def ask(focus, text, fillers: str = "") -> tuple[list[Probe], list[str]]:
+    """Focus typed text, as the probe box's Ask and Board.probe do: one probe becomes focus.text;
+    a set becomes focus.probes, its first one focused. Returns (probes, notes on what the text lost);
+    raises ProbeError, leaving the focus as it was."""
+    probes, notes = parse_probes(text, fillers)
+    if len(probes) > 1:
+        focus.param.update(probes=probes, text=probes[0].text, position=None)
+    else:
+        focus.param.update(text=probes[0].text, position=None)
+    return probes, notes
+
+
 def make_set(texts) -> list[Probe]:
     texts = list(dict.fromkeys(texts))  # a repeated text is one probe
     if len(texts) > MAX_PROBES:

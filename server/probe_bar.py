@@ -11,7 +11,7 @@ import html
 
 import panel as pn
 
-from lensframe.probes import ProbeError, parse_probes
+from lensframe.probes import ProbeError, ask as ask_probes
 
 BAR_CSS = """
 .lf-probe-message { font-size: 12px; min-height: 16px; }
@@ -40,7 +40,7 @@ def build_probe_bar(board, focus, notices=()) -> pn.Column:
 
     def on_ask(_):
         try:
-            probes, notes = parse_probes(_typed(text), _typed(fillers))
+            probes, notes = ask_probes(focus, _typed(text), _typed(fillers))  # notes: what the text lost
         except ProbeError as err:
             say("error", str(err))
             return
@@ -48,12 +48,8 @@ def build_probe_bar(board, focus, notices=()) -> pn.Column:
         if cut["cut"]:
             notes.append(f"cut to the first {cut['limit']} tokens (the spec's run.probe_max_tokens or the model's context): "
                          f"{cut['cut']} more not shown")
-        if len(probes) > 1:
-            focus.param.update(probes=probes, text=probes[0].text, position=None)
-            notes.insert(0, f"{len(probes)} probes asked; the first is focused")
-        else:
-            focus.param.update(text=probes[0].text, position=None)
-        say("note" if any("cut" in n or "removed" in n or "replaced" in n for n in notes) else "ok", " · ".join(notes))
+        told = ([f"{len(probes)} probes asked; the first is focused"] if len(probes) > 1 else []) + notes
+        say("note" if notes else "ok", " · ".join(told))
 
     def on_back(_):
         focus.param.update(text=None, position=None)
