@@ -12,9 +12,53 @@ class NotReady(Exception):
 
 
 class ViewContext:
-    def __init__(self, board, focus: Focus, view):
+    def __init__(self, board, focus: Focus, view, in_place: bool = True):
         self.board, self.focus, self.view = board, focus, view
         self.state: dict = {}  # this view's own state in this session (e.g. neuron edits)
+        # Components kept across focus changes (part/keep). in_place=False makes every render
+        # build new ones: the re-create engine, kept so the benchmark can compare the two.
+        self.in_place = in_place
+        self._parts: dict = {}
+        self.parts_created = 0  # how many components part/keep built (tests count them)
+
+    def part(self, name: str, cls, *, init: dict | None = None, on_click=None, **live):
+        """The component `name` of this view in this session: built as cls(**init, **live) on
+        the first render, and on later renders the same object with only the params in `live`
+        whose values changed set (one param.update, so the page patches it in place instead of
+        building new Bokeh models). `init` params are given once (a widget's starting value,
+        which the user may have changed since). `on_click` is the current click callback: it is
+        swapped on every render, so it may close over this render's data.
+
+        Nothing here imports Panel: any param.Parameterized class will do."""
+        obj = self._parts.get(name) if self.in_place else None
+        if obj is None or type(obj) is not cls:
+            obj = cls(**{**(init or {}), **live})
+            self._parts[name] = obj
+            self.parts_created += 1
+            if on_click is not None and not hasattr(obj, "_clicked"):
+                # a Panel widget (Button, Tabulator) registers callbacks: register one that
+                # calls whatever callback the latest render gave
+                obj.on_click(lambda event, obj=obj: obj._lf_on_click(event))
+        else:
+            changed = {k: v for k, v in live.items() if not _same(getattr(obj, k), v)}
+            if changed:
+                obj.param.update(**changed)
+        if on_click is not None:
+            if hasattr(obj, "_clicked"):
+                obj.on_click = on_click  # lensframe's clickable components read the attribute
+            else:
+                obj._lf_on_click = on_click
+        return obj
+
+    def keep(self, name: str, make):
+        """An object built once per session by make() (a HoloViews stream, a DynamicMap) that
+        a view then feeds new data on each render."""
+        key = ("keep", name)
+        obj = self._parts.get(key) if self.in_place else None
+        if obj is None:
+            obj = self._parts[key] = make()
+            self.parts_created += 1
+        return obj
 
     def get(self, name: str):
         """A focus field for this view: its pin if the spec pins it, else the shared focus."""
@@ -105,6 +149,17 @@ class ViewContext:
         """The focused position clamped to the sample (None = last token)."""
         pos = self.get("position")
         return n_tokens - 1 if pos is None else max(0, min(pos, n_tokens - 1))
+
+
+def _same(old, new) -> bool:
+    """Whether setting a param to `new` would change nothing (lists compare by value; numpy
+    arrays and other objects without a plain == by identity)."""
+    if old is new:
+        return True
+    try:
+        return bool(old == new) and type(old) is type(new)
+    except (TypeError, ValueError):
+        return False
 
 
 __all__ = ["FIELDS", "NotReady", "ViewContext"]

@@ -92,13 +92,20 @@ def render_view(view, ctx) -> pn.viewable.Viewable:
             css_classes=["lf-error-card"], sizing_mode="stretch_both")
 
 
-def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None, notices=()) -> pn.Column:
+def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None, notices=(),
+              in_place: bool = True) -> pn.Column:
     """The page of one session: title, progress, the probe box, the grid of view cards. `notices`
-    are shown in the probe box (e.g. what of the page's address could not be applied)."""
+    are shown in the probe box (e.g. what of the page's address could not be applied).
+
+    A focus change renders each view that reads it again. A view that builds its components with
+    ctx.part returns the same objects with new data, and its card is left as it is: the browser
+    gets param patches, no new Bokeh models. A view that returns new objects (a plugin written
+    against the plain render contract, an error card) has its card body replaced. in_place=False
+    makes every render build new components (the re-create engine, for bench_serving)."""
     focus = focus or board.new_focus()
     cards, refreshers = {}, []
     for vid, view in board.views.items():
-        ctx = ViewContext(board, focus, view)
+        ctx = ViewContext(board, focus, view, in_place=in_place)
         body = pn.Column(sizing_mode="stretch_both", css_classes=["lf-view-body"])
 
         reads_focus = any(n.kind == "focus" for n in view.needs(board.spec.dataset.max_tokens))
@@ -110,7 +117,9 @@ def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None, 
             if slow:
                 body.loading = True
             try:
-                body.objects = [render_view(view, ctx)]
+                content = render_view(view, ctx)
+                if len(body.objects) != 1 or body.objects[0] is not content:
+                    body.objects = [content]
             finally:
                 if slow:
                     body.loading = False

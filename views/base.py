@@ -121,3 +121,24 @@ def html_pane(text: str = "", **params):
     import panel as pn
 
     return pn.pane.HTML(text, stylesheets=[VIEW_CSS], **params)
+
+
+def html_part(ctx, name: str, text: str, **params):
+    """html_pane kept across focus changes (ctx.part): later renders only change its text."""
+    from .widgets import PatchedHTML
+
+    return ctx.part(name, PatchedHTML, object=text, init={"stylesheets": [VIEW_CSS], **params})
+
+
+def layout_part(ctx, name: str, *objects, cls=None, **params):
+    """A Column (or `cls`) kept across focus changes, holding `objects`: a render that returns
+    the same components in the same layout changes nothing in the page."""
+    import panel as pn
+
+    return ctx.part(name, cls or pn.Column, objects=list(objects), init=params)
+
+
+def neuron_label(layer: int, index: int) -> str:
+    """How every view writes a neuron's id: L7/N808 (layer 7, index 808), which cannot be read
+    as the number 7.808 beside activation values."""
+    return f"L{layer}/N{index}"

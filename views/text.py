@@ -8,7 +8,7 @@ from typing import Optional
 
 from pydantic import Field
 
-from .base import View, ViewParams, esc, html_pane
+from .base import View, ViewParams, esc, html_part, layout_part
 
 PREVIEW_CHARS = 90
 
@@ -40,21 +40,23 @@ class TextView(View):
         cut = ctx.board.executor.probe_tokens(self.model, probe) if probe is not None else None
         cut_note = (f" · <span class='lf-cut-note'>cut to the first {cut['limit']} tokens "
                     f"({cut['cut']} more not shown)</span>" if cut and cut["cut"] else "")
-        header = html_pane(
+        header = html_part(
+            ctx, "header",
             f"<div class='lf-sample-head'>{ctx.subject_label()}"
             + (f" · <span class='lf-label'>{esc(label)}</span>" if label else "")
             + f" · {len(tokens)} tokens · position <b class='lf-position'>{pos}</b>"
             + f" <code>{esc(repr(tokens[pos]))}</code>{cut_note}</div>",
             css_classes=["lf-text-head"], sizing_mode="stretch_width")
-        strip = TokenStrip(tokens=tokens, selected=pos, sizing_mode="stretch_width",
-                           on_click=lambda index: ctx.set(position=index))
+        strip = ctx.part("strip", TokenStrip, tokens=tokens, selected=pos, init={"sizing_mode": "stretch_width"},
+                         on_click=lambda index: ctx.set(position=index))
         parts = [header, strip]
         if self.p.show_samples:
             n = min(len(ds), self.p.max_samples or len(ds))
-            items = [{"index": i, "label": ds.labels[i] if ds.labels else "",
-                      "text": " ".join(ds.texts[i].split())[:PREVIEW_CHARS]} for i in range(n)]
-            samples = SampleList(items=items, selected=-1 if probe is not None else sample, min_height=120,
-                                 sizing_mode="stretch_both",
-                                 on_click=lambda index: ctx.set(sample=index, text=None, position=None))
+            items = ctx.keep("items", lambda: [
+                {"index": i, "label": ds.labels[i] if ds.labels else "",
+                 "text": " ".join(ds.texts[i].split())[:PREVIEW_CHARS]} for i in range(n)])
+            samples = ctx.part("samples", SampleList, items=items, selected=-1 if probe is not None else sample,
+                               init={"min_height": 120, "sizing_mode": "stretch_both"},
+                               on_click=lambda index: ctx.set(sample=index, text=None, position=None))
             parts.append(samples)
-        return pn.Column(*parts, sizing_mode="stretch_both", css_classes=["lf-view-text"])
+        return layout_part(ctx, "layout", *parts, sizing_mode="stretch_both", css_classes=["lf-view-text"])

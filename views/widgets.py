@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import param
 from panel.custom import JSComponent
+from panel.pane import HTML
 
 _BASE_CSS = """
 :host { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; font-size: 12px; }
@@ -24,15 +25,30 @@ def _atomically(fn, data: dict) -> None:
         fn(**data)
 
 
+class PatchedHTML(HTML):
+    """An HTML pane whose text changes are sent alone. Panel's own update re-sends every
+    property, stylesheets included, which builds new Bokeh stylesheet models on each change."""
+
+    def _update(self, ref: str, model) -> None:
+        props = self._get_properties(model.document)
+        model.update(**{k: v for k, v in props.items() if k != "stylesheets" and getattr(model, k, None) != v})
+
+
 class _Clickable(JSComponent):
-    """Routes `model.send_msg({...})` from the browser to on_click callbacks."""
+    """Routes `model.send_msg({...})` from the browser to the on_click callback. The callback is
+    an attribute, not a registration, so a view that updates the component in place (ctx.part)
+    swaps it for one that knows the new data."""
 
     __abstract = True
 
     def __init__(self, on_click=None, **params):
         super().__init__(**params)
-        if on_click is not None:
-            self.on_msg(lambda event: _atomically(on_click, event.data))
+        self.on_click = on_click
+        self.on_msg(self._clicked)
+
+    def _clicked(self, event) -> None:
+        if self.on_click is not None:
+            _atomically(self.on_click, event.data)
 
 
 class TokenStrip(_Clickable):
