@@ -156,6 +156,8 @@ def _same(old, new) -> bool:
     arrays and other objects without a plain == by identity)."""
     if old is new:
         return True
+    if type(old) is type(new) and hasattr(old, "equals"):  # a pandas frame: == compares cell by cell
+        return bool(old.equals(new))
     try:
         return bool(old == new) and type(old) is type(new)
     except (TypeError, ValueError):

@@ -71,9 +71,11 @@ def test_a_focus_change_builds_no_new_bokeh_models(board, vid):
 
 @pytest.mark.parametrize("vid", IN_PLACE)
 def test_the_re_create_engine_builds_new_models(board, vid):
+    from lensframe.probes import Probe
+
     app, focus = served(board, in_place=False)
     before = card_models(app, vid)
-    focus.update(sample=3, position=2)
+    focus.update(sample=3, position=2, layer=1, neuron=5, probes=[Probe("The cat sat"), Probe("The law is")])
     assert card_models(app, vid) - before
 
 

@@ -344,7 +344,7 @@ def test_a_probe_costs_one_forward_and_its_views_none(kind, boards):
         assert ex.forward_passes == before + 1 and counter.calls == 1  # rendering read the memo
         assert "lf-probe-name" in html["text"] and "lf-probe-name" in html["lens"]
         assert "lf-probe-place" in html2["top"]  # top_examples places the probe's peak activation
-        assert "value vector <b class='lf-neuron'>1.5</b>" in html2["ffn"]
+        assert "value vector <b class='lf-neuron'>L1/N5</b>" in html2["ffn"]
         assert ex.focus("main", Probe(text)) is got  # the same text again: memoized, no forward
         assert ex.forward_passes == before + 1 and counter.calls == 1
     finally:

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc, html_pane
+from .base import View, ViewParams, esc, html_part, layout_part, neuron_label
 
 
 class FfnVocabView(View):
@@ -55,32 +55,39 @@ class FfnVocabView(View):
         chips = lambda ids, vals=None: " ".join(  # noqa: E731
             f"<span class='lf-chip'>{esc(repr(t))}{'' if vals is None else f' <small>{v:.2f}</small>'}</span>"
             for t, v in zip(ctx.decode(ids), vals if vals is not None else [None] * len(ids)))
-        parts = [html_pane(
+        parts = [html_part(
+            ctx, "head",
             f"<div class='lf-ffn-head'>{ctx.subject_label()} · layer <b class='lf-layer'>{layer}</b> · position "
             f"<b class='lf-position'>{pos}</b> <code>{esc(repr(tokens[pos]))}</code></div>", sizing_mode="stretch_width")]
-        if neuron is not None and neuron < ctx.board.infos[self.model].d_mlp:
+        has_neuron = neuron is not None and neuron < ctx.board.infos[self.model].d_mlp
+        static = ""
+        if has_neuron:
             st = ctx.lookup(nodes["static"], layer=layer, neuron=neuron)
-            parts.append(html_pane(
-                f"<div class='lf-ffn-static'>value vector <b class='lf-neuron'>{layer}.{neuron}</b> "
+            static = (
+                f"<div class='lf-ffn-static'>value vector <b class='lf-neuron'>{neuron_label(layer, neuron)}</b> "
                 f"(‖v‖ = {float(st['norm']):.3f}), E·v without the final norm<br>"
                 f"promotes: <span class='lf-promoted'>{chips(st['promoted_ids'], st['promoted'])}</span><br>"
-                f"suppresses: <span class='lf-suppressed'>{chips(st['suppressed_ids'], st['suppressed'])}</span></div>",
-                sizing_mode="stretch_width"))
+                f"suppresses: <span class='lf-suppressed'>{chips(st['suppressed_ids'], st['suppressed'])}</span></div>")
+        # always in the layout, hidden without a neuron: a part taken out and put back gets new Bokeh models
+        parts.append(html_part(ctx, "static", static, sizing_mode="stretch_width"))
+        parts[-1].visible = has_neuron
         top = float(dyn["size"].max()) or 1.0
-        items = [{"key": int(i), "label": f"{layer}.{int(i)}", "bar": float(s) / top * (1 if m >= 0 else -1),
+        items = [{"key": int(i), "label": neuron_label(layer, int(i)), "bar": float(s) / top * (1 if m >= 0 else -1),
                   "note": f"m={m:+.3f} |v|={nv:.2f} → " + " ".join(repr(t) for t in ctx.decode(ids))}
                  for i, m, nv, s, ids in zip(dyn["neurons"], dyn["m"], dyn["norm"], dyn["size"], dyn["token_ids"])]
-        parts.append(html_pane("<div class='lf-sub'>sub-updates m<sub>i</sub>v<sub>i</sub> at this token, by "
+        parts.append(html_part(ctx, "sub", "<div class='lf-sub'>sub-updates m<sub>i</sub>v<sub>i</sub> at this token, by "
                                   "|m<sub>i</sub>| ‖v<sub>i</sub>‖ (red: m &lt; 0), with the tokens each promotes</div>"))
-        parts.append(BarList(items=items, selected=neuron if neuron is not None else -1, kind="subupdate",
-                             height=min(19 * len(items) + 8, 240), sizing_mode="stretch_width",
-                             on_click=lambda key: ctx.set(neuron=key)))
-        parts.append(html_pane(
+        parts.append(ctx.part("bars", BarList, items=items, selected=neuron if neuron is not None else -1,
+                              height=min(19 * len(items) + 8, 240), init={"kind": "subupdate", "sizing_mode": "stretch_width"},
+                              on_click=lambda key: ctx.set(neuron=key)))
+        parts.append(html_part(
+            ctx, "resid",
             f"<div class='lf-ffn-resid'>before the MLP: <span class='lf-before'>{chips(dyn['before_ids'], dyn['before_probs'])}</span><br>"
             f"after the MLP: <span class='lf-after'>{chips(dyn['after_ids'], dyn['after_probs'])}</span></div>",
             sizing_mode="stretch_width"))
         parts.append(self._editor(ctx, nodes["edit"], sample, layer, pos, neuron, dyn))
-        return pn.Column(*parts, sizing_mode="stretch_both", scroll=True, css_classes=["lf-view-ffn-vocab"])
+        return layout_part(ctx, "layout", *parts, sizing_mode="stretch_both", scroll=True,
+                           css_classes=["lf-view-ffn-vocab"])
 
     def _editor(self, ctx, edit_node, sample, layer, pos, neuron, dyn):
         """Set m_i for chosen neurons at this token and compare the next-token prediction."""
@@ -91,12 +98,13 @@ class FfnVocabView(View):
         if ctx.state.get("where") != where:  # edits belong to one token of one sample (or probe)
             ctx.state.update(where=where, edits=[])
         default = int(neuron if neuron is not None else dyn["neurons"][0])
-        which = pn.widgets.IntInput(name="neuron", value=default, start=0, end=d_mlp - 1, width=90,
-                                    css_classes=["lf-edit-neuron"])
-        value = pn.widgets.FloatInput(name="set m to", value=0.0, width=90, css_classes=["lf-edit-value"])
-        apply = pn.widgets.Button(name="apply", button_type="primary", width=70, css_classes=["lf-edit-apply"])
-        clear = pn.widgets.Button(name="clear", width=70, css_classes=["lf-edit-clear"])
-        result = html_pane(sizing_mode="stretch_width", css_classes=["lf-edit-result-pane"])
+        which = ctx.part("which", pn.widgets.IntInput, end=d_mlp - 1,
+                         init={"name": "neuron", "value": default, "start": 0, "width": 90, "css_classes": ["lf-edit-neuron"]})
+        if ctx.state.get("default") != default:  # follow the focused neuron, but keep what the user typed until it moves
+            ctx.state["default"] = which.value = default
+        value = ctx.part("value", pn.widgets.FloatInput,
+                         init={"name": "set m to", "value": 0.0, "width": 90, "css_classes": ["lf-edit-value"]})
+        result = html_part(ctx, "result", "", sizing_mode="stretch_width", css_classes=["lf-edit-result-pane"])
 
         def show():
             edits = ctx.state["edits"]
@@ -109,7 +117,7 @@ class FfnVocabView(View):
                 f"<tr class='lf-edit-row' data-token='{int(t)}'><td>{esc(repr(names[int(t)]))}</td>"
                 f"<td>{b:.4f}</td><td>{a:.4f}</td><td>{a - b:+.4f}</td></tr>"
                 for t, b, a in sorted(zip(res["ids"], res["base_probs"], res["edited_probs"]), key=lambda r: -r[2])[:10])
-            what = ", ".join(f"m[{l}.{i}]={v:g}" for l, _, i, v in edits)
+            what = ", ".join(f"m[{neuron_label(l, i)}]={v:g}" for l, _, i, v in edits)
             result.object = (f"<div class='lf-edit-result'>next token after position {pos} with {esc(what)}:"
                              f"<table><tr><th>token</th><th>before</th><th>after</th><th>change</th></tr>{rows}</table></div>")
 
@@ -121,10 +129,12 @@ class FfnVocabView(View):
             ctx.state["edits"] = []
             show()
 
-        apply.on_click(on_apply)
-        clear.on_click(on_clear)
+        apply = ctx.part("apply", pn.widgets.Button, on_click=on_apply, init={
+            "name": "apply", "button_type": "primary", "width": 70, "css_classes": ["lf-edit-apply"]})
+        clear = ctx.part("clear", pn.widgets.Button, on_click=on_clear,
+                         init={"name": "clear", "width": 70, "css_classes": ["lf-edit-clear"]})
         show()
-        return pn.Column(html_pane("<div class='lf-sub'>intervene at this token (a hook on the activations; "
-                                      "the weights are untouched)</div>"),
-                         pn.Row(which, value, apply, clear), result, sizing_mode="stretch_width",
-                         css_classes=["lf-ffn-edit"])
+        note = html_part(ctx, "edit-note", "<div class='lf-sub'>intervene at this token (a hook on the activations; "
+                                           "the weights are untouched)</div>")
+        row = layout_part(ctx, "edit-row", which, value, apply, clear, cls=pn.Row)
+        return layout_part(ctx, "edit", note, row, result, sizing_mode="stretch_width", css_classes=["lf-ffn-edit"])

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc, html_pane
+from .base import View, ViewParams, esc, html_part, layout_part
 
 PROMPT_TAIL = 6  # prompt tokens shown (greyed) before the continuation: enough to read where it starts
 POLL_MS = 150
@@ -82,7 +82,7 @@ class GenerateView(View):
 
         ex, subject, models = ctx.board.executor, ctx.subject, self.continued()
         state = ctx.state
-        if state.get("poll") is not None:  # a re-render (focus change): the old panes are gone
+        if state.get("poll") is not None:  # a re-render (focus change): the jobs may change
             state["poll"].stop()
             state["poll"] = None
         streaming = pn.state.curdoc is not None  # a served page to stream to; else compute here, in order
@@ -106,12 +106,11 @@ class GenerateView(View):
 
         prompts = {m: ex.sample_ids(m, subject) for m in models}
         limits = {m: _focus_limit(ctx, m) for m in models}
-        head = html_pane(self._head(ctx, models), sizing_mode="stretch_width", css_classes=["lf-gen-head"])
-        status = html_pane("", sizing_mode="stretch_width")
-        # the strip extends the text it shows: a click on a chip still on the page as the focus moves on
-        # extends that subject's text, not the new one's with these tokens
-        strip = gen_strip()(rows=[], sizing_mode="stretch_width",
-                            on_click=lambda model, index: self._extend(ctx, subject, jobs, model, index))
+        head = html_part(ctx, "head", self._head(ctx, models), sizing_mode="stretch_width", css_classes=["lf-gen-head"])
+        status = html_part(ctx, "status", "", sizing_mode="stretch_width")
+        # the click extends the text this render shows (the callback is swapped on each render)
+        strip = ctx.part("strip", gen_strip(), init={"rows": [], "sizing_mode": "stretch_width"},
+                         on_click=lambda model, index: self._extend(ctx, subject, jobs, model, index))
 
         def draw():
             rows, caption, running = self._rows(ctx, jobs, prompts, limits)
@@ -126,8 +125,8 @@ class GenerateView(View):
 
         if draw() and streaming:
             state["poll"] = pn.state.add_periodic_callback(poll, period=POLL_MS)
-        return pn.Column(head, strip, status, sizing_mode="stretch_both", scroll=True,
-                         css_classes=["lf-view-generate"])
+        return layout_part(ctx, "layout", head, strip, status, sizing_mode="stretch_both", scroll=True,
+                           css_classes=["lf-view-generate"])
 
     def _extend(self, ctx, subject, jobs: dict, model: str, index: int) -> None:
         """A click on new token `index` of `model`'s continuation of `subject`: focus the text up to

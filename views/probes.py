@@ -11,7 +11,7 @@ from typing import Optional
 
 from pydantic import Field
 
-from .base import View, ViewParams, esc, html_pane
+from .base import View, ViewParams, esc, html_part, layout_part
 
 
 class ProbesView(View):
@@ -51,35 +51,38 @@ class ProbesView(View):
 
         probes = list(ctx.focus.probes)
         token = ctx.state.get("token", self.p.token)
-        box = pn.widgets.TextInput(label="token whose probability is compared", value=token or "",
-                                   placeholder="e.g.  Paris (with its leading space)", width=260,
-                                   css_classes=["lf-probes-token"])
+        box = ctx.part("token", pn.widgets.TextInput, init={
+            "label": "token whose probability is compared", "value": token or "", "width": 260,
+            "placeholder": "e.g.  Paris (with its leading space)", "css_classes": ["lf-probes-token"]})
 
         def on_token(event):
             ctx.state["token"] = event.new or None
             ctx.focus.param.trigger("probes")  # redraw with the new column
 
-        box.param.watch(on_token, "value")
+        if not ctx.state.get("watching"):  # once per component, not per render
+            box.param.watch(on_token, "value")
+            ctx.state["watching"] = True
+        empty = html_part(
+            ctx, "empty",
+            "<div class='lf-hint lf-probes-empty'>no probe set yet: type prompts in the probe box above, one per "
+            "line, or a template with <code>{}</code> and fillers, and press Ask; or keep them in the spec "
+            "under <code>probes:</code></div>", sizing_mode="stretch_width")
         if not probes:
-            return pn.Column(html_pane(
-                "<div class='lf-hint lf-probes-empty'>no probe set yet: type prompts in the probe box above, one per "
-                "line, or a template with <code>{}</code> and fillers, and press Ask; or keep them in the spec "
-                "under <code>probes:</code></div>", sizing_mode="stretch_width"),
-                sizing_mode="stretch_both", css_classes=["lf-view-probes"])
+            return layout_part(ctx, "layout", empty, sizing_mode="stretch_both", css_classes=["lf-view-probes"])
         models = self.compared()
         rows = compare_probes(ctx.board.executor, models, probes, token)
         table, columns = _table(rows, models, token)
         frame = pd.DataFrame(table, columns=list(columns))
         focused = ctx.focus.text
         selected = [i for i, r in enumerate(rows) if r["probe"] == focused]
-        grid = pn.widgets.Tabulator(
-            frame, show_index=False, disabled=True, selectable=1, selection=selected, sizing_mode="stretch_both",
-            titles=columns, layout="fit_data_fill", css_classes=["lf-probes-table"], min_height=120,
-            formatters={c: {"type": "money", "precision": 4} for c in frame.columns if frame[c].dtype.kind == "f"})
-        grid.on_click(lambda event: ctx.set(text=rows[event.row]["probe"], position=None))
-        note = _caption(models, rows, token)
-        return pn.Column(html_pane(note, sizing_mode="stretch_width"), box, grid, sizing_mode="stretch_both",
-                         css_classes=["lf-view-probes"])
+        grid = ctx.part(
+            "grid", pn.widgets.Tabulator, value=frame, selection=selected, titles=columns,
+            formatters={c: {"type": "money", "precision": 4} for c in frame.columns if frame[c].dtype.kind == "f"},
+            on_click=lambda event: ctx.set(text=rows[event.row]["probe"], position=None),
+            init={"show_index": False, "disabled": True, "selectable": 1, "sizing_mode": "stretch_both",
+                  "layout": "fit_data_fill", "css_classes": ["lf-probes-table"], "min_height": 120})
+        note = html_part(ctx, "note", _caption(models, rows, token), sizing_mode="stretch_width")
+        return layout_part(ctx, "layout", note, box, grid, sizing_mode="stretch_both", css_classes=["lf-view-probes"])
 
 
 def _table(rows: list[dict], models: list[str], token: str | None) -> tuple[list[list], dict]:
