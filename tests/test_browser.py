@@ -171,16 +171,107 @@ def test_click_token_moves_every_view(server, browser, expect, artifacts):
         T3 = _n_tokens(page)
         expect(text.locator(".lf-position")).to_have_text(str(T3 - 1))
         # The attention caption does not name the sample: check that its grid shows sample 3's tokens
-        # (the token strip's title is 'position i: "tok"', a grid column's title 'i: "tok"').
+        # (the token strip's hover tip is 'position i: "tok"', a grid column's 'i: "tok"').
         for view in (attn, lens):
             expect(view.locator("th.lf-col")).to_have_count(T3)
             for i in (0, T3 - 1):
-                tip = text.locator(f'.lf-token[data-position="{i}"]').get_attribute("title")
-                expect(view.locator("th.lf-col").nth(i)).to_have_attribute("title", tip.removeprefix("position "))
+                tip = text.locator(f'.lf-token[data-position="{i}"]').get_attribute("data-tip")
+                expect(view.locator("th.lf-col").nth(i)).to_have_attribute("data-tip", tip.removeprefix("position "))
         expect(attn.locator(".lf-position")).to_have_text(str(T3 - 1))
         expect(attn.locator(".lf-head-index")).to_have_text("2")  # head and layer are kept
         expect(attn.locator(".lf-layer")).to_have_text(layer)
         _check_page(page, expect, js_errors)
+    finally:
+        context.close()
+
+
+def _box(locator) -> dict:
+    box = locator.bounding_box()
+    assert box is not None, f"{locator} is not displayed"
+    return box
+
+
+def _inside(inner: dict, outer: dict, slack: float = 1.0) -> bool:
+    return (inner["x"] >= outer["x"] - slack and inner["y"] >= outer["y"] - slack
+            and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + slack
+            and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + slack)
+
+
+def _scroll(locator) -> dict:
+    return locator.evaluate("w => ({left: w.scrollLeft, top: w.scrollTop, width: w.scrollWidth, "
+                            "height: w.scrollHeight, clientWidth: w.clientWidth, clientHeight: w.clientHeight})")
+
+
+@pytest.mark.parametrize("size", [(1400, 1000), (1920, 1080)], ids=["1400x1000", "1920x1080"])
+def test_views_fit_their_cards(server, browser, expect, artifacts, size):
+    """Issue 14: every lens layer is visible in a one-row card, the focused position is in view,
+    the header row and the layer labels are pinned, the attention pattern is visible without
+    scrolling and before the head thumbnails, axes are titled, hover tips are the page's own."""
+    context, page, js_errors = _open(browser, server, expect, size)
+    try:
+        text = page.locator(".lf-card-text")
+        T = _n_tokens(page)
+        for vid in ("lens", "lens_kl"):
+            card = page.locator(f".lf-card-{vid}")
+            expect(card.locator(".lf-position")).to_have_text(str(T - 1))
+            wrap = _box(card.locator(".lf-grid-wrap"))
+            assert _inside(wrap, _box(card)), f"{vid}: the grid sticks out of its card"
+            rows = card.locator("th.lf-row")
+            expect(rows).to_have_count(31)  # SmolLM2: embed, then 30 blocks
+            assert rows.nth(30).inner_text().strip() == "embed" and rows.nth(0).inner_text().strip() == "29"
+            for i in range(31):  # every layer in view, none under the header row
+                assert _inside(_box(rows.nth(i)), wrap), f"{vid}: layer row {i} is out of view"
+            assert _box(rows.nth(0))["y"] >= _box(card.locator("th.lf-col").first)["y"] + 5
+            # opened on the focused (last) position
+            assert _inside(_box(card.locator("th.lf-col").nth(T - 1)), wrap), f"{vid}: focused position out of view"
+            expect(card.locator(".lf-axis-y")).to_contain_text("layer")
+            expect(card.locator(".lf-axis-x")).to_contain_text("position")
+            expect(card.locator(".lf-scale-high")).to_be_visible()
+        # the colour's unit: probability for lens, nats (this sample's largest KL) for lens_kl
+        expect(page.locator(".lf-card-lens .lf-scale-high")).to_have_text("1")
+        expect(page.locator(".lf-card-lens_kl .lf-scale-high")).to_contain_text("nats")
+
+        # Pinned labels: scrolled sideways, the layer labels stay at the left edge of the grid.
+        lens = page.locator(".lf-card-lens")
+        grid = lens.locator(".lf-grid-wrap")
+        text.locator('.lf-token[data-position="0"]').click()
+        expect(lens.locator(".lf-position")).to_have_text("0")
+        assert _inside(_box(lens.locator("th.lf-col").nth(0)), _box(grid)), "position 0 not brought into view"
+        if _scroll(grid)["width"] > _scroll(grid)["clientWidth"]:
+            grid.evaluate("w => { w.scrollLeft = w.scrollWidth; }")
+            page.wait_for_timeout(100)
+            assert abs(_box(lens.locator("th.lf-row").nth(3))["x"] - _box(grid)["x"]) <= 16
+
+        # The attention pattern: every query row and key column visible without scrolling, left of
+        # (or above) the head thumbnails, axes titled.
+        attn = page.locator(".lf-card-attn")
+        wrap = attn.locator(".lf-grid-wrap")
+        s = _scroll(wrap)
+        assert s["height"] <= s["clientHeight"] + 1 and s["width"] <= s["clientWidth"] + 1, f"attention scrolls: {s}"
+        box = _box(wrap)
+        assert _inside(box, _box(attn))
+        for i in (0, T - 1):
+            assert _inside(_box(attn.locator("th.lf-row").nth(i)), box)
+            assert _inside(_box(attn.locator(f'.lf-cell[data-row="{T - 1}"][data-col="{i}"]')), box)
+        first_head = _box(attn.locator(".lf-head").first)
+        assert first_head["x"] >= box["x"] + box["width"] - 1 or first_head["y"] >= box["y"] + box["height"] - 1
+        expect(attn.locator(".lf-axis-y")).to_contain_text("query position")
+        expect(attn.locator(".lf-axis-x")).to_contain_text("key position")
+
+        # Hover tips are drawn by the page (div.lf-tip), not native title attributes.
+        for sel in (".lf-card-lens", ".lf-card-attn", ".lf-card-text"):
+            native = ", ".join(f"{sel} {part} [title]" for part in (".lf-grid", ".lf-tokens", ".lf-heads"))
+            expect(page.locator(native)).to_have_count(0)
+        lens.locator('.lf-cell[data-row="2"][data-col="0"]').hover()
+        tip = lens.locator(".lf-tip")
+        expect(tip).to_be_visible()
+        expect(tip).to_contain_text("after block 27, position 0")
+        expect(tip).to_contain_text("(the final prediction)")
+        attn.locator('.lf-head[data-head="1"]').hover()
+        expect(attn.locator(".lf-tip:visible")).to_contain_text("layer 0 head 1")
+        expect(tip).to_be_hidden()
+        _check_page(page, expect, js_errors)
+        page.screenshot(path=str(artifacts / f"browser-small-{size[0]}x{size[1]}.png"), full_page=True)
     finally:
         context.close()
 

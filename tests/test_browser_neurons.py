@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lensframe.views.base import neuron_label
 from tests.test_browser import ARTIFACTS, browser, expect, no_errors, serving_computed  # noqa: F401  (browser, expect: fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -67,7 +68,7 @@ def test_neuron_views_follow_each_other(neurons_server, browser, expect):
         item = neurons.locator(".lf-neuron-item").first
         key = item.get_attribute("data-key")
         assert key and key.isdigit(), f"neuron row without a numeric data-key: {key!r}"
-        name = f"{LAYER}.{key}"
+        name = neuron_label(LAYER, int(key))  # L10/N808: never "10.808", which reads as a number
         item.click()
         expect(neurons.locator(f'.lf-neuron-item[data-key="{key}"]').first).to_have_class(
             re.compile(r"\blf-selected\b"))
@@ -80,6 +81,19 @@ def test_neuron_views_follow_each_other(neurons_server, browser, expect):
         expect(ffn.locator(".lf-ffn-static b.lf-neuron")).to_have_text(name)
         expect(ffn.locator(".lf-promoted .lf-chip")).to_have_count(6)  # the spec's k
         expect(ffn.locator(".lf-suppressed .lf-chip")).to_have_count(6)
+        # the ids and values in the neuron lists are whole (a note that does not fit wraps), and
+        # the hover tip gives the neuron's numbers in words
+        labels = neurons.locator(".lf-bar-label").all_inner_texts()
+        assert labels and all(re.fullmatch(rf"L{LAYER}/N\d+", t.strip()) for t in labels), labels
+        cut = neurons.locator(".lf-bar-note, .lf-bar-label").evaluate_all(
+            "els => els.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)")
+        assert not cut, f"cut in the neurons view: {cut}"
+        card = neurons.bounding_box()
+        for note in neurons.locator(".lf-bar-note").all()[:5]:
+            box = note.bounding_box()
+            assert box["x"] + box["width"] <= card["x"] + card["width"] + 1, f"{note.inner_text()} runs out of the card"
+        neurons.locator(f'.lf-neuron-item[data-key="{key}"]').first.hover()
+        expect(neurons.locator(".lf-tip:visible")).to_contain_text(f"{name} at position {col}")
         no_errors(page, expect, js_errors)
         _shot(page, "-neuron")
 
@@ -87,7 +101,7 @@ def test_neuron_views_follow_each_other(neurons_server, browser, expect):
         keys = ffn.locator(".lf-subupdate-item").evaluate_all("rows => rows.map(r => r.dataset.key)")
         other = next((k for k in keys if k != key), None)
         assert other is not None, f"ffn_vocab lists no sub-update besides {key}: {keys}"
-        name = f"{LAYER}.{other}"
+        name = neuron_label(LAYER, int(other))
         ffn.locator(f'.lf-subupdate-item[data-key="{other}"]').click()
         expect(neurons.locator("b.lf-neuron")).to_have_text(name)
         expect(top.locator("b.lf-neuron")).to_have_text(name)

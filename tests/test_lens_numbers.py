@@ -2,6 +2,8 @@
 final layer equals the model's own output distribution (KL 0)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -95,3 +97,59 @@ def test_attention_on_smollm2_equals_output_attentions(smollm2_board):
         ref = b.executor.model("main").model(input_ids=ids, output_attentions=True).attentions
     assert res.shape == (30, 9, n, n)
     np.testing.assert_allclose(res, torch.stack([a[0] for a in ref]).numpy(), atol=1e-6)
+
+
+def _render(board: Board, vid: str, **focus):
+    """One render of a view, as a session would get it (a ViewContext on a new focus)."""
+    from lensframe.context import ViewContext
+
+    f = board.new_focus()
+    f.update(**focus)
+    return board.views[vid].render(ViewContext(board, f, board.views[vid]))
+
+
+def test_the_lens_view_shows_the_hand_computed_lens(tiny_models, tmp_path):
+    """What the lens view draws (cell colours, top-1 texts, tips, row labels, the caption's colour
+    scale) against the lens computed by hand from transformers' hidden states."""
+    pytest.importorskip("panel")
+    from lensframe.views.widgets import HeatGrid, PatchedHTML
+
+    views = VIEWS + "  kl: {type: logit_lens, top_k: 4, metric: kl}\n"
+    board = Board.from_text(tiny_spec(tiny_models["llama"], views), base_dir=tmp_path, cache_dir=tmp_path / "c")
+    board.compute(progress=False)
+    loaded, tok = board.executor.model("main"), board.executor.tokens("main")
+    a = loaded.adapter
+    sample, position, layer = 2, 4, 1
+    n = int(tok["lengths"][sample])
+    ids = torch.as_tensor(tok["ids"][sample : sample + 1, :n], dtype=torch.long)
+    ref = reference_lens(loaded.model, a.final_norm, a.unembed_weight, a.unembed_bias, ids)  # [L+1, T, V]
+    rows = ref.shape[0]
+    final = ref[-1].argmax(-1)
+    prob = ref.exp().gather(-1, final.view(1, n, 1).expand(rows, n, 1)).squeeze(-1).numpy()
+    kl = (ref[-1].exp() * (ref[-1] - ref)).sum(-1).numpy()
+    top1 = [loaded.tokenizer.decode([int(i)], clean_up_tokenization_spaces=False) for i in ref.argmax(-1).flatten()]
+    top1 = np.array(top1, dtype=object).reshape(rows, n)
+
+    # the colours: p itself, and KL on a log scale up to this sample's largest
+    for vid, expected in (("lens", prob), ("kl", np.log1p(np.maximum(kl, 0)) / np.log1p(kl.max()))):
+        layout = _render(board, vid, sample=sample, position=position, layer=layer)
+        (grid,) = layout.select(HeatGrid)
+        # final layer on top: grid row i is lens row rows-1-i; the rows are "embed", then blocks
+        assert grid.row_labels == [str(l) for l in range(rows - 2, -1, -1)] + ["embed"]
+        values = np.array(grid.values, dtype=float)
+        np.testing.assert_allclose(values, expected[::-1], atol=2e-4)
+        assert grid.texts == [[t[:6] for t in row] for row in top1[::-1].tolist()]
+        assert (grid.selected_row, grid.selected_col) == (rows - 2 - layer, position)
+        tokens_node = board.views["lens"].tokens_node(board.spec.dataset.max_tokens)
+        assert grid.col_labels == board.result(tokens_node).meta["strings"][sample][:n]
+        tip = grid.tips[rows - 1 - 2][position]  # lens row 2: after block 1
+        assert tip.startswith(f"after block 1, position {position} ")
+        number = float(re.search(r"= ([-+0-9.e]+)", tip).group(1))
+        assert number == pytest.approx(float((prob if vid == "lens" else kl)[2, position]), rel=1e-3, abs=1e-6)
+        caption = next(p.object for p in layout.select(PatchedHTML) if "lf-lens-head" in p.object)
+        assert f"<b class='lf-position'>{position}</b>" in caption
+        high = re.search(r"lf-scale-high'>([^<]*)<", caption).group(1)
+        if vid == "kl":  # the darkest colour is this sample's largest KL, in nats
+            assert high.endswith(" nats") and float(high.split()[0]) == pytest.approx(float(kl.max()), rel=2e-3)
+        else:
+            assert high == "1"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -241,6 +242,53 @@ def test_ffn_dynamic_ranks_sub_updates_by_size(kind, tiny_models, boards):
                     np.testing.assert_allclose(res[f"{name}_probs"], top.values.numpy(), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_the_neurons_view_ranks_the_reference_activations(kind, tiny_models, boards):
+    """The neurons view's two rankings, their notes and the focused neuron's strip, against the
+    activations m (the down projection's input) of this file's own hooked forward."""
+    pytest.importorskip("panel")
+    from lensframe.context import ViewContext
+    from lensframe.views.base import neuron_label
+    from lensframe.views.widgets import BarList, PatchedHTML, TokenStrip
+
+    b, path = boards[kind], tiny_models[kind]
+    sample, layer, position, neuron = 2, 1, 3, 5
+    _, got = trace(path, kind, sample_ids(path, sample))
+    m = got["m"][layer].numpy()  # [T, d_mlp]
+    model, _ = reference(str(path))
+    size = np.abs(m[position]) * value_vectors(model, kind, layer).norm(dim=-1).numpy()
+    view = b.views["neurons"]
+    focus = b.new_focus()
+    focus.update(sample=sample, layer=layer, position=position, neuron=neuron)
+    layout = view.render(ViewContext(b, focus, view))
+    by_act, by_size = layout.select(BarList)
+    n = view.p.top_n
+    for bars, score in ((by_act, m[position]), (by_size, size)):
+        keys = [it["key"] for it in bars.items]
+        ranked = score[keys]
+        assert len(keys) == n and (np.diff(ranked) <= 1e-5).all()  # descending ...
+        assert ranked[-1] >= np.sort(score)[-n] - 1e-5  # ... and the top n
+        assert [it["label"] for it in bars.items] == [neuron_label(layer, k) for k in keys]
+        assert bars.selected == neuron
+    for it in by_act.items:  # "m +0.532"
+        assert float(it["note"].removeprefix("m ")) == pytest.approx(m[position, it["key"]], abs=1e-3)
+    for it in by_size.items:  # "0.532 (m +0.310)"
+        shown, act = re.fullmatch(r"(\S+) \(m (\S+)\)", it["note"]).groups()
+        assert float(shown) == pytest.approx(size[it["key"]], abs=1e-3)
+        assert float(act) == pytest.approx(m[position, it["key"]], abs=1e-3)
+    (strip,) = layout.select(TokenStrip)
+    assert strip.visible and strip.selected == position
+    np.testing.assert_allclose(strip.shade, np.maximum(0, m[:, neuron] / np.abs(m[:, neuron]).max()), atol=1e-4)
+    assert f"{neuron_label(layer, neuron)} m = {m[position, neuron]:+.4f}" in strip.tips[position]
+    text = "\n".join(p.object for p in layout.select(PatchedHTML))
+    assert f"<b class='lf-neuron'>{neuron_label(layer, neuron)}</b>" in text
+
+    focus.update(neuron=None)  # no neuron: the strip is hidden, not removed (the view updates in place)
+    layout = view.render(ViewContext(b, focus, view))
+    (strip,) = layout.select(TokenStrip)
+    assert not strip.visible and "class='lf-neuron'" not in "".join(p.object for p in layout.select(PatchedHTML))
+
+
 # --- 3. the sub-updates sum to the MLP output ------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", FAMILIES)
@@ -459,7 +507,9 @@ def test_one_forward_per_focus_change_with_neuron_views(kind, tiny_models, tmp_p
     assert counter.calls == 2
     text = html_of(app)
     assert "lf-error" not in text
-    assert "value vector <b class='lf-neuron'>1.5</b>" in text and "neuron <b class='lf-neuron'>1.5</b>" in text
+    # neuron ids are written L1/N5 (layer 1, neuron 5), never "1.5", which reads as a number
+    assert "value vector <b class='lf-neuron'>L1/N5</b>" in text and "neuron <b class='lf-neuron'>L1/N5</b>" in text
+    assert "'>1.5<" not in text
     focus.update(sample=0)  # memoized from the first render
     assert counter.calls == 2
 

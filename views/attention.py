@@ -10,7 +10,9 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc, html_pane
+from .base import View, ViewParams, esc, html_part, layout_part
+
+HEADS_WIDTH = 132  # px: two columns of thumbnails beside the pattern
 
 
 class AttentionView(View):
@@ -46,20 +48,39 @@ class AttentionView(View):
         # would otherwise wash out every other cell
         shade = np.sqrt(p / np.maximum(p.max(-1, keepdims=True), 1e-12))
         vals = [[float(shade[q, k]) if k <= q else None for k in range(T)] for q in range(T)]
-        tips = [[f"{tokens[q]!r} (q {q}) → {tokens[k]!r} (k {k}): {p[q, k]:.3f}" for k in range(T)] for q in range(T)]
-        grid = HeatGrid(row_labels=[f"{q} {t}"[:12] for q, t in enumerate(tokens)], col_labels=tokens, values=vals,
-                        tips=tips, selected_row=pos, selected_col=-1, kind="attention", cell_width=12,
-                        cell_height=12, vertical_cols=True, sizing_mode="stretch_both",
-                        on_click=lambda row, col: ctx.set(position=row))
+        tips = [[f"query {q} {tokens[q]!r} \u2192 key {k} {tokens[k]!r}\nattention weight {p[q, k]:.3f}"
+                 if k <= q else f"key {k} comes after query {q}: masked" for k in range(T)] for q in range(T)]
+        # The pattern first, as large as the card allows: square cells down to 4 px, so a one-row
+        # card shows the whole of a 32-token pattern (the tips name the tokens); the heads beside it.
+        grid = ctx.part(
+            "grid", HeatGrid, row_labels=[f"{q} {t}"[:12] for q, t in enumerate(tokens)],
+            row_tips=[f"query position {q}: {t!r}" for q, t in enumerate(tokens)], col_labels=tokens, values=vals,
+            tips=tips, selected_row=pos,
+            init=dict(selected_col=-1, kind="attention", fit="square", cell_width=24, cell_height=24, min_cell_width=4,
+                      min_cell_height=4, vertical_cols=True, row_title="query position (attends from) \u2193",
+                      col_title="key position (attended to) \u2192 \u00b7 shade: weight / the row's max, square root",
+                      sizing_mode="stretch_both"),
+            on_click=lambda row, col: ctx.set(position=row))
         top = sorted(range(pos + 1), key=lambda k: -p[pos, k])[:3]
-        caption = html_pane(
+        caption = html_part(
+            ctx, "caption",
             f"<div class='lf-attn-head'>{ctx.subject_label()} · layer <b class='lf-layer'>{layer}</b> · head <b class='lf-head-index'>{head}</b>"
             f" · query position <b class='lf-position'>{pos}</b> <code>{esc(repr(tokens[pos]))}</code> attends to "
             + ", ".join(f"<code>{esc(repr(tokens[k]))}</code> {p[pos, k]:.2f}" for k in top) + "</div>",
             sizing_mode="stretch_width")
-        parts = [caption]
+        parts = [grid]
         if self.p.show_heads:
-            parts.append(HeadPicker(patterns=pattern[layer].round(3).tolist(), selected=head, size=56,
-                                    sizing_mode="stretch_width", on_click=lambda head: ctx.set(head=head)))
-        parts.append(grid)
-        return pn.Column(*parts, sizing_mode="stretch_both", css_classes=["lf-view-attention"])
+            heads = pattern[layer]  # [heads, q, k]
+            strongest = heads[:, pos, : pos + 1].argmax(-1)
+            head_tips = [f"layer {layer} head {h}: query {pos} {tokens[pos]!r} attends most to key {int(k)} "
+                         f"{tokens[int(k)]!r} ({heads[h, pos, int(k)]:.2f})" for h, k in enumerate(strongest)]
+            picker = ctx.part("heads", HeadPicker, patterns=heads.round(3).tolist(), tips=head_tips, selected=head,
+                              init=dict(size=64, width=HEADS_WIDTH, sizing_mode="stretch_height",
+                                        css_classes=["lf-attn-heads"]),
+                              on_click=lambda head: ctx.set(head=head))
+            label = html_part(ctx, "heads-label", f"<div class='lf-sub'>heads of layer {layer}</div>",
+                              width=HEADS_WIDTH)
+            parts.append(layout_part(ctx, "heads-column", label, picker, width=HEADS_WIDTH,
+                                     sizing_mode="stretch_height"))
+        body = layout_part(ctx, "body", *parts, cls=pn.Row, sizing_mode="stretch_both")
+        return layout_part(ctx, "layout", caption, body, sizing_mode="stretch_both", css_classes=["lf-view-attention"])

@@ -246,7 +246,7 @@ def gen_strip():
     modules leave to render time (the validator and the compiler import them without Panel)."""
     import param
 
-    from .widgets import _Clickable
+    from .widgets import _BASE_CSS, _JS_COMMON, _Clickable
 
     class GenStrip(_Clickable):
         """One column per model: the prompt's last tokens (greyed), then the generated tokens as
@@ -256,14 +256,15 @@ def gen_strip():
         #             "tokens": [{"text", "prob", "id", "diverge", "beyond"}], "state", "end"}
         rows = param.List(default=[])
 
-        _esm = """
+        _esm = _JS_COMMON + """
         export function render({ model, el }) {
+          const tip = lfTips(el);
           // newline as a return arrow, other control characters as their Unicode control pictures
           // (a generated \\r or \\x0b would otherwise be an empty chip), an empty token as the empty set
           const show = (t) => t.replace(/\\n/g, '\\u21b5').replace(/ /g, '\\u00a0')
             .replace(/[\\x00-\\x1f]/g, (c) => String.fromCharCode(0x2400 + c.charCodeAt(0))) || '\\u2205';
           function draw() {
-            el.replaceChildren();
+            el.replaceChildren(tip);
             const box = document.createElement('div');
             box.className = 'lf-gen-models';
             model.rows.forEach((row) => {
@@ -274,7 +275,7 @@ def gen_strip():
               const line = document.createElement('div'); line.className = 'lf-gen-line';
               if (row.more > 0) {
                 const more = document.createElement('span'); more.className = 'lf-gen-prompt lf-gen-more';
-                more.textContent = '\\u2026'; more.title = `${row.more} earlier prompt tokens`; line.appendChild(more);
+                more.textContent = '\\u2026'; more.dataset.tip = `${row.more} earlier prompt tokens`; line.appendChild(more);
               }
               row.prompt.forEach((t) => {
                 const s = document.createElement('span'); s.className = 'lf-gen-prompt'; s.textContent = show(t);
@@ -289,7 +290,7 @@ def gen_strip():
                 const p = document.createElement('small'); p.className = 'lf-gen-prob';
                 p.textContent = tok.prob.toFixed(3);
                 s.appendChild(t); s.appendChild(p);
-                s.title = `new token ${i}: ${JSON.stringify(tok.text)} (id ${tok.id}), p = ${tok.prob.toPrecision(4)}`
+                s.dataset.tip = `new token ${i}: ${JSON.stringify(tok.text)} (id ${tok.id}), p = ${tok.prob.toPrecision(4)}`
                           + (tok.diverge ? ' \\u2014 first divergence' : '') + '\\nclick: focus the text up to here';
                 s.addEventListener('click', () => model.send_msg({model: row.model, index: i}));
                 line.appendChild(s);
@@ -307,8 +308,7 @@ def gen_strip():
           model.on('rows', draw);
         }
         """
-        _stylesheets = ["""
-        :host { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; font-size: 12px; }
+        _stylesheets = [_BASE_CSS + """
         .lf-gen-models { display: flex; gap: 12px; align-items: flex-start; }
         .lf-gen-model { flex: 1 1 0; min-width: 0; }
         .lf-gen-name { color: #555; font-weight: 600; margin: 2px 0; }

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc, html_pane
+from .base import VIEW_CSS, View, ViewParams, esc, html_part, layout_part
 
 
 class TunedParams(BaseModel):
@@ -27,11 +27,28 @@ class TunedParams(BaseModel):
     seed: int = Field(0, description="seed of the token sample, the split and the minibatches")
 
 METRIC_HELP = {
-    "prob": "probability of the final prediction",
-    "rank": "rank of the final prediction (log scale, dark = top)",
-    "kl": "KL(final || layer), nats (dark = far from final)",
-    "entropy": "entropy, nats (dark = uncertain)",
+    "prob": "probability the layer gives the final prediction",
+    "rank": "rank of the final prediction among the layer's tokens (log scale)",
+    "kl": "KL(final ‖ layer) in nats, log scale (this sample's range)",
+    "entropy": "entropy of the layer's distribution in nats (this sample's range)",
 }
+# A cell's value in its hover tip; `final` is the final layer's top-1 token at that position.
+METRIC_TIP = {
+    "prob": "p({final!r}) = {value:.4g} (the final prediction)",
+    "rank": "rank of {final!r} = {value:.0f} (the final prediction; 0 = top)",
+    "kl": "KL(final \u2016 layer) = {value:.4g} nats",
+    "entropy": "entropy = {value:.4g} nats",
+}
+# The rows are the residual stream read at each depth: "embed" (the input of block 0), then the
+# output of each block, labelled with the block's index; every view labels these rows so.
+ROW_TITLE = {"resid_post": "layer (embed, then after block i) →", "resid_mid": "layer (block i after attention) →"}
+COL_TITLE = "position \u2192 (each cell: the layer's top-1 token)"
+SCALE_CSS = """
+.lf-scale { white-space: nowrap; }
+.lf-scale-bar { display: inline-block; width: 60px; height: 9px; margin: 0 4px; vertical-align: middle;
+                border: 1px solid #ccc;
+                background: linear-gradient(to right, rgba(31, 111, 209, 0), rgba(31, 111, 209, 1)); }
+"""
 
 
 class LogitLensView(View):
@@ -84,8 +101,6 @@ class LogitLensView(View):
         return issues
 
     def render(self, ctx):
-        import panel as pn
-
         from .widgets import HeatGrid
 
         res = ctx.row(self.lens_node(ctx.board.spec.dataset.max_tokens))  # the focused sample's or probe's
@@ -97,35 +112,52 @@ class LogitLensView(View):
         L = len(layers)
         ids, probs = res["ids"][:, :T, :k], res["probs"][:, :T, :k]
         metric = res[self.p.metric][:, :T]
-        shade = _shade(self.p.metric, metric, ctx.board.infos[self.model].vocab_size)
+        vocab_size = ctx.board.infos[self.model].vocab_size
+        shade = _shade(self.p.metric, metric, vocab_size)
         tok = ctx.board.executor.model(self.model).tokenizer
         vocab = _decoder(tok, np.unique(ids))
         order = list(range(L - 1, -1, -1))  # final layer on top, as lens plots read
+        finals = [vocab[int(ids[L - 1, t, 0])] for t in range(T)]
         texts, tips, vals = [], [], []
         for l in order:
             texts.append([vocab[int(ids[l, t, 0])][:6] for t in range(T)])
             vals.append([float(shade[l, t]) for t in range(T)])
             tips.append([
-                f"layer {layers[l]}, position {t} {tokens[t]!r}\n{self.p.metric} = {metric[l, t]:.4g}\n"
+                f"{_row_name(layers[l])}, position {t} {tokens[t]!r}\n"
+                + METRIC_TIP[self.p.metric].format(final=finals[t], value=metric[l, t])
+                + f"\ntop {k} at this layer:\n"
                 + "\n".join(f"{probs[l, t, j]:.3f}  {vocab[int(ids[l, t, j])]!r}" for j in range(k))
                 for t in range(T)])
         focus_layer = ctx.get("layer")
-        sel_row = next((i for i, l in enumerate(order) if blocks[l] == focus_layer), -1) if focus_layer is not None else -1
+        sel_row = next((i for i, l in enumerate(order) if blocks[l] == focus_layer), -1) \
+            if focus_layer is not None else -1
 
         def clicked(row, col):
             layer = blocks[order[row]]  # the "embed" row is no block: it moves the position only
             ctx.set(position=col, **({"layer": layer} if layer >= 0 else {}))
 
-        grid = HeatGrid(row_labels=[layers[l] for l in order], col_labels=tokens, values=vals, texts=texts,
-                        tips=tips, selected_row=sel_row, selected_col=pos, kind="lens",
-                        sizing_mode="stretch_both", on_click=clicked)
-        final = vocab[int(ids[L - 1, pos, 0])]
-        caption = html_pane(
+        # Every layer fits the card: rows shrink down to 4 px (colour alone below 10 px, the tip
+        # has the tokens), so a one-row card still shows all 31 of SmolLM2's; positions scroll
+        # sideways below 30 px (the top-1 token needs about 4 characters), the focused one in view.
+        grid = ctx.part(
+            "grid", HeatGrid, row_labels=[layers[l] for l in order], row_tips=[_row_name(layers[l]) for l in order],
+            col_labels=tokens, values=vals, texts=texts, tips=tips, selected_row=sel_row, selected_col=pos,
+            init=dict(kind="lens", fit="both", cell_width=44, min_cell_width=30, cell_height=20, min_cell_height=4,
+                      row_title=ROW_TITLE[self.p.stream], col_title=COL_TITLE, sizing_mode="stretch_both"),
+            on_click=clicked)
+        final = finals[pos]
+        low, high = _scale_ends(self.p.metric, metric, vocab_size)
+        caption = html_part(
+            ctx, "caption",
             f"<div class='lf-lens-head'>{ctx.subject_label()} · position <b class='lf-position'>{pos}</b> "
             f"<code>{esc(repr(tokens[pos]))}</code> → final prediction <code>{esc(repr(final))}</code>"
-            f" · colour: {METRIC_HELP[self.p.metric]}{self._tuned_note(ctx)}</div>", sizing_mode="stretch_width")
-        return pn.Column(caption, grid, sizing_mode="stretch_both", css_classes=["lf-view-logit-lens"])
-
+            f" · colour: <span class='lf-lens-metric'>{METRIC_HELP[self.p.metric]}</span> "
+            f"<span class='lf-scale'><span class='lf-scale-low'>{esc(low)}</span>"
+            f"<span class='lf-scale-bar'></span><span class='lf-scale-high'>{esc(high)}</span></span>"
+            f"{self._tuned_note(ctx)}</div>",
+            sizing_mode="stretch_width", stylesheets=[VIEW_CSS, SCALE_CSS])
+        return layout_part(ctx, "layout", caption, grid, sizing_mode="stretch_both",
+                           css_classes=["lf-view-logit-lens"])
 
     def _tuned_note(self, ctx) -> str:
         if self.p.lens != "tuned":
@@ -137,12 +169,32 @@ class LogitLensView(View):
                 f"for the logit lens (mean over layers, {gain:+.2f})</span>")
 
 
+def _row_name(label: str) -> str:
+    """A lens row in words, for its hover tip."""
+    if label == "embed":
+        return "embed (the input of block 0)"
+    if label == "final":
+        return "final (after the last block)"
+    return f"after block {label.removesuffix(' mid')}" + (" attention" if label.endswith(" mid") else "")
+
+
+def _scale_ends(metric: str, values: np.ndarray, vocab_size: int) -> tuple[str, str]:
+    """What the lightest and the darkest colour stand for (as _shade maps them)."""
+    if metric == "prob":
+        return "0", "1"
+    if metric == "rank":
+        return f"rank {vocab_size - 1}", "rank 0 (top)"
+    return "0", f"{max(float(values.max()), 0.0):.3g} nats"
+
+
 def _shade(metric: str, values: np.ndarray, vocab_size: int) -> np.ndarray:
     """Map a metric to [0, 1] for colour (dark = the notable end)."""
     if metric == "prob":
         return np.clip(values, 0, 1)
     if metric == "rank":
         return 1 - np.log1p(values) / np.log1p(vocab_size)
+    if metric == "kl":  # log: the first layers' KL (~100 nats) would wash out the last ones' (~1)
+        return np.clip(np.log1p(np.maximum(values, 0)) / max(float(np.log1p(values.max())), 1e-9), 0, 1)
     top = max(float(values.max()), 1e-9)
     return np.clip(values / top, 0, 1)
 

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc, html_pane
+from .base import VIEW_CSS, View, ViewParams, esc, html_part, layout_part, neuron_label
 
 
 def acts_node(view: View, max_tokens: int) -> Node:
@@ -39,7 +39,7 @@ class NeuronsView(View):
     def render(self, ctx):
         import panel as pn
 
-        from .widgets import BarList, TokenStrip
+        from .widgets import BarList, PatchedHTML, TokenStrip
 
         max_tokens = ctx.board.spec.dataset.max_tokens
         acts = ctx.focus_result(self.acts_node(max_tokens))["acts"]  # [layers, T, d_mlp]
@@ -51,34 +51,52 @@ class NeuronsView(View):
         neuron = ctx.get("neuron")
         n = self.p.top_n
 
+        def tip(i):
+            return (f"{neuron_label(layer, i)} at position {pos} {tokens[pos]!r}: activation m = {m[i]:+.4f}, "
+                    f"value vector norm \u2016v\u2016 = {norms[layer, i]:.3f}, "
+                    f"sub-update norm |m|\u2016v\u2016 = {size[i]:.3f}")
+
         def ranked(order, values, note):
             top = float(np.abs(values[order]).max()) or 1.0
             # bars are signed by m (red: m < 0), also when ranked by the unsigned |m| ||v||
-            return [{"key": int(i), "label": f"{layer}.{int(i)}", "bar": abs(float(values[i])) / top * np.sign(m[i] or 1),
-                     "note": note(int(i))} for i in order]
+            return [{"key": int(i), "label": neuron_label(layer, int(i)), "note": note(int(i)), "tip": tip(int(i)),
+                     "bar": abs(float(values[i])) / top * np.sign(m[i] or 1)} for i in order]
 
         by_act = np.argsort(-m)[:n]
         by_size = np.argsort(-size)[:n]
+        selected = neuron if neuron is not None else -1
         pick = lambda key: ctx.set(neuron=key)  # noqa: E731
-        lists = pn.Row(
-            pn.Column(html_pane("<div class='lf-sub'>by activation m<sub>i</sub></div>"),
-                      BarList(items=ranked(by_act, m, lambda i: f"m={m[i]:+.3f}"), selected=neuron if neuron is not None else -1,
-                              kind="neuron", sizing_mode="stretch_both", on_click=pick), sizing_mode="stretch_both"),
-            pn.Column(html_pane("<div class='lf-sub'>by |m<sub>i</sub>| ‖v<sub>i</sub>‖</div>"),
-                      BarList(items=ranked(by_size, size, lambda i: f"m={m[i]:+.3f} |v|={norms[layer, i]:.2f}"),
-                              selected=neuron if neuron is not None else -1, kind="neuron",
-                              sizing_mode="stretch_both", on_click=pick), sizing_mode="stretch_both"),
-            sizing_mode="stretch_both")
-        parts = [html_pane(
+        lists = []
+        for name, order, values, heading, note in (
+                ("act", by_act, m, "by activation m<sub>i</sub>", lambda i: f"m {m[i]:+.3f}"),
+                ("size", by_size, size, "by |m<sub>i</sub>|\u2016v<sub>i</sub>\u2016, the norm of its write to the residual",
+                 lambda i: f"{size[i]:.3f} (m {m[i]:+.3f})")):
+            bars = ctx.part(f"by-{name}", BarList, items=ranked(order, values, note), selected=selected,
+                            init=dict(kind="neuron", sizing_mode="stretch_both"), on_click=pick)
+            heading = html_part(ctx, f"heading-{name}", f"<div class='lf-sub'>{heading}</div>")
+            lists.append(layout_part(ctx, f"column-{name}", heading, bars, sizing_mode="stretch_both"))
+        parts = [html_part(
+            ctx, "caption",
             f"<div class='lf-neurons-head'>{ctx.subject_label()} · layer <b class='lf-layer'>{layer}</b> · "
             f"position <b class='lf-position'>{pos}</b> <code>{esc(repr(tokens[pos]))}</code> · "
-            f"{acts.shape[-1]} neurons</div>", sizing_mode="stretch_width")]
-        if neuron is not None and neuron < acts.shape[-1]:
-            strip = acts[layer, :, neuron]
-            scale = float(np.abs(strip).max()) or 1.0
-            parts.append(html_pane(f"<div class='lf-sub'>neuron <b class='lf-neuron'>{layer}.{neuron}</b> "
-                                      f"over the {'probe' if ctx.probe else 'sample'} (max {strip.max():+.3f})</div>"))
-            parts.append(TokenStrip(tokens=tokens, shade=[max(0.0, float(v) / scale) for v in strip], selected=pos,
-                                    sizing_mode="stretch_width", on_click=lambda index: ctx.set(position=index)))
-        parts.append(lists)
-        return pn.Column(*parts, sizing_mode="stretch_both", css_classes=["lf-view-neurons"])
+            f"{acts.shape[-1]} neurons · <span class='lf-neurons-legend' style='color: #666'>m: activation (the down projection's input), "
+            f"\u2016v\u2016: value-vector norm</span></div>", sizing_mode="stretch_width")]
+        # the focused neuron over the sample: built on the first render and hidden while no neuron
+        # is focused, so focusing one patches two components instead of adding them to the page
+        shown = neuron is not None and neuron < acts.shape[-1]
+        strip = acts[layer, :, neuron] if shown else np.zeros(len(tokens), np.float32)
+        scale = float(np.abs(strip).max()) or 1.0
+        label = neuron_label(layer, neuron) if shown else ""
+        caption = (f"<div class='lf-sub'>neuron <b class='lf-neuron'>{label}</b> over the "
+                   f"{'probe' if ctx.probe else 'sample'}: m by token, max {strip.max():+.3f} (shade: m / {scale:.3f}, "
+                   f"the largest |m|; m \u2264 0 unshaded)</div>") if shown else ""
+        parts.append(ctx.part("strip-caption", PatchedHTML, object=caption, visible=shown,
+                              init=dict(stylesheets=[VIEW_CSS], sizing_mode="stretch_width")))
+        parts.append(ctx.part(
+            "strip", TokenStrip, tokens=tokens if shown else [], selected=pos, visible=shown,
+            shade=[max(0.0, float(v) / scale) for v in strip] if shown else [],
+            tips=[f"position {t}: {tok!r}\n{label} m = {v:+.4f}" for t, (tok, v) in enumerate(zip(tokens, strip))]
+            if shown else [],
+            init=dict(sizing_mode="stretch_width"), on_click=lambda index: ctx.set(position=index)))
+        parts.append(layout_part(ctx, "lists", *lists, cls=pn.Row, sizing_mode="stretch_both"))
+        return layout_part(ctx, "layout", *parts, sizing_mode="stretch_both", css_classes=["lf-view-neurons"])

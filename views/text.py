@@ -28,8 +28,6 @@ class TextView(View):
         return [self.tokens_node(max_tokens)]
 
     def render(self, ctx):
-        import panel as pn
-
         from .widgets import SampleList, TokenStrip
 
         ds = ctx.board.dataset
