@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import param
 
-FIELDS = ("model", "sample", "text", "position", "layer", "head", "neuron", "cluster", "text_cluster", "probes")
+FIELDS = ("model", "sample", "text", "position", "layer", "head", "neuron", "cluster", "text_cluster", "texts",
+          "neurons", "probes")
 
 
 class Focus(param.Parameterized):
@@ -21,6 +22,11 @@ class Focus(param.Parameterized):
     neuron = param.Integer(default=None, allow_None=True)
     cluster = param.Integer(default=None, allow_None=True, doc="a neuron cluster")
     text_cluster = param.Integer(default=None, allow_None=True, doc="a cluster of texts")
+    # Selections (linked brushing): a lasso on a cluster map picks a group that other views
+    # describe. Sorted and without repeats, so the same group is the same value (one memo entry).
+    texts = param.List(default=[], item_type=int, doc="selected dataset samples (a lasso on the text map); [] = none")
+    neurons = param.List(default=[], item_type=list,
+                         doc="selected neurons as [layer, index] pairs (a lasso on the neuron map); [] = none")
     probes = param.List(default=[], doc="this session's probe set (lensframe.probes.Probe), shown by the probes view")
 
     def values(self) -> dict:

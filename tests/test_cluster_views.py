@@ -24,6 +24,7 @@ import pytest
 
 from lensframe.board import Board
 from lensframe.cli import main
+from lensframe.views.base import neuron_label
 
 from .conftest import tiny_spec
 from .test_sharing import ForwardCounter
@@ -316,7 +317,7 @@ def test_views_render_without_error_cards_and_follow_the_cluster(planted_model, 
     focus.update(layer=0, neuron=neuron)
     text = html_of(app)
     assert "lf-error" not in text, text[:3000]
-    assert f"lf-neuron'>0.{neuron}</b>" in text
+    assert f"lf-neuron'>{neuron_label(0, neuron)}</b>" in text
     samples = [int(x) for x in re.findall(r"lf-example-head'>#\d+ · sample (\d+)", text)]
     assert len(samples) == 5 and all(LABELS[s] == "food" for s in samples), samples
 
@@ -371,3 +372,256 @@ def test_per_label_sampling_balances_topics(tmp_path):
     ds = load_dataset(DatasetSpec(source="builtin:fortunes", label="topic", per_label=5, limit=None,
                                   categories=["computers", "food", "law"]), tmp_path)
     assert sorted(ds.labels) == ["computers"] * 5 + ["food"] * 5 + ["law"] * 5
+
+
+# ------------------------------------------------------------------- the maps: HoloViews, brushing
+
+
+def test_robust_limits_keep_one_outlier_from_squashing_the_map():
+    from lensframe.views.cluster_map import robust_limits
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    lo, hi, outside = robust_limits(x)
+    assert outside == 0 and lo < x.min() and hi > x.max()  # nothing far out: everything shown, padded
+    far = np.append(x, 1000.0)
+    lo2, hi2, outside2 = robust_limits(far)
+    q1, q3 = np.percentile(far, [25, 75])
+    assert outside2 == 1 and hi2 < 1000.0
+    assert hi2 <= (q3 + 3 * (q3 - q1)) + 0.05 * (hi2 - lo2) + 1e-9  # clipped at the far-out fence (+ padding)
+    assert (hi2 - lo2) < 2 * (hi - lo)  # the other 200 points keep their spread
+    assert robust_limits([2.0, 2.0, 2.0]) == (1.5, 2.5, 0)  # no spread: a unit-wide range around it
+
+
+def test_lasso_polygon_and_click_pick_the_right_points():
+    from lensframe.views.cluster_map import inside_polygon, nearest
+
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(-1, 1, 500), rng.uniform(-1, 1, 500)
+    box = inside_polygon(x, y, [-0.3, 0.5, 0.5, -0.3], [-0.2, -0.2, 0.6, 0.6])
+    assert np.array_equal(box, (x > -0.3) & (x < 0.5) & (y > -0.2) & (y < 0.6))
+    tri = inside_polygon(x, y, [0, 1, 0], [0, 0, 1])  # the triangle x > 0, y > 0, x + y < 1
+    assert np.array_equal(tri, (x > 0) & (y > 0) & (x + y < 1))
+    # a non-convex "L": the unit square without its top-right quarter
+    ell = inside_polygon(x, y, [0, 1, 1, 0.5, 0.5, 0], [0, 0, 0.5, 0.5, 1, 1])
+    assert np.array_equal(ell, (x > 0) & (y > 0) & (x < 1) & (y < 1) & ~((x > 0.5) & (y > 0.5)))
+    assert not inside_polygon(x, y, [0, 1], [0, 1]).any()  # a line is no lasso
+    assert nearest(x, y, x[7] + 0.001, y[7], (-1, 1), (-1, 1)) == 7
+    assert nearest(x, y, 5.0, 5.0, (-1, 1), (-1, 1)) is None  # far from every point: nothing
+    # shares of the visible range: zoomed in 100x, the same click is 100x further from a point
+    assert nearest([0.0], [0.0], 0.01, 0.0, (-1, 1), (-1, 1)) == 0
+    assert nearest([0.0], [0.0], 0.01, 0.0, (-0.01, 0.01), (-0.01, 0.01)) is None
+
+
+def map_streams(app, vid: str) -> dict:
+    """The Tap and Lasso streams Bokeh feeds on one view's map (found on the HoloViews plot the
+    page got, not on the view: the same objects a browser's gestures reach)."""
+    import holoviews as hv
+    import panel as pn
+
+    card = next(c for c in app.select(pn.Card) if f"lf-card-{vid}" in c.css_classes)
+    (pane,) = card.select(pn.pane.HoloViews)
+    (plot, _), = pane._plots.values()
+    streams = [s for p in plot.traverse(lambda p: p) for cb in getattr(p, "callbacks", []) for s in cb.streams]
+    return {"tap": next(s for s in streams if isinstance(s, hv.streams.Tap)),
+            "lasso": next(s for s in streams if isinstance(s, hv.streams.Lasso))}
+
+
+def card_html(app, vid: str) -> str:
+    import panel as pn
+
+    card = next(c for c in app.select(pn.Card) if f"lf-card-{vid}" in c.css_classes)
+    return "\n".join(str(p.object) for p in card.select(pn.pane.HTML) if p.visible)
+
+
+def box(x0, x1, y0, y1) -> np.ndarray:
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=float)
+
+
+@pytest.fixture(scope="module")
+def planted_served(planted_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("brushing")
+    b = planted_board(planted_model, tmp)
+    b.compute(progress=False)
+    return b
+
+
+def test_a_lasso_of_texts_is_described_against_the_rest(planted_served):
+    """Lasso on the text map -> focus.texts holds exactly the texts inside the polygon -> the
+    difference view describes them against the rest, with the numbers of the describe functions
+    run directly on those texts."""
+    from lensframe.ops.describe import describe_groups
+
+    from .test_in_place import served
+
+    b = planted_served
+    app, focus = served(b, in_place=True)
+    tc = b.result(b.views["tc"].needs(16)[2])
+    x, y = tc["coords"][:, 0], tc["coords"][:, 1]
+    # a box around the left half of the map, by the x median: a group of about half the texts
+    x0, x1, y0, y1 = x.min() - 1, float(np.median(x)), y.min() - 1, y.max() + 1
+    inside = sorted(int(i) for i in np.flatnonzero((x > x0) & (x < x1) & (y > y0) & (y < y1)))
+    assert 5 < len(inside) < len(TEXTS) - 5
+    map_streams(app, "tc")["lasso"].event(geometry=box(x0, x1, y0, y1))
+    assert focus.texts == inside
+
+    html = card_html(app, "diffc")  # compare: cluster follows the selection
+    rest = [i for i in range(len(TEXTS)) if i not in inside]
+    want = describe_groups([TEXTS[i] for i in inside], [TEXTS[i] for i in rest], prior_texts=TEXTS, seed=0)
+    sep = want["separability"]
+    assert f"<b class='lf-group-a'>the {len(inside)} selected texts</b>" in html
+    assert f"<span class='lf-n-a'>{len(inside)}</span>" in html and f"<span class='lf-n-b'>{len(rest)}</span>" in html
+    assert f"balanced accuracy <b class='lf-balanced'>{sep['balanced_accuracy']:.2f}</b>" in html
+    assert f"plain accuracy {sep['accuracy']:.2f}" in html
+    assert ("lf-above-chance" in html) == sep["above_chance"] and ("lf-at-chance" in html) != sep["above_chance"]
+    top_a = [t["term"] for t in want["terms"] if t["side"] == "a"][:3]
+    for term in top_a:
+        assert f"<span class='lf-chip lf-term'>{term} " in html, term
+    # the map caption names the same selection
+    assert f"data-texts='{','.join(map(str, inside))}'" in card_html(app, "tc")
+
+    # a click picks the text under it and leaves the selection alone; "clear selection" clears it
+    j = inside[0]
+    map_streams(app, "tc")["tap"].event(x=float(x[j]), y=float(y[j]))
+    assert focus.sample == j and focus.text_cluster == int(tc["labels"][j]) and focus.texts == inside
+    focus.update(texts=[])
+    html = card_html(app, "diffc")
+    assert f"<b class='lf-group-a'>cluster {int(tc['labels'][j])}</b>" in html  # back to the focused cluster
+    # a lasso around nothing clears the selection too
+    focus.update(texts=inside)
+    map_streams(app, "tc")["lasso"].event(geometry=box(x.max() + 5, x.max() + 6, y.max() + 5, y.max() + 6))
+    assert focus.texts == []
+
+
+def test_the_balanced_figure_leads_and_at_chance_is_said(planted_served):
+    """Two food texts against the other 58: plain accuracy stays high while balanced accuracy is
+    the figure in bold, with its chance level; what the view says matches describe's test."""
+    from lensframe.ops.describe import separability
+
+    from .test_in_place import served
+
+    b = planted_served
+    app, focus = served(b, in_place=True)
+    few = [0, 3]
+    focus.update(texts=few)
+    html = card_html(app, "diffc")
+    rest = [i for i in range(len(TEXTS)) if i not in few]
+    sep = separability([TEXTS[i] for i in few], [TEXTS[i] for i in rest], seed=0)
+    assert "<span class='lf-n-a'>2</span>" in html and f"<span class='lf-n-b'>{len(rest)}</span>" in html
+    assert f"balanced accuracy <b class='lf-balanced'>{sep['balanced_accuracy']:.2f}</b> <span class='lf-chance'>(chance 0.50)</span>" in html
+    assert "<b class='lf-accuracy'>" not in html  # plain accuracy is never the bold figure
+    verdict = "lf-above-chance" if sep["above_chance"] else "lf-at-chance"
+    assert verdict in html and f"p = {sep['p_chance']:.2g}" in html
+    # a random half of the texts: no signal, the view says so
+    rng = np.random.default_rng(5)
+    half = sorted(int(i) for i in rng.choice(len(TEXTS), len(TEXTS) // 2, replace=False))
+    sep = separability([TEXTS[i] for i in half], [TEXTS[i] for i in range(len(TEXTS)) if i not in half], seed=0)
+    focus.update(texts=half)
+    html = card_html(app, "diffc")
+    assert ("lf-at-chance" in html) == (not sep["above_chance"])
+    if not sep["above_chance"]:
+        assert "at chance: their words tell them apart no better than guessing" in html
+
+
+def neuron_effects_by_hand(imp, members_flat, mapped_flat) -> np.ndarray:
+    """The enrichment effects of a group of neurons, from the stored importance sums alone: the
+    held-out half's mean importance per topic, as shares per neuron; (group mean - median over the
+    mapped neurons) / SD over them."""
+    sums, counts = imp["sums"], imp["counts"]
+    test = sums[:, :, 1] / np.maximum(counts[:, 1], 1)[None, :]
+    shares = test / np.maximum(test.sum(1, keepdims=True), 1e-12)
+    mapped = shares[mapped_flat]
+    return (shares[members_flat].mean(0) - np.median(mapped, 0)) / mapped.std(0, ddof=1)
+
+
+def test_a_lasso_of_neurons_gets_their_topic_enrichment(planted_served):
+    from .test_in_place import served
+
+    b = planted_served
+    app, focus = served(b, in_place=True)
+    imp_node, cl_node = b.views["nc"].nodes(16)
+    imp, nc = b.result(imp_node), b.result(cl_node)
+    x, y = nc["coords"][:, 0], nc["coords"][:, 1]
+    food = [j for j, (l, n) in enumerate(zip(nc["layer"], nc["neuron"])) if l == 0 and n in PLANTED["food"]]
+    pad = 1e-3
+    x0, x1, y0, y1 = x[food].min() - pad, x[food].max() + pad, y[food].min() - pad, y[food].max() + pad
+    inside = np.flatnonzero((x > x0) & (x < x1) & (y > y0) & (y < y1))
+    assert set(food) <= set(inside.tolist())
+    map_streams(app, "nc")["lasso"].event(geometry=box(x0, x1, y0, y1))
+    chosen = sorted([int(nc["layer"][j]), int(nc["neuron"][j])] for j in inside)
+    assert sorted(focus.neurons) == chosen
+
+    res = b.executor.lookup(b.views["nc"].enrichment_node(16), neurons=tuple(tuple(x) for x in focus.neurons))
+    d = imp.meta["d_mlp"]
+    flat = lambda l, n: imp.meta["layers"].index(int(l)) * d + int(n)  # noqa: E731
+    want = neuron_effects_by_hand(imp, [flat(*c) for c in chosen], [flat(l, n) for l, n in zip(nc["layer"], nc["neuron"])])
+    np.testing.assert_allclose(res.meta["effects"], want, rtol=1e-6, atol=1e-9)
+    topics = res.meta["topics"]
+    assert res.meta["best_topic"] == "food" and res.meta["tag"] == "food" and res.meta["selected"] == len(chosen)
+    assert res.meta["p"] <= 2 / (1 + res.meta["n_perm"]) and res.meta["held_out"]
+    assert res.meta["effect"] == pytest.approx(want[topics.index("food")])
+    html = card_html(app, "nc")
+    assert "enriched for <b class='lf-enriched'>food</b>" in html
+    assert f"d = {res.meta['effect']:.2f}" in html and f"<b class='lf-selected-count'>{len(chosen)}</b>" in html
+
+    # generalists only (no planted neuron): the held-out test finds nothing
+    planted = {n for ns in PLANTED.values() for n in ns}
+    others = tuple((int(l), int(n)) for l, n in zip(nc["layer"], nc["neuron"]) if n not in planted)[:20]
+    focus.update(neurons=[list(x) for x in others])
+    res = b.executor.lookup(b.views["nc"].enrichment_node(16), neurons=others)
+    assert res.meta["tag"] is None and res.meta["p"] > 0.05, res.meta
+    assert "not enriched for any topic" in card_html(app, "nc")
+    # a click on a neuron focuses it (layer, index, cluster) and keeps the selection
+    j = food[0]
+    map_streams(app, "nc")["tap"].event(x=float(x[j]), y=float(y[j]))
+    assert (focus.layer, focus.neuron, focus.cluster) == (int(nc["layer"][j]), int(nc["neuron"][j]), int(nc["cluster"][j]))
+    assert f"<b class='lf-focused-neuron'>{neuron_label(focus.layer, focus.neuron)}</b>" in card_html(app, "nc")
+
+
+BRUSH_CHANGES = [{"text_cluster": 1}, {"texts": [0, 1, 2, 5, 8]}, {"sample": 3}, {"cluster": 0},
+                 {"layer": 0, "neuron": 5}, {"neurons": [[0, 1], [0, 2], [0, 9]]}, {"texts": []},
+                 {"text_cluster": None, "cluster": None}, {"texts": list(range(10, 30))}, {"neurons": []}]
+
+
+@pytest.mark.parametrize("vid", ["tc", "diffc", "nc"])
+def test_focus_and_selection_changes_build_no_new_bokeh_models(planted_served, vid):
+    """The maps are built once per session: clicks, lassos and cluster changes patch the page."""
+    from .test_in_place import card_models, served
+
+    app, focus = served(planted_served, in_place=True)
+    focus.update(text_cluster=0, cluster=1, texts=[1, 2], neurons=[[0, 3], [0, 4]], layer=0, neuron=2)  # every part shown once
+    before = card_models(app, vid)
+    for change in BRUSH_CHANGES:
+        focus.update(**change)
+        after = card_models(app, vid)
+        assert after <= before, f"{vid}: {change} built {len(after - before)} new Bokeh model(s)"
+    # the count can fail: the re-create engine, on the same board, builds new ones
+    app, focus = served(planted_served, in_place=False)
+    before = card_models(app, vid)
+    focus.update(text_cluster=0, texts=[1, 2], cluster=1, neurons=[[0, 3], [0, 4]])
+    assert card_models(app, vid) - before
+
+
+def test_selections_round_trip_through_the_address():
+    from types import SimpleNamespace
+    from urllib.parse import parse_qsl
+
+    from lensframe.focus import Focus
+    from lensframe.focus_url import focus_query, parse_query
+
+    info = SimpleNamespace(n_layers=4, n_heads=2, d_mlp=16)
+    board = SimpleNamespace(spec=SimpleNamespace(models={"a": None}), infos={"a": info}, dataset=list(range(50)))
+    focus = Focus(model="a")
+    default = focus.values()
+    focus.update(texts=[3, 7, 12], neurons=[[1, 5], [3, 15]])
+    query = focus_query(focus.values(), default)
+    assert "texts=3,7,12" in query and "neurons=L1/N5,L3/N15" in query  # the ids as views write them
+    fields, problems = parse_query(parse_qsl(query), board)
+    assert problems == [] and fields == {"texts": [3, 7, 12], "neurons": [[1, 5], [3, 15]]}
+    assert focus_query(default, default) == ""  # no selection: nothing in the link
+    fields, problems = parse_query([("texts", "3,x,99,3"), ("neurons", "L1/N5,7.808,L9/N1")], board)
+    assert fields == {"texts": [3], "neurons": [[1, 5]]}
+    said = " | ".join(problems)
+    for part in ("'x' is not a whole number", "99 is out of range (0..49)", "'7.808' is not a neuron id like L6/N12",
+                 "L9/N1 is out of range"):
+        assert part in said, (part, said)

@@ -285,3 +285,39 @@ def test_pipeline_defaults_for_missing_spec_params():
     b = C.neuron_clusters(sums, counts, TOPICS, n_neurons=300, k=7, method="kmeans", n_perm=1000, seed=0)
     assert np.array_equal(a["labels"], b["labels"]) and a["clusters"] == b["clusters"]
     assert len(a["neurons"]) == 55 and a["labels"].max() == 6  # all 55 positive neurons; k = round(sqrt(55))
+
+
+def test_group_enrichment_of_a_picked_group():
+    """A group picked by hand (what a lasso on the map gives): the planted food neurons are enriched
+    for food on held-out profiles, with the effects of tag_clusters' yardstick recomputed here; a
+    group of background neurons is not; the whole map has no rest to compare with."""
+    sums, counts, truth = planted_importance(0)
+    prof = C.topic_profile(sums, counts)
+    fit, test = prof[:, :, 0], prof[:, :, 1]
+    food = TOPICS.index("food")
+    member = truth == food
+    res = C.group_enrichment(fit, member, TOPICS, n_perm=N_PERM, seed=0, test_profiles=test)
+    z = test / test.sum(axis=1, keepdims=True)
+    want = (z[member].mean(0) - np.median(z, 0)) / z.std(0, ddof=1)
+    np.testing.assert_allclose(res["effects"], want, rtol=1e-9)
+    assert res["tag"] == "food" and res["best_topic"] == "food" and res["size"] == member.sum()
+    assert res["p"] == 1 / (1 + N_PERM) and res["held_out"] is True  # no shuffle comes near
+    background = np.zeros(len(truth), dtype=bool)
+    background[np.flatnonzero(truth == -1)[:25]] = True
+    res = C.group_enrichment(fit, background, TOPICS, n_perm=N_PERM, seed=0, test_profiles=test)
+    assert res["tag"] is None and res["p"] > 0.05
+    everything = C.group_enrichment(fit, np.ones(len(truth), bool), TOPICS, n_perm=50, seed=0, test_profiles=test)
+    assert everything["p"] == 1.0 and everything["tag"] is None and max(everything["effects"]) == 0
+    with pytest.raises(ValueError):
+        C.group_enrichment(fit, np.zeros(len(truth), bool), TOPICS)
+
+
+def test_map_2d_says_how_much_variance_its_axes_show():
+    rng = np.random.default_rng(2)
+    x = rng.random((40, 6))
+    res = C.map_2d(x, method="pca")
+    from sklearn.decomposition import PCA
+
+    want = PCA(n_components=2, svd_solver="full").fit(C.normalize_profiles(x)).explained_variance_ratio_
+    np.testing.assert_allclose(res["explained"], want, rtol=1e-9)
+    assert res["explained"][0] >= res["explained"][1] > 0

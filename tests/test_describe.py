@@ -226,3 +226,58 @@ def test_module_is_light():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --------------------------------------------------------------------------------- against chance
+
+def test_chance_p_is_the_permutation_test_of_balanced_accuracy():
+    """chance_p equals a brute-force enumeration of every relabelling (the same predictions
+    scored against every assignment of the group labels), and scipy's one-sided Fisher test."""
+    from itertools import combinations
+
+    from scipy.stats import fisher_exact
+
+    from lensframe.ops.describe import balanced_accuracy, chance_p
+
+    rng = np.random.default_rng(3)
+    for _ in range(6):
+        n, n_a = 11, int(rng.integers(2, 6))
+        y = np.zeros(n, dtype=int)
+        y[rng.choice(n, n_a, replace=False)] = 1
+        pred = (rng.random(n) < 0.5).astype(int)
+        observed = balanced_accuracy(y, pred)
+        at_least = total = 0
+        for chosen in combinations(range(n), n_a):
+            perm = np.zeros(n, dtype=int)
+            perm[list(chosen)] = 1
+            total += 1
+            at_least += balanced_accuracy(perm, pred) >= observed - 1e-12
+        assert chance_p(y, pred) == pytest.approx(at_least / total, abs=1e-12)
+        table = [[int(np.sum((y == 1) & (pred == 1))), int(np.sum((y == 1) & (pred == 0)))],
+                 [int(np.sum((y == 0) & (pred == 1))), int(np.sum((y == 0) & (pred == 0)))]]
+        assert chance_p(y, pred) == pytest.approx(fisher_exact(table, alternative="greater")[1], rel=1e-9)
+
+
+def test_imbalanced_groups_at_chance_though_plain_accuracy_is_high():
+    """The issue's case: 7 texts against 113 that say the same things. Plain accuracy is high
+    (the classifier says "b" to nearly everything), balanced accuracy is about 0.5, and the test
+    does not call it above chance."""
+    rng = np.random.default_rng(11)
+    texts = [_text(rng, [str(rng.choice(A_WORDS + B_WORDS))]) for _ in range(120)]
+    sep = separability(texts[:7], texts[7:], seed=0)
+    assert sep["accuracy"] > 0.85, sep
+    assert abs(sep["balanced_accuracy"] - 0.5) < 0.15 and sep["chance"] == 0.5
+    assert sep["above_chance"] is False and sep["p_chance"] >= 0.05
+    # each fold's balanced accuracy, recomputed from nothing but their mean's definition: the
+    # pooled figure lies within their range, and the spread is their sample SD
+    folds = sep["fold_balanced"]
+    assert len(folds) == sep["folds"] == 5 and min(folds) - 1e-9 <= sep["balanced_accuracy"] <= max(folds) + 1e-9
+    assert sep["balanced_sd"] == pytest.approx(float(np.std(folds, ddof=1)))
+
+
+def test_planted_groups_are_above_chance():
+    a, b = _planted(seed=2, n_strong=30, n_weak=0, n_b=30)
+    sep = separability(a, b, seed=0)
+    assert sep["above_chance"] is True and sep["p_chance"] < 1e-6 and sep["balanced_accuracy"] > 0.9
+    small = separability(["coffee beans", "espresso beans", "latte"], ["rain now", "storm now"], folds=5)
+    assert small["p_chance"] is not None and small["p_chance"] >= 0.05 and small["above_chance"] is False  # 5 texts prove nothing

@@ -1,9 +1,20 @@
 """difference: what sets two groups of texts apart (the description step of Zhong et al. 2022 / D5,
-offline): the focused text cluster against the rest, or label A against label B.
+offline): the texts selected on the map (a lasso in text_clusters) or else the focused text
+cluster against the rest, or label A against label B.
 
 Distinguishing words and bigrams by weighted log-odds with an informative Dirichlet prior (Monroe et
 al. 2008; z-scores), the most representative texts of each side from a cross-fitted classifier, and
-how separable the groups are (cross-validated accuracy). Clicking a text focuses it.
+how separable the groups are. Clicking a text focuses it.
+
+Separability leads with the BALANCED accuracy (the mean of the two groups' recalls) beside its
+chance level, 0.5: plain accuracy rewards answering the larger group, so 7 texts against 113 score
+0.94 for a classifier that never says the small group, and plain accuracy is shown only after it.
+The view says "at chance" when the balanced accuracy is not above chance by the one-sided exact test
+of lensframe.ops.describe.chance_p at p < 0.05: the out-of-fold predictions scored against every
+relabelling of the texts with the same group sizes (Fisher's exact test of group by prediction;
+no refitting, so it is instant, and conservative for cross-validated predictions). The spread of
+the balanced accuracy over the folds is shown beside it, as context, not as the criterion: with a
+handful of texts in the small group, each fold's figure rests on one or two of them.
 """
 from __future__ import annotations
 
@@ -13,20 +24,21 @@ from pydantic import Field, model_validator
 
 from lensframe.graph import Node
 
-from .base import View, esc, html_pane
-from .text_clusters import ClusterParams, check_layer, text_cluster_nodes
+from .base import VIEW_CSS, View, esc, layout_part
+from .text_clusters import ClusterParams, _preview, check_layer, text_cluster_nodes
 
 
 class DifferenceView(View):
     type = "difference"
     default_title = "What sets the groups apart"
     description = "distinguishing words (log-odds z), representative texts and separability of two groups"
-    reads = ("text_cluster", "sample")
-    sets = ("sample",)
+    reads = ("text_cluster", "sample", "texts")
+    sets = ("sample", "text", "position")
 
     class Params(ClusterParams):
         compare: Literal["cluster", "labels"] = Field(
-            "cluster", description="cluster: the focused text cluster vs the rest; labels: label a vs label b")
+            "cluster", description="cluster: the texts selected on the map, else the focused text cluster, vs the rest; "
+                                   "labels: label a vs label b")
         a: Optional[str] = Field(None, description="compare: labels: the first label")
         b: Optional[str] = Field(None, description="compare: labels: the second label")
         top: int = Field(12, ge=1, le=100, description="terms listed per side")
@@ -76,39 +88,90 @@ class DifferenceView(View):
         from .widgets import SampleList
 
         ds = ctx.board.dataset
-        if self.p.compare == "labels":  # the labels were checked against the dataset (check_data)
-            a, b, names = ("label", self.p.a), ("label", self.p.b), (self.p.a, self.p.b)
-        else:
-            cluster = ctx.get("text_cluster")
-            if cluster is None:
-                return html_pane("<div class='lf-hint'>click a cluster (in a text_clusters view) to see what sets it "
-                                 "apart from the rest</div>", sizing_mode="stretch_width")
-            a, b, names = ("cluster", cluster), ("rest", cluster), (f"cluster {cluster}", "the rest")
-        res = ctx.lookup(self.describe_node(ctx.board.spec.dataset.max_tokens), a=a, b=b)
-        acc = res.meta["accuracy"]
-        sep = (f"cross-validated accuracy <b class='lf-accuracy'>{acc:.2f}</b> (balanced {res.meta['balanced_accuracy']:.2f}, "
-               f"{res.meta['folds']} folds)" if acc is not None else f"separability: n/a ({esc(res.meta['reason'])})")
-        terms = res.meta["terms"]
+        groups = self._groups(ctx, len(ds))
+        waiting = isinstance(groups, str)
+        head_text, items = "", {"a": [], "b": []}
+        if not waiting:  # a hint instead: the other parts stay, hidden, so showing them again builds nothing
+            a, b, names = groups
+            res = ctx.lookup(self.describe_node(ctx.board.spec.dataset.max_tokens), a=a, b=b)
+            head_text = self._head(res, names)
+            items = {side: [{"index": i, "label": ds.labels[i] if ds.labels else "",
+                             "text": f"p={p:.2f} · " + _preview(ds.texts[i], 100)}
+                            for i, p in res.meta[f"representative_{side}"]] for side in "ab"}
+        hint = shown_html(ctx, "hint", groups if waiting else "", waiting, sizing_mode="stretch_width")
+        head = shown_html(ctx, "head", head_text, not waiting, sizing_mode="stretch_width")
+        pick = lambda index: ctx.set(sample=index, text=None, position=None)  # noqa: E731
+        lists = [ctx.part(f"reps_{side}", SampleList, items=items[side], selected=ctx.sample,
+                          init={"sizing_mode": "stretch_width", "height": 130}, on_click=pick) for side in "ab"]
+        row = ctx.part("lists", pn.Row, visible=not waiting, init={"objects": lists, "sizing_mode": "stretch_width"})
+        return layout_part(ctx, "layout", hint, head, row, sizing_mode="stretch_both", scroll=True,
+                           css_classes=["lf-view-difference"])
+
+    def _head(self, res, names) -> str:
+        meta, terms = res.meta, res.meta["terms"]
 
         def side_terms(side):
-            chips = [f"<span class='lf-chip lf-term' title='{t['count_a']} vs {t['count_b']}'>{esc(t['term'])} "
-                     f"<small>z={t['z']:+.1f}</small></span>" for t in terms if t["side"] == side][: self.p.top]
+            chips = [f"<span class='lf-chip lf-term'>{esc(t['term'])} <small>z={t['z']:+.1f} · "
+                     f"{t['count_a']}:{t['count_b']}</small></span>" for t in terms if t["side"] == side][: self.p.top]
             return " ".join(chips) or "<i>none at this size</i>"
 
-        def reps(key):
-            return [{"index": i, "label": ds.labels[i] if ds.labels else "", "text": f"p={p:.2f} · " + " ".join(ds.texts[i].split())[:100]}
-                    for i, p in res.meta[key]]
+        n_a, n_b = len(res["a"]), len(res["b"])
+        return (f"<div class='lf-diff-head'><b class='lf-group-a'>{esc(names[0])}</b> "
+                f"(<span class='lf-n-a'>{n_a}</span> text{'s' if n_a != 1 else ''}) vs "
+                f"<b class='lf-group-b'>{esc(names[1])}</b> (<span class='lf-n-b'>{n_b}</span> text{'s' if n_b != 1 else ''})</div>"
+                f"<div class='lf-separability'>{separability_html(meta)}</div>"
+                f"<div class='lf-sub'>more in {esc(names[0])} <small>(z of the log-odds; count in {esc(names[0])} : in "
+                f"{esc(names[1])})</small></div><div class='lf-terms-a'>{side_terms('a')}</div>"
+                f"<div class='lf-sub'>more in {esc(names[1])}</div><div class='lf-terms-b'>{side_terms('b')}</div>"
+                f"<div class='lf-sub'>most representative texts (out-of-fold probability of their side)</div>")
 
-        pick = lambda index: ctx.set(sample=index, position=None)  # noqa: E731
-        head = html_pane(
-            f"<div class='lf-diff-head'><b class='lf-group-a'>{esc(names[0])}</b> ({len(res['a'])} texts) vs "
-            f"<b class='lf-group-b'>{esc(names[1])}</b> ({len(res['b'])} texts) · {sep}</div>"
-            f"<div class='lf-sub'>more in {esc(names[0])}</div><div class='lf-terms-a'>{side_terms('a')}</div>"
-            f"<div class='lf-sub'>more in {esc(names[1])}</div><div class='lf-terms-b'>{side_terms('b')}</div>"
-            f"<div class='lf-sub'>most representative texts (out-of-fold probability of their side)</div>",
-            sizing_mode="stretch_width")
-        lists = pn.Row(SampleList(items=reps("representative_a"), selected=ctx.sample, sizing_mode="stretch_width",
-                                  height=130, on_click=pick),
-                       SampleList(items=reps("representative_b"), selected=ctx.sample, sizing_mode="stretch_width",
-                                  height=130, on_click=pick), sizing_mode="stretch_width")
-        return pn.Column(head, lists, sizing_mode="stretch_both", scroll=True, css_classes=["lf-view-difference"])
+    def _groups(self, ctx, n: int):
+        """(a, b, names) for the describe lookup, or the hint to show instead."""
+        if self.p.compare == "labels":  # the labels were checked against the dataset (check_data)
+            return ("label", self.p.a), ("label", self.p.b), (self.p.a, self.p.b)
+        chosen = tuple(sorted({int(i) for i in ctx.get("texts") if 0 <= int(i) < n}))
+        if chosen:
+            if len(chosen) == n:
+                return ("<div class='lf-hint'>the selection holds every text: there is no rest to compare it with "
+                        "(lasso fewer texts on the map)</div>")
+            return ("texts", chosen), ("other", chosen), (f"the {len(chosen)} selected text{'s' if len(chosen) != 1 else ''}",
+                                                         "the rest")
+        cluster = ctx.get("text_cluster")
+        if cluster is None:
+            return ("<div class='lf-hint'>click a cluster (in a text_clusters view) or lasso texts on its map to see "
+                    "what sets them apart from the rest</div>")
+        return ("cluster", cluster), ("rest", cluster), (f"cluster {cluster}", "the rest")
+
+
+def separability_html(meta: dict) -> str:
+    """The separability line: balanced accuracy first, its chance level beside it, the verdict."""
+    if meta.get("balanced_accuracy") is None:
+        return f"separability: n/a ({esc(meta.get('reason'))})"
+    ba, chance, p = meta["balanced_accuracy"], meta.get("chance", 0.5), meta.get("p_chance")
+    verdict = (f"<span class='lf-verdict lf-above-chance'>above chance (p = {p:.2g}, exact test)</span>"
+               if meta.get("above_chance") else
+               f"<span class='lf-verdict lf-at-chance'>at chance: their words tell them apart no better than guessing "
+               f"(p = {p:.2g}, exact test)</span>")
+    spread = meta.get("balanced_sd")
+    return (f"balanced accuracy <b class='lf-balanced'>{ba:.2f}</b> <span class='lf-chance'>(chance {chance:.2f})</span>"
+            + (f" · SD {spread:.2f} from fold to fold ({meta['folds']} folds)" if spread is not None
+               else f" · {meta['folds']} folds")
+            + f" · {verdict} · <span class='lf-plain-accuracy'>plain accuracy {meta['accuracy']:.2f}</span>")
+
+
+def shown_html(ctx, name: str, text: str, visible: bool, **init):
+    """An HTML part (views.base.html_part) whose visibility follows the focus too: a part hidden
+    rather than dropped needs no new Bokeh models when it shows again."""
+    from .widgets import PatchedHTML
+
+    return ctx.part(name, PatchedHTML, object=text, visible=visible, init={"stylesheets": [VIEW_CSS, DIFF_CSS], **init})
+
+
+DIFF_CSS = """
+.lf-diff-head { font-size: 13px; margin-bottom: 2px; }
+.lf-separability { line-height: 1.4; }
+.lf-balanced { font-size: 14px; }
+.lf-chance, .lf-plain-accuracy { color: #666; }
+.lf-at-chance { color: #8a5a00; font-weight: 600; }
+.lf-above-chance { color: #2d6a2d; font-weight: 600; }
+"""

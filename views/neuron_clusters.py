@@ -5,26 +5,31 @@ Importance of neuron (l, i) for a sample: attribution |m_i * dloss/dm_i| summed 
 backward pass) or mean |m_i| (forward only); folded per label into neurons x topics as a streaming
 reduction. The most important neurons are sampled in proportion to importance, their topic profiles
 normalised and clustered; tags come from the held-out half of the samples (lensframe.ops.clustering).
-Clicking a cluster focuses it; clicking a neuron focuses its layer and index, so the neuron views
-follow.
+
+The map (views/cluster_map.py) places the neurons by their share of importance per topic. Clicking
+a neuron focuses its layer and index, so the neuron views follow; a lasso selects neurons
+(focus.neurons) and the view reports the topic enrichment of that selection (the neuron_enrichment
+lookup: the tags' statistic and held-out test, for the selection against the rest of the map);
+clicking a cluster in the legend focuses it and lists its neurons.
 """
 from __future__ import annotations
 
 from typing import Literal, Union
 
+import numpy as np
 from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, beyond_depth, esc, html_pane
+from .base import VIEW_CSS, View, ViewParams, beyond_depth, esc, html_part, layout_part, neuron_label
 
 
 class NeuronClustersView(View):
     type = "neuron_clusters"
     default_title = "Neuron clusters by topic"
     description = "neurons clustered by importance per topic, tagged with the topic they serve"
-    reads = ("cluster", "layer", "neuron")
-    sets = ("cluster", "layer", "neuron")
+    reads = ("cluster", "layer", "neuron", "neurons")
+    sets = ("cluster", "layer", "neuron", "neurons")
 
     class Params(ViewParams):
         layers: Union[Literal["all"], list[int]] = Field("all", description="layers whose neurons are scored")
@@ -44,53 +49,135 @@ class NeuronClustersView(View):
                               method=self.p.method, n_perm=self.p.n_perm, seed=self.p.seed)
 
     def needs(self, max_tokens):
-        return [self.tokens_node(max_tokens), *self.nodes(max_tokens)]
+        return [self.tokens_node(max_tokens), *self.nodes(max_tokens), self.enrichment_node(max_tokens)]
 
     def check(self, info):
         layers = [] if self.p.layers == "all" else self.p.layers
         return super().check(info) + [(("layers", i), *beyond_depth(layer, info)) for i, layer in enumerate(layers)
                                       if not 0 <= layer < info.n_layers]
 
+    def enrichment_node(self, max_tokens: int) -> Node:
+        return Node.make("neuron_enrichment", self.model, inputs=(self.nodes(max_tokens)[1],))
+
     def render(self, ctx):
         import panel as pn
 
-        from .widgets import BarList, ScatterMap
+        from .cluster_map import MAP_CSS, ClusterLegend, ClusterMap, axis_title
+        from .difference import shown_html
+        from .widgets import BarList
 
-        res = ctx.result(self.nodes(ctx.board.spec.dataset.max_tokens)[1])
-        clusters = res.meta["clusters"]
+        max_tokens = ctx.board.spec.dataset.max_tokens
+        res = ctx.result(self.nodes(max_tokens)[1])
+        clusters, meta = res.meta["clusters"], res.meta
+        layers, neurons, groups = (np.asarray(res[k]).tolist() for k in ("layer", "neuron", "cluster"))
+        rows = {(l, n): j for j, (l, n) in enumerate(zip(layers, neurons))}
         layer, neuron, cluster = ctx.get("layer"), ctx.get("neuron"), ctx.get("cluster")
-        names = [f"c{c['cluster']}: {c['tag'] or 'untagged'}" for c in clusters]
-        points = [{"key": j, "x": float(x), "y": float(y), "group": int(g),
-                   "title": f"neuron {int(l)}.{int(n)} · cluster {int(g)}"}
-                  for j, (x, y), g, l, n in zip(range(len(res["cluster"])), res["coords"], res["cluster"], res["layer"], res["neuron"])]
-        chosen = next((j for j in range(len(points)) if res["layer"][j] == layer and res["neuron"][j] == neuron), -1)
-        biggest = max(c["size"] for c in clusters)
-        items = [{"key": c["cluster"], "label": f"c{c['cluster']}", "bar": c["size"] / biggest,
-                  "note": (f"{c['tag']}  d={c['effect']:.2f} p={c['p_corrected']:.3f}" if c["tag"] else
-                           f"untagged (best p={c['p_corrected']:.2f})") + f" · {c['size']} neurons"} for c in clusters]
+        chosen = [tuple(x) for x in ctx.get("neurons")]
 
-        def on_point(key):
-            ctx.set(layer=int(res["layer"][key]), neuron=int(res["neuron"][key]), cluster=int(res["cluster"][key]))
+        def make_map():
+            m = len(layers)
+            if meta["map_method"] == "umap":
+                xlabel, ylabel = "UMAP 1", "UMAP 2"
+            else:
+                share = meta.get("map_explained") or [None, None]
+                xlabel, ylabel = axis_title("PC", 1, share[0]), axis_title("PC", 2, share[1])
+            heads = [f"{neuron_label(l, n)} · cluster c{g}" + (f" ({clusters[g]['tag']})" if clusters[g]["tag"] else "")
+                     for l, n, g in zip(layers, neurons, groups)]
+            tips = [f"importance rank {j + 1} of {m} sampled" for j in range(m)]
+            return ClusterMap(res["coords"][:, 0], res["coords"][:, 1], groups, heads, tips, kind="neurons",
+                              xlabel=xlabel, ylabel=ylabel)
 
-        parts = [html_pane(
-            f"<div class='lf-nclusters-head'>{len(points)} neurons sampled by {esc(res.meta['method'])} importance "
-            f"over {len(res.meta['topics'])} topics · {len(clusters)} clusters, "
+        cmap = ctx.keep("map", make_map)
+        cmap.show(group=[j for j, g in enumerate(groups) if g == cluster], selected=[rows[x] for x in chosen if x in rows],
+                  focused=rows.get((layer, neuron)))
+        cmap.on_tap = lambda j: ctx.set(layer=layers[j], neuron=neurons[j], cluster=groups[j])
+        cmap.on_lasso = lambda js: ctx.set(neurons=[[layers[j], neurons[j]] for j in sorted(js)])
+
+        legend = ctx.part("legend", ClusterLegend, items=[self._legend_item(c) for c in clusters],
+                          selected=cluster if cluster is not None else -1,
+                          init={"kind": "cluster", "width": 220, "sizing_mode": "stretch_height",
+                                "css_classes": ["lf-neuron-legend"]},
+                          on_click=lambda group: ctx.set(cluster=group))
+        focused = rows.get((layer, neuron))
+        caption = html_part(
+            ctx, "caption",
+            f"<div class='lf-nclusters-head'>{len(layers)} neurons sampled by {esc(meta['method'])} importance "
+            f"over {len(meta['topics'])} topics · {len(clusters)} clusters, "
             f"{sum(1 for c in clusters if c['tag'])} tagged (p &lt; 0.05 after correction"
-            f"{', tagged on held-out samples' if res.meta['held_out'] else ''}) · map: {esc(res.meta['map_method'])}</div>",
-            sizing_mode="stretch_width"),
-            pn.Row(ScatterMap(points=points, groups=names, selected=chosen,
-                              selected_group=cluster if cluster is not None else -1, kind="neurons",
-                              on_point=on_point, on_group=lambda group: ctx.set(cluster=group)),
-                   BarList(items=items, selected=cluster if cluster is not None else -1, kind="cluster",
-                           sizing_mode="stretch_width", height=260, on_click=lambda key: ctx.set(cluster=key)),
-                   sizing_mode="stretch_width")]
-        if cluster is not None and cluster < len(clusters):
-            members = clusters[cluster]["members"][:40]
-            parts.append(html_pane(f"<div class='lf-sub'>neurons of cluster <b class='lf-cluster'>{cluster}</b> "
-                                   f"({esc(clusters[cluster]['tag'] or 'untagged')}), most important first</div>"))
-            parts.append(BarList(items=[{"key": i, "label": f"{l}.{n}", "bar": 1.0 - i / max(len(members), 1), "note": ""}
-                                        for i, (l, n) in enumerate(members)],
-                                 selected=next((i for i, (l, n) in enumerate(members) if l == layer and n == neuron), -1),
-                                 kind="member", sizing_mode="stretch_width", height=160,
-                                 on_click=lambda key: ctx.set(layer=members[key][0], neuron=members[key][1])))
-        return pn.Column(*parts, sizing_mode="stretch_both", scroll=True, css_classes=["lf-view-neuron-clusters"])
+            f"{', tagged on held-out samples' if meta['held_out'] else ''}) · map: {esc(meta['map_method'].upper())} of each "
+            f"neuron's share of importance per topic</div><div class='lf-map-key'>"
+            + (f"framed: <b class='lf-focused-neuron'>{neuron_label(layer, neuron)}</b> · " if focused is not None else "")
+            + (f"outlined: cluster c{cluster} · " if cluster is not None and cluster < len(clusters) else "")
+            + (f"ringed: <span class='lf-selection' data-neurons='{','.join(neuron_label(*x) for x in chosen)}'>"
+               f"{len(chosen)} selected neuron{'s' if len(chosen) != 1 else ''}</span> · " if chosen else "")
+            + (f"<span class='lf-outside'>{cmap.outside} outlying neuron{'s' if cmap.outside != 1 else ''} beyond the "
+               "view (Tukey's far-out fences): zoom out to see</span> · " if cmap.outside else "")
+            + "<span class='lf-hint-inline'>click a neuron to focus it; lasso (toolbar) to select neurons</span></div>",
+            sizing_mode="stretch_width", css_classes=["lf-nclusters-caption"], stylesheets=[VIEW_CSS, MAP_CSS])
+        clear = ctx.part("clear", pn.widgets.Button, visible=bool(chosen),
+                         init={"label": "clear selection", "color": "light", "width": 120,
+                               "css_classes": ["lf-clear-selection"]},
+                         on_click=lambda event: ctx.set(neurons=[]))
+        enrichment = shown_html(ctx, "enrichment", self._enrichment(ctx, chosen, max_tokens) if chosen else "",
+                                bool(chosen), sizing_mode="stretch_width", css_classes=["lf-enrichment-box"])
+        shown = cluster is not None and cluster < len(clusters)
+        members = clusters[cluster]["members"][:40] if shown else []
+        weight = self._importance(ctx, max_tokens, members)
+        members_head = shown_html(
+            ctx, "members_head",
+            f"<div class='lf-sub'>neurons of cluster <b class='lf-cluster'>{cluster}</b> "
+            f"({esc(clusters[cluster]['tag'] or 'untagged')}), most important first; bar: importance summed over "
+            f"the dataset, relative to the first</div>" if shown else "",
+            shown, sizing_mode="stretch_width")
+        member_list = ctx.part(
+            "members", BarList, visible=shown, kind="member",
+            items=[{"key": i, "label": neuron_label(l, n), "bar": w / max(weight[0], 1e-30), "note": f"{w:.3g}"}
+                   for i, ((l, n), w) in enumerate(zip(members, weight))],
+            selected=next((i for i, (l, n) in enumerate(members) if l == layer and n == neuron), -1),
+            init={"sizing_mode": "stretch_width", "height": 160},
+            on_click=lambda key: ctx.set(layer=members[key][0], neuron=members[key][1]))
+        head = layout_part(ctx, "head", caption, clear, cls=pn.Row, sizing_mode="stretch_width")
+        body = layout_part(ctx, "body", cmap.pane, legend, cls=pn.Row, sizing_mode="stretch_both", min_height=320)
+        return layout_part(ctx, "layout", head, body, enrichment, members_head, member_list, sizing_mode="stretch_both",
+                           scroll=True, css_classes=["lf-view-neuron-clusters"])
+
+    def _importance(self, ctx, max_tokens: int, members: list) -> list[float]:
+        """Each member's importance summed over every sample (what the sampling and the order use)."""
+        if not members:
+            return []
+        imp = ctx.result(self.nodes(max_tokens)[0])
+        d, layers = imp.meta["d_mlp"], imp.meta["layers"]
+        total = imp["sums"].reshape(imp["sums"].shape[0], -1).sum(axis=1)
+        return [float(total[layers.index(l) * d + n]) for l, n in members]
+
+    @staticmethod
+    def _legend_item(c: dict) -> dict:
+        from .cluster_map import colour
+
+        size = f"{c['size']} neuron{'s' if c['size'] != 1 else ''}"
+        note = (f"{c['tag']} · d = {c['effect']:.2f} · p = {c['p_corrected']:.3g} · {size}" if c["tag"] else
+                f"untagged (best: {c['best_topic']}, d = {c['effect']:.2f}, p = {c['p_corrected']:.2g}) · {size}")
+        return {"group": c["cluster"], "color": colour(c["cluster"]), "label": f"c{c['cluster']}", "note": note}
+
+    def _enrichment(self, ctx, chosen: list, max_tokens: int) -> str:
+        """What the selected neurons are enriched for (the neuron_enrichment lookup), as HTML."""
+        res = ctx.lookup(self.enrichment_node(max_tokens), neurons=tuple(chosen))
+        meta = res.meta
+        missing = (f" · <span class='lf-missing'>{len(meta['missing'])} not on the map, left out: "
+                   f"{esc(', '.join(neuron_label(*x) for x in meta['missing'][:8]))}"
+                   f"{' …' if len(meta['missing']) > 8 else ''}</span>" if meta["missing"] else "")
+        n = meta["selected"]
+        head = (f"<div class='lf-sub'>topic enrichment of the <b class='lf-selected-count'>{n}</b> selected "
+                f"neuron{'s' if n != 1 else ''} against the other {meta['mapped'] - n} on the map{missing}</div>")
+        if meta.get("reason"):
+            return head + f"<div class='lf-hint'>{esc(meta['reason'])}</div>"
+        test = (f"{'held-out' if meta['held_out'] else 'in-sample'} permutation test, {meta['n_perm']} shuffles, "
+                "effect = (mean share - median share) / SD over the mapped neurons")
+        verdict = (f"enriched for <b class='lf-enriched'>{esc(meta['tag'])}</b>: d = {meta['effect']:.2f}, "
+                   f"p = {meta['p']:.3g}" if meta["tag"] else
+                   f"<span class='lf-not-enriched'>not enriched for any topic</span> (best: {esc(meta['best_topic'])}, "
+                   f"d = {meta['effect']:.2f}, p = {meta['p']:.2g})")
+        order = sorted(range(len(meta["topics"])), key=lambda t: -meta["effects"][t])
+        chips = " ".join(f"<span class='lf-chip lf-topic-effect' data-topic='{esc(meta['topics'][t])}'>"
+                         f"{esc(meta['topics'][t])} <small>d={meta['effects'][t]:+.2f}</small></span>" for t in order)
+        return head + f"<div class='lf-enrichment'>{verdict} <small>({test})</small></div><div>{chips}</div>"

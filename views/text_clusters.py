@@ -1,9 +1,13 @@
 """text_clusters: the dataset's texts clustered as Zhong et al. (2022) do, on the spec's model.
 
 Each sample is embedded by the mean-pooled residual after one block, PCA to ~50 components with the
-first dropped, k-means with k about sqrt(n). The map is coloured by cluster or by label, and the
-caption reports agreement with the labels (adjusted Rand index). Clicking a text focuses it (and its
-cluster); clicking a legend entry focuses a cluster.
+first dropped, k-means with k about sqrt(n). The map (views/cluster_map.py) shows the first two kept
+components, coloured by cluster or by label, with hover, zoom and pan; the caption reports agreement
+with the labels (adjusted Rand index).
+
+Clicking a text focuses it (and its cluster); a lasso selects texts (focus.texts), which the
+difference view then describes against the rest; clicking a legend entry focuses that cluster (or,
+coloured by label, selects that label's texts).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, beyond_depth, esc, html_pane
+from .base import VIEW_CSS, View, ViewParams, beyond_depth, html_part, layout_part
 
 
 class ClusterParams(ViewParams):
@@ -39,8 +43,8 @@ class TextClustersView(View):
     type = "text_clusters"
     default_title = "Text clusters"
     description = "texts embedded by the model, clustered (PCA + k-means, Zhong et al. 2022), on a map"
-    reads = ("sample", "text_cluster")
-    sets = ("sample", "text_cluster")
+    reads = ("sample", "text", "text_cluster", "texts")
+    sets = ("sample", "text", "position", "text_cluster", "texts")
 
     class Params(ClusterParams):
         color_by: Literal["cluster", "label"] = Field("cluster", description="what colours the map")
@@ -54,32 +58,91 @@ class TextClustersView(View):
     def render(self, ctx):
         import panel as pn
 
-        from .widgets import ScatterMap
+        from .cluster_map import MAP_CSS, ClusterLegend, ClusterMap, axis_title
 
         _, node = text_cluster_nodes(self, self.info, ctx.board.spec.dataset.max_tokens)
         res = ctx.result(node)
-        ds, clusters, coords = ctx.board.dataset, res["labels"], res["coords"]
-        by_label = self.p.color_by == "label" and ds.labels
-        names = sorted(set(ds.labels)) if by_label else [f"cluster {c}" for c in range(res.meta["k"])]
+        ds, clusters, coords, meta = ctx.board.dataset, res["labels"], res["coords"], res.meta
+        by_label = bool(self.p.color_by == "label" and ds.labels)
+        names = sorted(set(ds.labels)) if by_label else [f"cluster {c}" for c in range(meta["k"])]
         group = [names.index(ds.labels[i]) if by_label else int(clusters[i]) for i in range(len(ds))]
-        points = [{"key": i, "x": float(coords[i, 0]), "y": float(coords[i, 1]), "group": group[i],
-                   "title": f"#{i} cluster {int(clusters[i])}" + (f" · {ds.labels[i]}" if ds.labels else "")
-                   + f"\n{' '.join(ds.texts[i].split())[:120]}"} for i in range(len(ds))]
+
+        def make_map():
+            comps = meta.get("map_components") or ([2, 3] if meta["dropped_first"] else [1, 2])
+            share = meta.get("map_variance") or [None, None]
+            heads = [f"#{i} · cluster {int(clusters[i])}" + (f" · {ds.labels[i]}" if ds.labels else "") for i in range(len(ds))]
+            tips = [_preview(ds.texts[i], 300) for i in range(len(ds))]
+            return ClusterMap(coords[:, 0], coords[:, 1], group, heads, tips, kind="texts",
+                              xlabel=axis_title("PC", comps[0], share[0]), ylabel=axis_title("PC", comps[1], share[1]))
+
+        cmap = ctx.keep("map", make_map)
         focus_cluster = ctx.get("text_cluster")
-        ari = res.meta["ari"]
-        caption = html_pane(
-            f"<div class='lf-clusters-head'>{len(ds)} texts · k = {res.meta['k']} · mean-pooled residual of block "
-            f"{node.inputs[0].param('layer')} · PCA {res.meta['n_components']} components"
-            f"{' (first dropped)' if res.meta['dropped_first'] else ''}"
+        chosen = [i for i in ctx.get("texts") if 0 <= i < len(ds)]
+        focused = ctx.sample if ctx.probe is None else None
+        members = [] if focus_cluster is None else [int(i) for i in range(len(ds)) if clusters[i] == focus_cluster]
+        cmap.show(group=members, selected=chosen, focused=focused)
+        cmap.on_tap = lambda row: ctx.set(sample=row, text=None, position=None, text_cluster=int(clusters[row]))
+        cmap.on_lasso = lambda rows: ctx.set(texts=sorted(rows))
+
+        items = ctx.keep("legend-items", lambda: self._legend(ds, clusters, names, by_label))
+        legend = ctx.part("legend", ClusterLegend, items=items,
+                          selected=self._legend_selected(ds, names, by_label, focus_cluster, chosen),
+                          init={"kind": "label" if by_label else "cluster", "width": 180, "sizing_mode": "stretch_height",
+                                "css_classes": ["lf-text-legend"]},
+                          on_click=lambda group: ctx.set(texts=[i for i, l in enumerate(ds.labels) if l == names[group]])
+                          if by_label else ctx.set(text_cluster=group, texts=[]))
+        ari = meta["ari"]
+        caption = html_part(
+            ctx, "caption",
+            f"<div class='lf-clusters-head'>{len(ds)} texts · k = {meta['k']} · mean-pooled residual of block "
+            f"{node.inputs[0].param('layer')} · PCA, {meta['n_components']} components kept"
+            + ((" after dropping the first" + (f" ({100 * meta['dropped_variance']:.3g}% of the variance, mostly what "
+                                               "every text shares)" if "dropped_variance" in meta else "")
+                + "; the map shows PCs 2 and 3") if meta["dropped_first"] else "; the map shows PCs 1 and 2")
             + (f" · agreement with the labels: ARI <b class='lf-ari'>{ari:.3f}</b>" if ari is not None else "")
             + (f" · focused cluster <b class='lf-cluster'>{focus_cluster}</b>" if focus_cluster is not None else "")
-            + "</div>", sizing_mode="stretch_width")
-        chart = ScatterMap(points=points, groups=names, selected=ctx.sample,
-                           selected_group=-1 if by_label or focus_cluster is None else focus_cluster, kind="texts",
-                           on_point=lambda key: ctx.set(sample=key, position=None, text_cluster=int(clusters[key])),
-                           on_group=lambda group: None if by_label else ctx.set(text_cluster=group))
-        return pn.Column(caption, chart, sizing_mode="stretch_both", scroll=True, css_classes=["lf-view-text-clusters"])
+            + "</div><div class='lf-map-key'>"
+            + (f"framed: text <b class='lf-focused-text'>#{focused}</b> · " if focused is not None else "")
+            + (f"outlined: cluster {focus_cluster} · " if focus_cluster is not None else "")
+            + (f"ringed: <span class='lf-selection' data-texts='{','.join(map(str, chosen))}'>{len(chosen)} selected "
+               f"text{'s' if len(chosen) != 1 else ''}</span> · " if chosen else "")
+            + (f"<span class='lf-outside'>{cmap.outside} outlying text{'s' if cmap.outside != 1 else ''} beyond the "
+               "view (Tukey's far-out fences): zoom out to see</span> · " if cmap.outside else "")
+            + "<span class='lf-hint-inline'>click a text to focus it; lasso (toolbar) to select texts</span></div>",
+            sizing_mode="stretch_width", css_classes=["lf-clusters-caption"], stylesheets=[VIEW_CSS, MAP_CSS])
+        clear = ctx.part("clear", pn.widgets.Button, visible=bool(chosen),
+                         init={"label": "clear selection", "color": "light", "width": 120,
+                               "css_classes": ["lf-clear-selection"]},
+                         on_click=lambda event: ctx.set(texts=[]))
+        head = layout_part(ctx, "head", caption, clear, cls=pn.Row, sizing_mode="stretch_width")
+        body = layout_part(ctx, "body", cmap.pane, legend, cls=pn.Row, sizing_mode="stretch_both", min_height=240)
+        return layout_part(ctx, "layout", head, body, sizing_mode="stretch_both", css_classes=["lf-view-text-clusters"])
+
+    @staticmethod
+    def _legend(ds, clusters, names, by_label) -> list[dict]:
+        from collections import Counter
+
+        from .cluster_map import colour
+
+        items = []
+        for g, name in enumerate(names):
+            rows = [i for i in range(len(ds)) if (ds.labels[i] == name if by_label else clusters[i] == g)]
+            note = f"{len(rows)} text{'s' if len(rows) != 1 else ''}"
+            if ds.labels and not by_label and rows:
+                top, n = Counter(ds.labels[i] for i in rows).most_common(1)[0]
+                note += f" · top label: {top} ({n} of {len(rows)})"
+            items.append({"group": g, "color": colour(g), "label": name, "note": note})
+        return items
+
+    @staticmethod
+    def _legend_selected(ds, names, by_label, focus_cluster, chosen) -> int:
+        if not by_label:
+            return -1 if focus_cluster is None else int(focus_cluster)
+        return next((g for g, name in enumerate(names)
+                     if chosen == [i for i, l in enumerate(ds.labels) if l == name]), -1)
 
 
-def esc_text(s: str, n: int = 140) -> str:
-    return esc(" ".join(s.split())[:n])
+def _preview(text: str, n: int) -> str:
+    """A text on one line, cut at n characters with an ellipsis that says so."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= n else flat[: n - 1] + "…"

@@ -13,6 +13,7 @@ Neurons by importance, tagged with topics (docs/METHODS.md, "Neuron-importance c
     normalize_profiles  each row divided by its L1 norm: share of importance per topic
     cluster_neurons     k-means, or agglomerative with cosine distance and average linkage
     tag_clusters        the topic each cluster is most enriched for: effect size + permutation test
+    group_enrichment    the same for one group the user picked (a lasso on the map) against the rest
     map_2d              2-D map of the neurons (UMAP when importable, else PCA)
     neuron_clusters     the whole recipe in one call (sample, cluster, tag on held-out half, map)
 
@@ -44,6 +45,7 @@ __all__ = [
     "cluster_neurons",
     "cluster_texts",
     "effect_sizes",
+    "group_enrichment",
     "map_2d",
     "neuron_clusters",
     "normalize_profiles",
@@ -283,13 +285,15 @@ def _adjust(p: np.ndarray, correction: str) -> np.ndarray:
     k = p.size
     if correction == "bonferroni":
         return np.minimum(p * k, 1.0)
+    if correction == "none":  # one hypothesis (group_enrichment)
+        return p.copy()
     if correction == "holm":
         order = np.argsort(p, kind="stable")
         stepped = np.maximum.accumulate(np.minimum((k - np.arange(k)) * p[order], 1.0))
         out = np.empty(k)
         out[order] = stepped
         return out
-    raise ValueError(f"unknown correction {correction!r}: use 'holm' or 'bonferroni'")
+    raise ValueError(f"unknown correction {correction!r}: use 'holm', 'bonferroni' or 'none'")
 
 
 def tag_clusters(profiles, labels, topic_names: Sequence[str], n_perm: int = 1000, alpha: float = 0.05,
@@ -402,12 +406,39 @@ def tag_clusters(profiles, labels, topic_names: Sequence[str], n_perm: int = 100
     return out
 
 
+def group_enrichment(profiles, member, topic_names: Sequence[str], n_perm: int = 1000, alpha: float = 0.05,
+                     seed: int = 0, test_profiles=None, reference: str = "median", scale: str = "total") -> dict:
+    """The topic enrichment of one group of the sampled neurons (a lasso on the neuron map)
+    against the rest of them: tag_clusters' statistic and permutation test with two clusters,
+    the group (1) and the rest (0), read for the group.
+
+    member: [m] bools over the same rows as profiles. The effect at every topic uses the same
+    yardstick as the clusters' tags (median over all m neurons, SD over all m), so a selection
+    and a cluster of the same neurons get the same numbers. One group is one hypothesis: its p
+    is not corrected (tag_clusters' Holm step would double it for the rest, which nobody asked
+    about). With test_profiles the effects and test are on held-out samples, as for the tags;
+    the map the group was drawn on shows the fitting half, so picking a group by eye there does
+    not bias the held-out test. A group that holds every neuron has no rest: effects 0, p 1.
+
+    Returns {"size", "tag" (the best topic if p < alpha and its effect > 0, else None),
+    "best_topic", "effect", "effects" (list over topics), "p", "held_out"}.
+    """
+    member = np.asarray(member, dtype=bool).reshape(-1)
+    if not member.any():
+        raise ValueError("the group is empty")
+    out = tag_clusters(profiles, member.astype(np.int64), topic_names, n_perm=n_perm, alpha=alpha, seed=seed,
+                       test_profiles=test_profiles, correction="none", reference=reference, scale=scale)
+    group = next(c for c in out if c["cluster"] == 1)
+    return {k: group[k] for k in ("size", "tag", "best_topic", "effect", "effects", "p", "held_out")}
+
+
 def map_2d(profiles, seed: int = 0, method: str = "auto") -> dict:
     """2-D map of neurons by the shape of their profiles (normalised as for clustering).
 
     method "auto": UMAP (cosine metric, seeded) when the `umap` package imports, else PCA; "pca"
-    or "umap" force one. Returns {"coords": [m, 2] float, "method": "umap" | "pca"}; coordinates
-    are zero-padded when the data have fewer than two dimensions.
+    or "umap" force one. Returns {"coords": [m, 2] float, "method": "umap" | "pca", "explained":
+    the share of the profiles' variance along each axis for PCA (None for UMAP, whose axes have
+    no such meaning)}; coordinates are zero-padded when the data have fewer than two dimensions.
     """
     if method not in ("auto", "pca", "umap"):
         raise ValueError(f"unknown method {method!r}: use 'auto', 'pca' or 'umap'")
@@ -430,13 +461,16 @@ def map_2d(profiles, seed: int = 0, method: str = "auto") -> dict:
         reducer = umap.UMAP(n_components=2, metric="cosine", random_state=seed,
                             n_neighbors=int(min(15, m - 1)))
         coords[:] = reducer.fit_transform(x)
-        return {"coords": coords, "method": "umap"}
+        return {"coords": coords, "method": "umap", "explained": None}
     c = min(2, m, t)
+    explained = [0.0, 0.0]
     if c >= 1 and m >= 2 and x.var(axis=0).sum() > _TINY:
         from sklearn.decomposition import PCA
 
-        coords[:, :c] = PCA(n_components=c, svd_solver="full", random_state=seed).fit_transform(x)
-    return {"coords": coords, "method": "pca"}
+        pca = PCA(n_components=c, svd_solver="full", random_state=seed)
+        coords[:, :c] = pca.fit_transform(x)
+        explained[:c] = [float(r) for r in pca.explained_variance_ratio_]
+    return {"coords": coords, "method": "pca", "explained": explained}
 
 
 def neuron_clusters(importance_by_topic, counts_per_topic, topic_names: Sequence[str],
@@ -451,7 +485,8 @@ def neuron_clusters(importance_by_topic, counts_per_topic, topic_names: Sequence
     the second's, which makes the permutation test exact; with one matrix everything is in-sample
     (held_out False in the clusters). Returns {"neurons": [m] sampled neuron indices (most important
     first), "labels": [m] cluster per sampled neuron, "clusters": tag_clusters' dicts with "members"
-    as neuron indices, "coords": [m, 2], "map_method", "held_out"}.
+    as neuron indices, "coords": [m, 2], "map_method", "map_explained" (map_2d's "explained"),
+    "held_out"}.
     None for n_neurons, k, method, n_perm or seed (a spec that leaves them out) means 300,
     round(sqrt(m)), "kmeans", 1000 and 0.
     """
@@ -481,4 +516,4 @@ def neuron_clusters(importance_by_topic, counts_per_topic, topic_names: Sequence
         t["members"] = [int(chosen[i]) for i in t["members"]]
     mp = map_2d(fit[chosen], seed=seed)
     return {"neurons": chosen, "labels": labels, "clusters": tags, "coords": mp["coords"],
-            "map_method": mp["method"], "held_out": test is not None}
+            "map_method": mp["method"], "map_explained": mp["explained"], "held_out": test is not None}

@@ -9,8 +9,9 @@ the difference". Where those papers ask a large LM for hypotheses, we report:
   Selection and Evaluation for Identifying the Content of Political Conflict", Political Analysis
   16(4), section 3.5, with z-scores;
 - `separability`: how well a bag-of-n-grams classifier (TF-IDF + logistic regression) tells the groups
-  apart under stratified cross-validation, and the most representative texts of each side from the
-  cross-fitted (out-of-fold) probabilities, so no text is scored by a model that saw it;
+  apart under stratified cross-validation (balanced accuracy, and an exact test of it against
+  chance), and the most representative texts of each side from the cross-fitted (out-of-fold)
+  probabilities, so no text is scored by a model that saw it;
 - `describe_groups`: both at once.
 
 Everything is pure numpy / scikit-learn and deterministic for a given `seed`.
@@ -31,6 +32,8 @@ __all__ = [
     "ngrams",
     "log_odds",
     "separability",
+    "balanced_accuracy",
+    "chance_p",
     "describe_groups",
 ]
 
@@ -158,6 +161,10 @@ def log_odds(
 # ----------------------------------------------------------------------------------- separability
 
 
+CHANCE = 0.5  # balanced accuracy of a classifier that guesses, whatever the group sizes
+ALPHA = 0.05  # separability is "above chance" when the exact test's p is below this
+
+
 def _n_folds(n_a: int, n_b: int, folds: int) -> int:
     return max(2, min(int(folds), n_a, n_b))
 
@@ -173,16 +180,51 @@ def _classifier(seed: int):
     )
 
 
-def _cross_fitted(texts: list[str], y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Out-of-fold P(side a) for each text (each text scored by a model that never saw it)."""
+def _cross_fitted(texts: list[str], y: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Out-of-fold P(side a) for each text (each text scored by a model that never saw it), and
+    the test indices of each fold."""
     from sklearn.model_selection import StratifiedKFold
 
     p_a = np.empty(len(texts))
+    folds = []
     for train, test in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(texts, y):
         model = _classifier(seed).fit([texts[i] for i in train], y[train])
         col = list(model.classes_).index(1)
         p_a[test] = model.predict_proba([texts[i] for i in test])[:, col]
-    return p_a
+        folds.append(test)
+    return p_a, folds
+
+
+def balanced_accuracy(y, pred) -> float:
+    """Mean of the two groups' recalls (y, pred: 1 = side a, 0 = side b); 0.5 is chance whatever
+    the group sizes, where plain accuracy is the larger group's share for a classifier that
+    always says the larger group."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    return (float(np.mean(pred[y == 1] == 1)) + float(np.mean(pred[y == 0] == 0))) / 2.0
+
+
+def chance_p(y, pred) -> float:
+    """One-sided exact p-value of a balanced accuracy against chance: the probability that the
+    same predictions, scored against the group labels randomly permuted, reach at least the
+    observed balanced accuracy.
+
+    With the group sizes and the number of texts predicted "a" fixed, balanced accuracy grows
+    with the number of true positives alone, and under permutation that number is
+    hypergeometric; so this is Fisher's exact test (one-sided, "greater") of the 2 x 2 table of
+    group by prediction, computed exactly rather than by sampling permutations.
+
+    Why this test: it is cheap (no refitting, unlike a permutation test that re-runs the
+    cross-validation for each shuffle, seconds per group here), exact for the given predictions,
+    and it sees the imbalance that plain accuracy hides (7 vs 113 texts predicted all "b" gives
+    p = 1). It does not count the refitting's own variation; under the null, cross-validated
+    predictions tend to anti-correlate with the labels (each test fold's labels are what its
+    training set lacks), which makes the test conservative rather than optimistic.
+    """
+    from scipy.stats import hypergeom
+
+    y, pred = np.asarray(y).astype(bool), np.asarray(pred).astype(bool)
+    tp = int(np.sum(y & pred))
+    return float(min(1.0, hypergeom.sf(tp - 1, y.size, int(y.sum()), int(pred.sum()))))
 
 
 def _top(probs: np.ndarray, n: int = 5) -> list[tuple[int, float]]:
@@ -190,7 +232,8 @@ def _top(probs: np.ndarray, n: int = 5) -> list[tuple[int, float]]:
     return [(int(i), float(probs[i])) for i in order]
 
 
-def separability(texts_a: Sequence[str], texts_b: Sequence[str], seed: int = 0, folds: int = 5) -> dict:
+def separability(texts_a: Sequence[str], texts_b: Sequence[str], seed: int = 0, folds: int = 5,
+                 alpha: float = ALPHA) -> dict:
     """How well the groups can be told apart, and the most representative texts of each side.
 
     Cross-validated accuracy and balanced accuracy of TF-IDF (unigrams + bigrams, our tokenizer) +
@@ -199,6 +242,13 @@ def separability(texts_a: Sequence[str], texts_b: Sequence[str], seed: int = 0, 
     This is the "how separable are the groups" check of the describe step (docs/METHODS.md; Zhong et al.
     2022 re-rank hypotheses by how well they separate the groups).
 
+    Balanced accuracy (the mean of both groups' recalls) is the figure to read: its chance level
+    is 0.5 for any group sizes, where plain accuracy is the larger group's share for a classifier
+    that always answers the larger group (0.94 for 7 vs 113 texts, at a balanced accuracy of 0.5).
+    `p_chance` is the one-sided exact test of the balanced accuracy against chance (chance_p) and
+    `above_chance` is p_chance < alpha; `fold_balanced` is each fold's balanced accuracy (every
+    test fold holds both groups, since folds <= the smaller group), `balanced_sd` their spread.
+
     `representative_a` / `representative_b`: the top 5 texts of each side by the cross-fitted
     (out-of-fold) probability of their own side, as (index into that group's list, probability).
 
@@ -206,8 +256,9 @@ def separability(texts_a: Sequence[str], texts_b: Sequence[str], seed: int = 0, 
     """
     texts_a = _check_group(texts_a, "a", allow_empty=True)
     texts_b = _check_group(texts_b, "b", allow_empty=True)
-    out = {"accuracy": None, "balanced_accuracy": None, "folds": None, "n_a": len(texts_a),
-           "n_b": len(texts_b), "representative_a": [], "representative_b": [], "reason": None}
+    out = {"accuracy": None, "balanced_accuracy": None, "chance": CHANCE, "p_chance": None, "above_chance": None,
+           "fold_balanced": [], "balanced_sd": None, "folds": None, "n_a": len(texts_a), "n_b": len(texts_b),
+           "representative_a": [], "representative_b": [], "reason": None}
     small = [f"group {n} has {len(t)} text(s)" for n, t in (("a", texts_a), ("b", texts_b)) if len(t) < 2]
     if small:
         out["reason"] = "; ".join(small) + ": cross-validation needs at least 2 texts per group"
@@ -219,17 +270,21 @@ def separability(texts_a: Sequence[str], texts_b: Sequence[str], seed: int = 0, 
     y = np.array([1] * len(texts_a) + [0] * len(texts_b))
     k = _n_folds(len(texts_a), len(texts_b), folds)
     try:
-        p_a = _cross_fitted(texts, y, k, seed)
+        p_a, fold_tests = _cross_fitted(texts, y, k, seed)
     except ValueError as e:  # e.g. a training fold whose texts have no words (empty vocabulary)
         out["reason"] = f"classifier could not be fitted: {e}"
         return out
 
     pred = (p_a >= 0.5).astype(int)
-    recall_a = float(np.mean(pred[y == 1] == 1))
-    recall_b = float(np.mean(pred[y == 0] == 0))
+    per_fold = [balanced_accuracy(y[t], pred[t]) for t in fold_tests]
+    p = chance_p(y, pred)
     out.update(
         accuracy=float(np.mean(pred == y)),
-        balanced_accuracy=(recall_a + recall_b) / 2.0,
+        balanced_accuracy=balanced_accuracy(y, pred),
+        p_chance=p,
+        above_chance=bool(p < alpha),
+        fold_balanced=per_fold,
+        balanced_sd=float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0,
         folds=k,
         representative_a=_top(p_a[: len(texts_a)]),
         representative_b=_top(1.0 - p_a[len(texts_a):]),
