@@ -123,11 +123,12 @@ def html_pane(text: str = "", **params):
     return pn.pane.HTML(text, stylesheets=[VIEW_CSS], **params)
 
 
-def html_part(ctx, name: str, text: str, **params):
-    """html_pane kept across focus changes (ctx.part): later renders only change its text."""
+def html_part(ctx, name: str, text: str, visible: bool = True, **params):
+    """html_pane kept across focus changes (ctx.part): later renders only change its text and
+    whether it is shown (a part shown only sometimes stays in its layout, hidden)."""
     from .widgets import PatchedHTML
 
-    return ctx.part(name, PatchedHTML, object=text, init={"stylesheets": [VIEW_CSS], **params})
+    return ctx.part(name, PatchedHTML, object=text, visible=visible, init={"stylesheets": [VIEW_CSS], **params})
 
 
 def layout_part(ctx, name: str, *objects, cls=None, **params):

@@ -69,8 +69,7 @@ class FfnVocabView(View):
                 f"promotes: <span class='lf-promoted'>{chips(st['promoted_ids'], st['promoted'])}</span><br>"
                 f"suppresses: <span class='lf-suppressed'>{chips(st['suppressed_ids'], st['suppressed'])}</span></div>")
         # always in the layout, hidden without a neuron: a part taken out and put back gets new Bokeh models
-        parts.append(html_part(ctx, "static", static, sizing_mode="stretch_width"))
-        parts[-1].visible = has_neuron
+        parts.append(html_part(ctx, "static", static, visible=has_neuron, sizing_mode="stretch_width"))
         top = float(dyn["size"].max()) or 1.0
         items = [{"key": int(i), "label": neuron_label(layer, int(i)), "bar": float(s) / top * (1 if m >= 0 else -1),
                   "note": f"m={m:+.3f} |v|={nv:.2f} → " + " ".join(repr(t) for t in ctx.decode(ids))}
