@@ -19,6 +19,7 @@ class Board:
                  trust_remote_code: bool = False):
         self.spec = spec
         self.device = device
+        self.trust_remote_code = trust_remote_code  # kept so a rebuild (Board.rebuilt) asks the same
         issues = []
         self.sources = {}
         for name, mspec in spec.models.items():
@@ -58,7 +59,7 @@ class Board:
         if issues:
             raise SpecError(issues)
         self.store = Store(Path(cache_dir) if cache_dir else spec.base_dir / ".lensframe" / "cache")
-        fps = {name: src.fingerprint() for name, src in self.sources.items()}
+        self.fingerprints = fps = {name: src.fingerprint() for name, src in self.sources.items()}
         self.plan = compile_plan(self.views, fps, self.dataset.fingerprint, self.infos, len(self.dataset),
                                  spec.dataset.max_tokens, self.store, int(spec.run.keep_focus_mb * 2**20))
         from .executor import Executor
@@ -66,6 +67,20 @@ class Board:
         self.executor = Executor(self)
         self.focus = self.new_focus()
         self._loaded: dict = {}
+
+    def rebuilt(self, spec: Spec) -> "Board":
+        """A board for an edited version of this spec (`lensframe serve --watch`), on the same store,
+        taking over what this board has in memory that still applies, so an edit costs only the
+        nodes whose keys changed: the loaded models (with their locks: a dataset pass of this board
+        may still run on them) where name, fingerprint and device are the same, and the memoized
+        focus results, lookups, probe tokens and generations of those models where every node
+        they cover has the same key in the new plan. A title, metric or layout change then runs
+        no forward; a new node runs its own pass (dataset results are found in the store by key).
+        Raises SpecError, like Board(), when the edited spec does not check."""
+        new = Board(spec, cache_dir=self.store.root, device=self.device, trust_remote_code=self.trust_remote_code)
+        new.store.read_only = self.store.read_only
+        _carry_over(self, new)
+        return new
 
     def new_focus(self) -> Focus:
         """A fresh focus (one per browser session): the first model, sample 0, the spec's probe set."""
@@ -160,6 +175,42 @@ class Board:
         from lensframe.server.app import build_app
 
         return build_app(self, focus or self.focus)
+
+
+def _carry_over(old: Board, new: Board) -> None:
+    """Move what `old` holds in memory into `new` where it is still valid (Board.rebuilt)."""
+    keys = {node: p.key for node, p in new.plan.nodes.items()}
+    same = {node for node, p in old.plan.nodes.items() if keys.get(node) == p.key}  # unchanged nodes
+    wanted = set(keys.values())
+    new._loaded.update({k: v for k, v in old._loaded.items() if k in wanted})  # stored results already read
+    a, b = old.executor, new.executor
+    models = [m for m, mod in a._models.items()
+              if m in new.sources and old.fingerprints.get(m) == new.fingerprints.get(m) and old.device == new.device]
+    for m in models:
+        b._models[m], b._model_locks[m] = a._models[m], a.model_lock(m)
+    same_probe_cut = old.spec.run.probe_max_tokens == new.spec.run.probe_max_tokens
+    for key, results in _entries(a._focus_memo):
+        model, probe = key[0], len(key) == 3 and key[1] == "probe"
+        if model not in models or (probe and not same_probe_cut):
+            continue
+        needed = [p.node for p in new.plan.of_kind("focus", model)]
+        if probe:  # a probe's entry also holds its row of every per-sample dataset node
+            needed += b.per_sample_nodes(model)
+        if all(n in results and n in same for n in needed):
+            b._focus_memo.put(key, {n: results[n] for n in needed})
+    for key, res in _entries(a._lookup_memo):  # (node, args), or ("probe_set", model, probes)
+        if (key[0] in same) if not isinstance(key[0], str) else (key[0] == "probe_set" and key[1] in models):
+            b._lookup_memo.put(key, res)
+    for memo_a, memo_b, ok in ((a._probe_tokens, b._probe_tokens, same_probe_cut), (a.generations, b.generations, True)):
+        for key, res in _entries(memo_a):  # keyed by (model, ...)
+            if ok and key[0] in models:
+                memo_b.put(key, res)
+
+
+def _entries(memo) -> list:
+    """A snapshot of an executor Memo's (key, value) pairs, oldest first."""
+    with memo._lock:
+        return list(memo._items.items())
 
 
 def _models_block(spec: Spec) -> set:

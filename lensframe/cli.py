@@ -104,7 +104,8 @@ def cmd_serve(args) -> int:
     from lensframe.server.app import serve
 
     serve(board, port=args.port, address=args.address, show=args.show, read_only_store=args.read_only_store,
-          websocket_origins=args.allow_websocket_origin, open_query=opened)
+          websocket_origins=args.allow_websocket_origin, open_query=opened, watch=args.watch,
+          allow_local_views=args.allow_local_views)
     return 0
 
 
@@ -197,6 +198,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--read-only-store", action="store_true",
                    help="serve only what the store holds (fill it with `lensframe compute` first); compute and "
                         "write nothing, so several servers can share one store (docs/SERVING.md)")
+    s.add_argument("--watch", action="store_true",
+                   help="rebuild the dashboard when the spec file is saved: an edit that does not check is shown "
+                        "in a banner above the last valid version; open pages keep their focus (docs/SERVING.md)")
     s.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
                    help="a host the pages are served under besides this address (e.g. a proxy's); repeatable")
     s.set_defaults(fn=cmd_serve)

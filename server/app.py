@@ -1,4 +1,6 @@
-"""Board -> Panel app: title, progress while dataset passes run, the grid of view cards.
+"""Board -> Panel app: title, progress while dataset passes run, the probe box, the grid of view
+cards (Page); build_app stacks them in one column, `lensframe serve` puts them in a template
+(server/template.py) and, with --watch, follows edits of the spec (server/watch.py).
 
 One Focus per browser session (each session builds its own app around its own Focus); the board,
 its store, models and focus-pass memo are shared by all sessions of the process. Before it accepts
@@ -12,6 +14,7 @@ import html
 import threading
 import time
 import traceback
+from urllib.parse import urlencode
 
 import panel as pn
 
@@ -35,10 +38,12 @@ CSS = """
 
 
 class ComputeJob:
-    """The board's dataset passes, run once per process in a background thread."""
+    """The board's dataset passes, run once per process in a background thread. `after`: a job of
+    the board this one replaces (`serve --watch`): it finishes first, since what it stores may be
+    what this board needs, and two passes on one model would only wait on each other's lock."""
 
-    def __init__(self, board):
-        self.board = board
+    def __init__(self, board, after: "ComputeJob | None" = None):
+        self.board, self.after = board, after
         self.fraction, self.message = 0.0, "starting"
         self.done, self.error = False, None
         self._thread: threading.Thread | None = None
@@ -52,6 +57,10 @@ class ComputeJob:
 
     def _run(self) -> None:
         try:
+            if self.after is not None and not self.after.done:
+                self.message = "waiting for the previous spec's computation to finish"
+                self.after.wait()
+            self.after = None  # else each edit's job would keep every earlier board (and its memos) alive
             self.board.compute(progress=self._progress)
         except Exception as exc:  # shown in every session's progress area
             self.error = f"{type(exc).__name__}: {exc}"
@@ -92,55 +101,65 @@ def render_view(view, ctx) -> pn.viewable.Viewable:
             css_classes=["lf-error-card"], sizing_mode="stretch_both")
 
 
-def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None, notices=(),
-              in_place: bool = True) -> pn.Column:
-    """The page of one session: title, progress, the probe box, the grid of view cards. `notices`
-    are shown in the probe box (e.g. what of the page's address could not be applied).
+class Page:
+    """One session's dashboard on one board, in parts: `title`, `progress` (None once the dataset
+    passes are done), `probe_bar`, `grid` of view cards. build_app stacks them in a column; the
+    served page (server/template.py) puts progress and the probe box in its sidebar. `stop()`
+    detaches it (its focus watchers and its progress poll), for a page replaced by a new spec.
 
     A focus change renders each view that reads it again. A view that builds its components with
     ctx.part returns the same objects with new data, and its card is left as it is: the browser
     gets param patches, no new Bokeh models. A view that returns new objects (a plugin written
     against the plain render contract, an error card) has its card body replaced. in_place=False
     makes every render build new components (the re-create engine, for bench_serving)."""
-    focus = focus or board.new_focus()
-    cards, refreshers = {}, []
-    for vid, view in board.views.items():
-        ctx = ViewContext(board, focus, view, in_place=in_place)
-        body = pn.Column(sizing_mode="stretch_both", css_classes=["lf-view-body"])
 
-        reads_focus = any(n.kind == "focus" for n in view.needs(board.spec.dataset.max_tokens))
+    def __init__(self, board, focus: Focus, job: ComputeJob | None = None, notices=(), in_place: bool = True,
+                 sidebar: bool = False):
+        """sidebar: parts for the served template (a stacked probe box, a grid that fills the main area)."""
+        self.board, self.focus = board, focus
+        self.cards, self.refreshers = {}, []
+        self._watchers, self._callbacks = [], []
+        for vid, view in board.views.items():
+            ctx = ViewContext(board, focus, view, in_place=in_place)
+            body = pn.Column(sizing_mode="stretch_both", css_classes=["lf-view-body"])
 
-        def refresh(*_, view=view, ctx=ctx, body=body, reads_focus=reads_focus):
-            # a focus forward may take a moment: show it rather than stale content; where the
-            # results are memoized or kept in the store, skip the spinner (two more patches)
-            slow = reads_focus and not board.executor.focus_ready(view.model, ctx.subject)
-            if slow:
-                body.loading = True
-            try:
-                content = render_view(view, ctx)
-                if len(body.objects) != 1 or body.objects[0] is not content:
-                    body.objects = [content]
-            finally:
+            reads_focus = any(n.kind == "focus" for n in view.needs(board.spec.dataset.max_tokens))
+
+            def refresh(*_, view=view, ctx=ctx, body=body, reads_focus=reads_focus):
+                # a focus forward may take a moment: show it rather than stale content; where the
+                # results are memoized or kept in the store, skip the spinner (two more patches)
+                slow = reads_focus and not board.executor.focus_ready(view.model, ctx.subject)
                 if slow:
-                    body.loading = False
+                    body.loading = True
+                try:
+                    content = render_view(view, ctx)
+                    if len(body.objects) != 1 or body.objects[0] is not content:
+                        body.objects = [content]
+                finally:
+                    if slow:
+                        body.loading = False
 
-        refresh()
-        refreshers.append(refresh)
-        fields = [f for f in view.reads if getattr(view.p.pin, f, None) is None]
-        if "text" in fields and getattr(view.p.pin, "sample", None) is not None:
-            fields.remove("text")  # pinned to a sample: a probe does not move it
-        if fields:
-            focus.param.watch(refresh, fields)
-        cards[vid] = pn.Card(body, title=view.title, collapsible=False, sizing_mode="stretch_both",
-                             css_classes=["lf-card", f"lf-card-{vid}", f"lf-type-{view.type}"])
-    header = pn.pane.HTML(f"<h2 class='lf-title'>{html.escape(board.title)}</h2>", sizing_mode="stretch_width")
-    parts = [header]
-    if job is not None and not job.done:
+            refresh()
+            self.refreshers.append(refresh)
+            fields = [f for f in view.reads if getattr(view.p.pin, f, None) is None]
+            if "text" in fields and getattr(view.p.pin, "sample", None) is not None:
+                fields.remove("text")  # pinned to a sample: a probe does not move it
+            if fields:
+                self._watchers.append(focus.param.watch(refresh, fields))
+            self.cards[vid] = pn.Card(body, title=view.title, collapsible=False, sizing_mode="stretch_both",
+                                      css_classes=["lf-card", f"lf-card-{vid}", f"lf-type-{view.type}"])
+        self.title = pn.pane.HTML(f"<h2 class='lf-title'>{html.escape(board.title)}</h2>", sizing_mode="stretch_width")
+        self.progress = self._progress(job) if job is not None and not job.done else None
+        self.probe_bar = build_probe_bar(board, focus, notices, vertical=sidebar)
+        self.grid = build_grid(board.spec.layout, self.cards, fill=sidebar)
+
+    def _progress(self, job: ComputeJob) -> pn.Column:
+        """The dataset passes' progress, polled from the job; every view renders again when they end."""
         bar = pn.indicators.Progress(value=int(job.fraction * 100), max=100, sizing_mode="stretch_width",
                                      css_classes=["lf-progress"])
-        note = pn.pane.HTML(f"<div class='lf-progress-text'>{html.escape(job.message)}</div>")
+        note = pn.pane.HTML(f"<div class='lf-progress-text'>{html.escape(job.message)}</div>",
+                            sizing_mode="stretch_width")
         progress = pn.Column(note, bar, sizing_mode="stretch_width", css_classes=["lf-progress-box"])
-        parts.append(progress)
 
         def poll():
             bar.value = int(job.fraction * 100)
@@ -150,24 +169,51 @@ def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None, 
                 cb.stop()
                 if job.error is None:
                     progress.visible = False
-                for r in refreshers:
+                for r in self.refreshers:
                     r()
 
         cb = pn.state.add_periodic_callback(poll, period=400)
-    parts.append(build_probe_bar(board, focus, notices))
-    parts.append(build_grid(board.spec.layout, cards))
-    _address_follows(focus, board.new_focus().values())
+        self._callbacks.append(cb)
+        return progress
+
+    def stop(self) -> None:
+        for cb in self._callbacks:
+            if cb.running:
+                cb.stop()
+        for watcher in self._watchers:
+            self.focus.param.unwatch(watcher)
+        self._callbacks, self._watchers = [], []
+
+
+def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None, notices=(),
+              in_place: bool = True) -> pn.Column:
+    """The page of one session as one column: title, progress, the probe box, the grid of view
+    cards (Page). `notices` are shown in the probe box (e.g. what of the page's address could not be
+    applied). For notebooks, tests and bench_serving; `lensframe serve` puts the same parts in a
+    template (server/template.py)."""
+    focus = focus or board.new_focus()
+    page = Page(board, focus, job, notices, in_place=in_place)
+    parts = [page.title] + ([page.progress] if page.progress is not None else []) + [page.probe_bar, page.grid]
+    address_follows(focus, board.new_focus().values())
     return pn.Column(*parts, sizing_mode="stretch_width", stylesheets=[CSS], css_classes=["lf-app"])
 
 
-def _address_follows(focus: Focus, defaults: dict) -> None:
+# Query fields of the page that are not the focus: the template's light/dark switch reloads the page
+# with ?theme=dark, which must neither be reported as an unknown focus field nor dropped when the
+# address follows the focus.
+PAGE_FIELDS = ("theme",)
+
+
+def address_follows(focus: Focus, defaults: dict) -> None:
     """Keep the focus in the page's address (?text=...&layer=...), so a link reopens this view."""
     location = pn.state.location
     if location is None:  # not in a served page (a notebook, a test)
         return
+    args = pn.state.session_args or {}
+    kept = [(name, _text(args[name][-1])) for name in PAGE_FIELDS if args.get(name)]
 
     def write(*_):
-        query = focus_query(focus.values(), defaults)
+        query = "&".join(q for q in (focus_query(focus.values(), defaults), urlencode(kept)) if q)
         location.search = f"?{query}" if query else ""
 
     focus.param.watch(write, list(URL_FIELDS))
@@ -178,12 +224,16 @@ def url_focus(board, focus: Focus) -> list[str]:
     """Apply the session's request query (?text=...&position=...) to its focus; returns what could
     not be applied, for the page to say."""
     args = pn.state.session_args or {}
-    pairs = [(name, values[-1]) for name, values in args.items() if values]
+    pairs = [(name, values[-1]) for name, values in args.items() if values and name not in PAGE_FIELDS]
     fields, problems = parse_query(pairs, board)
     if "text" in fields and "position" not in fields:
         fields["position"] = None
     focus.param.update(**fields)
     return problems
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 STORED_KINDS = ("prepare", "dataset", "derive")  # what `lensframe compute` stores; focus and lookup run live
@@ -228,11 +278,16 @@ def warm_up(board, say=print) -> None:
 
 
 def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = False, read_only_store: bool = False,
-          websocket_origins=(), warm: bool = True, open_query=None, **kwargs):
-    """Serve the board: one app (and Focus) per browser session. With a writable store the dataset
+          websocket_origins=(), warm: bool = True, open_query=None, watch: bool = False,
+          allow_local_views: bool = False, **kwargs):
+    """Serve the board: one page (and Focus) per browser session. With a writable store the dataset
     passes start at once in the background; with read_only_store every stored result must already
     be there (require_stored), and nothing is computed or written but focus passes in memory.
-    Models are loaded and warmed before the first session is accepted."""
+    Models are loaded and warmed before the first session is accepted. watch: rebuild the board
+    when its spec file changes, and move every open page to it (server/watch.py)."""
+    from .template import SessionPage
+    from .watch import LiveSpec
+
     if read_only_store:
         board.store.read_only = True  # a write now raises instead of racing the other servers
         require_stored(board)
@@ -241,14 +296,15 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
         job = ComputeJob(board).start()  # the warm-up below shares the model load with it (a lock)
     if warm:
         warm_up(board, say=lambda line: print(line, flush=True))
+    live = LiveSpec(board, job, allow_local_views=allow_local_views, say=lambda line: print(line, flush=True))
+    if watch:
+        live.watch()
 
     def session():
-        focus = board.new_focus()
-        return build_app(board, focus, job, notices=url_focus(board, focus))
+        return SessionPage(live).template
 
     if open_query:  # `serve --open "text=..."`: the page focused on that, in the browser once it serves
         import webbrowser
-        from urllib.parse import urlencode
 
         url = f"http://{address}:{port}/?{urlencode(open_query)}"
         print(f"opening {url}", flush=True)

@@ -21,15 +21,17 @@ BAR_CSS = """
 """
 
 
-def build_probe_bar(board, focus, notices=()) -> pn.Column:
+def build_probe_bar(board, focus, notices=(), vertical: bool = False) -> pn.Column:
+    """The probe box; vertical: stacked for a narrow sidebar (the served page's), else one row."""
     text = pn.widgets.TextAreaInput(
         placeholder="Ask the model: type a prompt (one per line for a set; a template with {} and fillers below)",
-        rows=2, auto_grow=True, max_rows=6, sizing_mode="stretch_width", css_classes=["lf-probe-text"],
+        rows=3 if vertical else 2, auto_grow=True, max_rows=6, sizing_mode="stretch_width", css_classes=["lf-probe-text"],
         value=focus.text or "")  # a page opened on a probe (?text=...) shows it, ready to edit
-    fillers = pn.widgets.TextInput(placeholder="fillers for {}: Paris, Rome", width=240, css_classes=["lf-probe-fillers"])
+    fillers = pn.widgets.TextInput(placeholder="fillers for {}: Paris, Rome", css_classes=["lf-probe-fillers"],
+                                   **({"sizing_mode": "stretch_width"} if vertical else {"width": 240}))
     ask = pn.widgets.Button(label="Ask", button_type="primary", width=70, css_classes=["lf-probe-ask"])
-    back = pn.widgets.Button(label="Back to the dataset", width=160, css_classes=["lf-probe-back"],
-                             visible=focus.text is not None)
+    back = pn.widgets.Button(label="Back to the dataset", css_classes=["lf-probe-back"], visible=focus.text is not None,
+                             **({"sizing_mode": "stretch_width"} if vertical else {"width": 160}))
     message = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["lf-probe-message"], stylesheets=[BAR_CSS])
     first_model = next(iter(board.spec.models))
     if notices:
@@ -58,8 +60,11 @@ def build_probe_bar(board, focus, notices=()) -> pn.Column:
     ask.on_click(on_ask)
     back.on_click(on_back)
     focus.param.watch(lambda e: setattr(back, "visible", e.new is not None), "text")
-    return pn.Column(pn.Row(text, fillers, ask, back, sizing_mode="stretch_width"), message,
-                     sizing_mode="stretch_width", css_classes=["lf-probe-bar"])
+    if vertical:
+        rows = [text, pn.Row(fillers, ask, sizing_mode="stretch_width"), back]
+    else:
+        rows = [pn.Row(text, fillers, ask, back, sizing_mode="stretch_width")]
+    return pn.Column(*rows, message, sizing_mode="stretch_width", css_classes=["lf-probe-bar"])
 
 
 def _typed(widget) -> str:

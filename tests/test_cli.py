@@ -62,3 +62,17 @@ def test_views_and_schema(capsys):
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert "views" in schema["properties"] and "view_logit_lens" in schema["$defs"]
+
+
+def test_serve_watch_reaches_the_server(tiny_models, tmp_path, monkeypatch):
+    """`serve --watch` asks the server to watch the spec; without it the server does not watch."""
+    import lensframe.server.app as app
+
+    calls = []
+    monkeypatch.setattr(app, "serve", lambda board, **kwargs: calls.append((board, kwargs)))
+    spec = write_spec(tiny_models, tmp_path)
+    assert main(["serve", spec, "--watch", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert main(["serve", spec, "--cache-dir", str(tmp_path / "c")]) == 0
+    (board, watched), (_, plain) = calls
+    assert watched["watch"] is True and plain["watch"] is False
+    assert board.spec.file == spec
