@@ -23,7 +23,7 @@ from .ops import Batch, get_op
 from .ops.base import Result
 from .probes import Probe
 
-FOCUS_MEMO_SIZE = 16  # samples and probes; a SmolLM2 sample's focus results are ~20 MB at 64 tokens
+FOCUS_MEMO_SIZE = 16  # samples and probes per model; a SmolLM2 sample's focus results are ~20 MB at 64 tokens
 LOOKUP_MEMO_SIZE = 256
 PROBE_TOKENS_MEMO_SIZE = 512
 GENERATIONS_MEMO_SIZE = 64  # a generation is a few hundred numbers
@@ -111,7 +111,9 @@ class Executor:
         self._models: dict = {}
         self._model_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
-        self._focus_memo = Memo(FOCUS_MEMO_SIZE)
+        # keyed by (model, sample): a spec comparing two models keeps as many samples of each as a
+        # one-model spec does, so switching between recent samples runs neither model's forward
+        self._focus_memo = Memo(FOCUS_MEMO_SIZE * max(1, len(board.sources)))
         self._lookup_memo = Memo(LOOKUP_MEMO_SIZE)
         self._probe_tokens = Memo(PROBE_TOKENS_MEMO_SIZE)
         self.generations = Memo(GENERATIONS_MEMO_SIZE)  # finished continuations (lensframe.generate)
@@ -468,6 +470,16 @@ class Executor:
         if hit is not None:
             return hit
         return self._lookup_memo.put(key, get_op(node.op).lookup(node, self, **args))
+
+    def memoized(self, key: tuple, make: Callable):
+        """make()'s value, computed once per process for `key` (kept with the lookups), for facts a
+        lookup needs on every call but that change only with the weights (whether two models share
+        their unembedding)."""
+        key = ("memoized",) + tuple(key)
+        hit = self._lookup_memo.get(key)
+        if hit is None:
+            hit = self._lookup_memo.put(key, make())
+        return hit
 
     def intervene(self, model: str, sample, edits: tuple) -> "np.ndarray":
         """Final log-probabilities [T, V] of one sample (or probe) with neuron edits applied by hooks

@@ -1,6 +1,13 @@
 """Two models in one spec and the model_diff view's numbers: the weight diff finds (and ranks
 first) the edited layer with the edit's rank, the dataset KL equals an independent computation,
-each model's dataset pass is one fused pass, and the paired lens reads both models."""
+each model's dataset pass is one fused pass, and the paired lens reads both models.
+
+The paired lens (issue 14: an audit click cost seconds, 83% of it this lookup): its numbers equal
+the per-layer computation it replaced (one matrix-vector product per layer on a plain forward);
+a position change within a sample seen before runs no forward of either model, and with the
+focus results kept none runs at all; all rows of both models are decoded in one matmul; its rows
+are labelled as the logit_lens view labels them; and the view updates in place (no new Bokeh
+models on a focus change)."""
 from __future__ import annotations
 
 import shutil
@@ -32,8 +39,8 @@ def _edited_copy(src: Path, dst: Path, rank: int = 1, seed: int = 0) -> Path:
     return dst
 
 
-def _two_model_spec(base: Path, edited: Path, views: str) -> str:
-    spec = tiny_spec(base, views)
+def _two_model_spec(base: Path, edited: Path, views: str, keep_focus_mb: float = 0) -> str:
+    spec = tiny_spec(base, views, keep_focus_mb=keep_focus_mb)
     return spec.replace(f"model: path:{base}\n", f"models:\n  base: {{source: path:{base}}}\n  edited: {{source: path:{edited}}}\n")
 
 
@@ -94,8 +101,10 @@ def test_pair_lens_reads_both_models(pair):
         with torch.no_grad():
             p = torch.softmax(model(ids).logits[0, 3], -1)
         assert res[f"top_{tag}"][-1] == int(p.argmax()) and res[f"prob_{tag}"][-1] == pytest.approx(float(p.max()), rel=1e-4)
-    # layers before the edit see the same residual in both models
-    assert (res["top_a"][:EDIT_LAYER] == res["top_b"][:EDIT_LAYER]).all()
+    # the embedding and the blocks before the edit give the same residual in both models
+    same = slice(0, EDIT_LAYER + 1)
+    assert (res["top_a"][same] == res["top_b"][same]).all() and (res["kl"][same] == 0).all()
+    assert (res["kl"][EDIT_LAYER + 1:] > 0).all()
     assert len(res["moved_ids"]) == 10
 
 
@@ -124,3 +133,265 @@ def test_model_diff_spec_errors(tiny_models, tmp_path):
     with contextlib.redirect_stderr(err):
         assert main(["plan", str(spec)]) == 2
     assert "model_diff needs two models" in err.getvalue()
+
+
+# --- the paired lens: numbers, forwards, one matmul, labels ----------------------------------------
+
+def _per_layer_reference(model, family: str, ids, position: int):
+    """The pair lens as it was computed before issue 14, on a plain HF forward: each block's output
+    but the last through the final norm and the unembedding, one matrix-vector product per layer,
+    then the model's own output; plus the embedding row (hidden_states[0]) the lens now starts with.
+    log-probabilities in float64, [layers + 1, V]."""
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
+        hs = out.hidden_states  # [0]: the embedding; [l + 1]: block l's output ([L] has the final norm)
+        body = model.transformer if family == "gpt2" else model.model
+        norm = body.ln_f if family == "gpt2" else body.norm
+        E = model.get_output_embeddings().weight
+        rows = [torch.log_softmax((norm(hs[l][0, position]) @ E.T).double(), -1) for l in range(len(hs) - 1)]
+        rows.append(torch.log_softmax(out.logits[0, position].double(), -1))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("position", [0, 3, None])
+def test_pair_lens_equals_the_per_layer_computation(pair, position):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    node = pair.views["diff"].lens_node()
+    family = pair.infos["edited"].family
+    tok = pair.executor.tokens("edited")
+    sample = 5
+    n = int(tok["lengths"][sample])
+    ids = torch.as_tensor(tok["ids"][sample : sample + 1, :n], dtype=torch.long)
+    pos = n - 1 if position is None else position
+    res = pair.executor.lookup(node, sample=sample, position=position, top=4)
+    assert res.meta["position"] == pos
+    lps = {}
+    for tag, name in (("a", "edited"), ("b", "base")):
+        path = pair.spec.models[name].source.split(":", 1)[1]
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        lp = lps[tag] = _per_layer_reference(model, family, ids, pos)
+        assert res[f"top_{tag}"].shape == (pair.infos[name].n_layers + 1,)
+        p = lp.exp()
+        top = p.topk(5, -1)
+        # float32 lens against a float64 reference: ties within rounding may swap, so compare the
+        # probability each chosen token has, and the top probabilities themselves
+        np.testing.assert_allclose(res[f"probs_{tag}"], top.values.numpy(), atol=2e-6, rtol=1e-4)
+        chosen = p.gather(-1, torch.as_tensor(res[f"ids_{tag}"].astype(np.int64)))
+        np.testing.assert_allclose(chosen.numpy(), res[f"probs_{tag}"], atol=2e-6, rtol=1e-4)
+        assert (res[f"top_{tag}"] == res[f"ids_{tag}"][:, 0]).all()
+        np.testing.assert_allclose(res[f"prob_{tag}"], res[f"probs_{tag}"][:, 0])
+    kl = (lps["a"].exp() * (lps["a"] - lps["b"])).sum(-1).clamp_min(0)
+    np.testing.assert_allclose(res["kl"], kl.numpy(), atol=1e-5, rtol=1e-3)
+    finals = {tag: lp[-1].exp() for tag, lp in lps.items()}
+    moved = finals["b"] - finals["a"]
+    got = torch.as_tensor(res["moved_ids"].astype(np.int64))
+    np.testing.assert_allclose(res["moved_a"], finals["a"][got].numpy(), atol=2e-6, rtol=1e-4)
+    np.testing.assert_allclose(res["moved_b"], finals["b"][got].numpy(), atol=2e-6, rtol=1e-4)
+    np.testing.assert_allclose(moved[got[:4]].numpy(), moved.topk(4).values.numpy(), atol=2e-6)
+    np.testing.assert_allclose(moved[got[4:]].numpy(), -(-moved).topk(4).values.numpy(), atol=2e-6)
+
+
+def test_pair_lens_rows_are_the_logit_lens_rows(pair):
+    """One labelling everywhere: the paired lens's rows are the logit_lens view's (embed, then the
+    blocks), and its top-1 tokens are the stored lens's of each model."""
+    pair.compute(progress=False)
+    res = pair.executor.lookup(pair.views["diff"].lens_node(), sample=1, position=2, top=3)
+    for tag, vid in (("a", "lens_b"), ("b", "lens_a")):  # lens_b is the edited model's lens
+        lens = pair.result(pair.views[vid].lens_node(16))
+        assert res.meta["layers"] == lens.meta["layers"] and res.meta["blocks"] == lens.meta["blocks"]
+        np.testing.assert_array_equal(res[f"top_{tag}"], lens["ids"][1, :, 2, 0])
+        np.testing.assert_allclose(res[f"prob_{tag}"], lens["probs"][1, :, 2, 0], atol=1e-5, rtol=1e-4)
+    assert res.meta["layers"][0] == "embed" and res.meta["layers"][1:] == [str(l) for l in range(3)]
+
+
+def _counted(board):
+    """Forward hooks counting each model's HF forward calls, and the executor's forward count."""
+    from tests.test_probes import Counter
+
+    return {m: Counter(board.executor.model(m).model) for m in ("edited", "base")}
+
+
+@pytest.fixture(scope="module", params=["live", "kept"])
+def focus_board(request, tiny_models, tmp_path_factory):
+    """The pair with the focus results live (keep_focus_mb: 0: a first visit runs one forward per
+    model) or kept in the store by the dataset pass (no forward at all)."""
+    from lensframe.board import Board
+
+    base = tiny_models["llama"]
+    edited = _edited_copy(base, tmp_path_factory.mktemp("edited-focus"))
+    views = "  diff: {type: model_diff, model: edited, other: base}\n  lens: {type: logit_lens, model: edited}"
+    keep = 64 if request.param == "kept" else 0
+    board = Board.from_text(_two_model_spec(base, edited, views, keep_focus_mb=keep),
+                            cache_dir=tmp_path_factory.mktemp("store-focus"))
+    board.compute(progress=False)
+    return request.param, board
+
+
+def test_a_position_change_runs_no_forward(focus_board):
+    mode, board = focus_board
+    ex, node = board.executor, board.views["diff"].lens_node()
+    kept = {focus.op + "@" + focus.model for focus in board.plan.kept()}
+    assert kept == ({"lens_residuals@edited", "lens_residuals@base"} if mode == "kept" else set())
+    counters = _counted(board)
+    try:
+        before = ex.forward_passes
+        ex.lookup(node, sample=2, position=1, top=5)  # a first visit
+        first = 0 if mode == "kept" else 1
+        assert {m: c.calls for m, c in counters.items()} == {"edited": first, "base": first}
+        assert ex.forward_passes == before + 2 * first
+        for position in (0, 3, None, 4):  # position changes within the sample: no forward
+            ex.lookup(node, sample=2, position=position, top=5)
+        ex.lookup(node, sample=2, position=3, top=3)  # another `top`: a new lookup, still no forward
+        assert {m: c.calls for m, c in counters.items()} == {"edited": first, "base": first}
+        ex.lookup(node, sample=4, position=1, top=5)  # another sample, then back: memoized
+        ex.lookup(node, sample=2, position=2, top=5)
+        assert {m: c.calls for m, c in counters.items()} == {"edited": 2 * first, "base": 2 * first}
+        assert ex.forward_passes == before + 4 * first
+    finally:
+        for c in counters.values():
+            c.close()
+
+
+def test_all_rows_of_both_models_decode_in_one_matmul(focus_board, monkeypatch):
+    """The models share the unembedding (the edit is inside a block), so one matmul decodes every
+    row of both, and rows equal in both (the embedding and blocks before the edit) are decoded
+    once; without a shared unembedding, one matmul per model gives the same numbers."""
+    import lensframe.ops.compare as compare
+
+    _, board = focus_board
+    ex, node = board.executor, board.views["diff"].lens_node()
+    ex.lookup(node, sample=3, position=0, top=5)  # the focus results, memoized
+    calls = []
+    real = compare._unembed
+    monkeypatch.setattr(compare, "_unembed", lambda ad, x: calls.append(x.shape[0]) or real(ad, x))
+    shared = ex.lookup(node, sample=3, position=2, top=5)
+    L = board.infos["edited"].n_layers + 1
+    assert calls == [L + (L - 1 - EDIT_LAYER)]  # a's rows, and b's rows from the edited block on
+    monkeypatch.setattr(compare, "_shares_unembedding", lambda a, b: False)
+    ex._lookup_memo.clear()
+    calls.clear()
+    apart = ex.lookup(node, sample=3, position=2, top=5)
+    assert calls == [L, L]
+    for name in shared.arrays:
+        np.testing.assert_allclose(apart[name], shared[name], atol=1e-6, rtol=1e-5, err_msg=name)
+
+
+# --- the view: in place, labelled ------------------------------------------------------------------
+
+CHANGES = [{"position": 2}, {"sample": 3}, {"layer": 1, "position": 4}, {"layer": 2}, {"sample": 1, "position": None}]
+
+
+def _served(board, in_place: bool):
+    from bokeh.document import Document
+
+    from lensframe.server.app import build_app
+
+    focus = board.new_focus()
+    app = build_app(board, focus, in_place=in_place)
+    app.get_root(Document())  # the models a served page would get
+    return app, focus
+
+
+def _card(app, vid: str):
+    import panel as pn
+
+    return next(c for c in app.select(pn.Card) if f"lf-card-{vid}" in c.css_classes)
+
+
+def _card_models(app, vid: str) -> set[str]:
+    (root,) = _card(app, vid)._models.values()
+    return {m.id for m in root[0].references()}
+
+
+def test_a_focus_change_builds_no_new_bokeh_models(pair):
+    pytest.importorskip("panel")
+    pair.compute(progress=False)
+    app, focus = _served(pair, in_place=True)
+    before = _card_models(app, "diff")
+    for change in CHANGES:
+        focus.update(**change)
+        after = _card_models(app, "diff")
+        assert after <= before, f"{change} built {len(after - before)} new Bokeh model(s)"
+    # the re-create engine builds new ones on the same changes: the count can fail
+    app, focus = _served(pair, in_place=False)
+    before = _card_models(app, "diff")
+    focus.update(sample=3, position=2)
+    assert _card_models(app, "diff") - before
+
+
+def test_in_place_and_re_created_show_the_same(pair):
+    pytest.importorskip("panel")
+    from lensframe.views.widgets import HeatGrid
+
+    from .test_neurons import html_of
+
+    pair.compute(progress=False)
+    kept, focus_a = _served(pair, in_place=True)
+    fresh, focus_b = _served(pair, in_place=False)
+    for change in CHANGES:
+        focus_a.update(**change)
+        focus_b.update(**change)
+        assert html_of(_card(kept, "diff")) == html_of(_card(fresh, "diff"))
+        (ga,), (gb,) = _card(kept, "diff").select(HeatGrid), _card(fresh, "diff").select(HeatGrid)
+        assert {k: v for k, v in ga.param.values().items() if k != "name"} == \
+               {k: v for k, v in gb.param.values().items() if k != "name"}
+
+
+def test_the_paired_lens_reads_like_the_logit_lens(pair):
+    """Rows labelled as the logit_lens card labels them (final on top), axis titles, the focused
+    layer selected, KL in nats, and each cell the model's top-1 token with its probability."""
+    pytest.importorskip("panel")
+    from lensframe.views.widgets import HeatGrid
+
+    from .test_neurons import html_of
+
+    pair.compute(progress=False)
+    app, focus = _served(pair, in_place=True)
+    focus.update(sample=2, position=3, layer=1)
+    (grid,) = _card(app, "diff").select(HeatGrid)
+    (lens_grid,) = _card(app, "lens_b").select(HeatGrid)
+    assert grid.row_labels == lens_grid.row_labels == ["2", "1", "0", "embed"]
+    assert grid.row_labels[grid.selected_row] == "1"
+    assert grid.col_labels == ["edited", "base", "KL(edited‖base)"]
+    assert grid.row_title.startswith("layer") and grid.col_title.startswith("model")
+    res = pair.executor.lookup(pair.views["diff"].lens_node(), sample=2, position=3, top=8)
+    tok = pair.executor.model("edited").tokenizer
+    for row, l in enumerate(range(3, -1, -1)):  # final on top
+        for col, tag in enumerate("ab"):
+            token = tok.decode([int(res[f"top_{tag}"][l])], clean_up_tokenization_spaces=False)
+            assert grid.texts[row][col].endswith(f" {res[f'prob_{tag}'][l]:.2f}")
+            assert grid.texts[row][col].startswith(token[:9])
+            assert abs(grid.values[row][col] - float(res[f"prob_{tag}"][l])) < 1e-6
+        kl = float(res["kl"][l])
+        assert grid.texts[row][2].endswith("0" if kl == 0 else f"{kl:.0e}" if kl < 0.01 else f"{kl:.2f}")
+        assert "nats" in grid.tips[row][2] and abs(grid.values[row][2] - min(1.0, kl)) < 1e-6
+    html = html_of(_card(app, "diff"))
+    assert "lf-top-layer" in html and "lf-moved-up" in html and "nats" in html
+    assert "position <b class='lf-position'>3</b>" in html
+    # a click on a row focuses its layer; the embed row is no block
+    grid._clicked(type("E", (), {"data": {"row": 0, "col": 1}})())
+    assert focus.layer == 2
+    grid._clicked(type("E", (), {"data": {"row": 3, "col": 0}})())
+    assert focus.layer == 2
+
+
+def test_two_identical_models_decode_once_and_differ_nowhere(tiny_models, tmp_path, monkeypatch):
+    import lensframe.ops.compare as compare
+    from lensframe.board import Board
+
+    base = tiny_models["gpt2"]
+    same = tmp_path / "same"
+    shutil.copytree(base, same)
+    board = Board.from_text(_two_model_spec(base, same, "  diff: {type: model_diff, model: edited, other: base}"),
+                            cache_dir=tmp_path / "store")
+    calls = []
+    real = compare._unembed
+    monkeypatch.setattr(compare, "_unembed", lambda ad, x: calls.append(x.shape[0]) or real(ad, x))
+    res = board.executor.lookup(board.views["diff"].lens_node(), sample=0, position=2, top=3)
+    assert calls == [board.infos["edited"].n_layers + 1]
+    assert (res["kl"] == 0).all() and (res["ids_a"] == res["ids_b"]).all() and (res["probs_a"] == res["probs_b"]).all()
+    np.testing.assert_array_equal(res["moved_a"], res["moved_b"])

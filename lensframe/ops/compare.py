@@ -4,8 +4,11 @@ weight_diff (prepare): for every parameter, ‖W_b − W_a‖, ‖W_a‖ and the
   delta, so a rank-one edit (ROME) shows as rank one; grouped by layer.
 model_kl (dataset): KL(P_a ‖ P_b) of the next-token distributions at every position of every
   sample, in model a's fused pass (model b runs on the same batch): which texts changed most.
-pair_lens (lookup): at the focused sample and position, the logit lens of both models and the
-  tokens whose final probability moved most.
+lens_residuals (focus): the rows the logit lens decodes (embed, every block's output) of the focused
+  sample, a node of each model: memoized, and kept in the store like any focus result.
+pair_lens (lookup): at the focused sample and position, the logit lens of both models (from their
+  lens_residuals, all rows in one matmul), KL between them per row, and the tokens whose final
+  probability moved most.
 
 A node names model a as its model and b as its `other` param; its store key covers both
 fingerprints (lensframe.compiler).
@@ -20,6 +23,7 @@ import torch
 from ..errors import LensframeError
 from . import register
 from .base import FilledRows, Op, Result
+from .lens import stream_hooks, stream_rows
 
 RANK_TOL = 1e-3  # singular values below this fraction of the largest count as zero (float32 noise is ~1e-7)
 TOP_SV = 4
@@ -127,41 +131,118 @@ class ModelKlOp(Op):
 
 
 @register
+class LensResidualsOp(Op):
+    """The residual stream rows the logit lens decodes (stream resid_post: the embedding, then the
+    output of every block) at every position of the focused sample: [rows, T, d_model]. A focus
+    node of each model of a pair, so both models' rows are memoized like any focus result, and kept
+    in the store by the dataset pass where run.keep_focus_mb allows: moving the position within a
+    sample seen before runs no forward of either model."""
+
+    name = "lens_residuals"
+    kind = "focus"
+
+    def hooks(self, node, info):
+        return set(stream_hooks("resid_post", info.n_layers))
+
+    def estimate_bytes(self, node, info, n_samples, n_tokens):
+        return (info.n_layers + 1) * n_tokens * info.d_model * 4  # per focused sample
+
+    def extract(self, node, captures, ctx) -> Result:
+        rows = stream_rows("resid_post", ctx.info.n_layers)
+        resid = torch.stack([captures[hook][0] for _, hook, _ in rows]).float()
+        return Result({"resid": resid.cpu().numpy()},
+                      {"layers": [r[0] for r in rows], "blocks": [r[2] for r in rows]})
+
+
+ROW_TOP = 5  # tokens kept per lens row (the hover of a cell lists them)
+
+
+def lens_logprobs(adapter, x: torch.Tensor) -> torch.Tensor:
+    """log-softmax of E · norm_f(x) + b for rows x [R, d]: the logit lens of lensframe.ops.lens, all
+    rows in one matmul (the unembedding is read once, not once per row)."""
+    return torch.log_softmax(_unembed(adapter, _normed(adapter, x)), -1)
+
+
+def _normed(adapter, x: torch.Tensor) -> torch.Tensor:
+    # the final norm runs in the model's dtype (a LayerNorm refuses mixed dtypes), the rest in float32
+    return adapter.final_norm(x.to(adapter.final_norm.weight.dtype)).float()
+
+
+def _unembed(adapter, x: torch.Tensor) -> torch.Tensor:
+    z = x @ adapter.unembed_weight.float().T
+    return z + adapter.unembed_bias.float() if adapter.unembed_bias is not None else z
+
+
+def _shares_unembedding(a, b) -> bool:
+    """Whether two models decode with the same unembedding (an edit of a block leaves it as is)."""
+    wa, wb, ba, bb = a.adapter.unembed_weight, b.adapter.unembed_weight, a.adapter.unembed_bias, b.adapter.unembed_bias
+    if wa.shape != wb.shape or (ba is None) != (bb is None):
+        return False
+    return bool(torch.equal(wa, wb)) and (ba is None or bool(torch.equal(ba, bb)))
+
+
+@register
 class PairLensOp(Op):
     name = "pair_lens"
     kind = "lookup"
 
     @torch.no_grad()
     def lookup(self, node, executor, sample, position: int | None = None, top: int = 10) -> Result:
-        """Both models on model a's tokens of `sample`: per layer, the top-1 token and its probability at
-        `position` (None = last), and the final tokens whose probability moved most."""
+        """Both models at `position` (None = last) of `sample` (a dataset sample or a probe): per lens
+        row (the logit lens's rows: embed, then blocks 0..n-1, the last being the model's output),
+        each model's top tokens and their probabilities and KL(P_a || P_b) in nats; and the tokens
+        whose final probability moved most.
+
+        The rows come from each model's lens_residuals focus result (memoized or kept: no forward
+        for a sample seen before). Each model's rows are decoded in one matmul, both models' in
+        one when they share the unembedding (an edit inside the blocks)."""
         names = (node.model, node.param("other"))
-        ids = torch.as_tensor(executor.sample_ids(node.model, sample)[None], dtype=torch.long)  # a sample or a probe
-        n = ids.shape[1]
-        pos = n - 1 if position is None else max(0, min(int(position), n - 1))
+        loaded = [executor.model(n) for n in names]
+        shared = executor.memoized(("pair_lens:same-unembedding",) + names, lambda: _pair_check(*loaded))
+        results = [executor.focus(inp.model, sample)[inp] for inp in node.inputs]
+        T = min(r["resid"].shape[1] for r in results)
+        pos = T - 1 if position is None else max(0, min(int(position), T - 1))
+        xs = [_normed(m.adapter, torch.as_tensor(r["resid"][:, pos])) for m, r in zip(loaded, results)]
+        L = len(xs[0])
+        # Rows where the models differ: with a shared unembedding, a row whose normed residual is
+        # bit for bit a's (the embedding, every block before an edit) has a's distribution, and its
+        # KL is 0: those rows are decoded, softmaxed and ranked once (half the work for an edit
+        # halfway down the model).
+        differ = torch.nonzero(~(xs[0] == xs[1]).all(-1)).squeeze(1) if shared else torch.arange(L)
+        if shared:
+            lp = torch.log_softmax(_unembed(loaded[0].adapter, torch.cat([xs[0], xs[1][differ]])), -1)
+            lp_a, lp_b = lp[:L], lp[L:]  # lp_b: b's rows `differ` only
+        else:
+            lp_a, lp_b = (torch.log_softmax(_unembed(m.adapter, x), -1) for m, x in zip(loaded, xs))
+        best_a = lp_a.topk(ROW_TOP, -1)
+        best_b = lp_b.topk(ROW_TOP, -1)
+        ids_b, vals_b = best_a.indices.clone(), best_a.values.clone()
+        ids_b[differ], vals_b[differ] = best_b.indices, best_b.values
         arrays = {}
-        finals = []
-        for tag, name in zip("ab", names):
-            loaded = executor.model(name)
-            ad = loaded.adapter
-            hooks = [f"resid_post.{l}" for l in range(ad.n_layers - 1)]
-            captured = {}
-            with executor.model_lock(name):
-                out = executor._forward(loaded, ids.to(loaded.device), torch.ones_like(ids, dtype=torch.bool).to(loaded.device),
-                                        set(hooks), captured)
-            rows = [captured[h][0, pos] for h in hooks]
-            E, bias = ad.unembed_weight.float(), ad.unembed_bias
-            logits = [ad.final_norm(r[None].to(ad.final_norm.weight.dtype)).float()[0] @ E.T + (bias.float() if bias is not None else 0)
-                      for r in rows] + [out.logits[0, pos].float()]
-            lp = torch.log_softmax(torch.stack(logits), -1)  # [L, V], the last row is the model's output
-            top1 = lp.max(-1)
-            arrays[f"top_{tag}"] = top1.indices.cpu().numpy().astype(np.int32)
-            arrays[f"prob_{tag}"] = top1.values.exp().cpu().numpy().astype(np.float32)
-            finals.append(lp[-1].exp())
+        for tag, ids, vals in (("a", best_a.indices, best_a.values), ("b", ids_b, vals_b)):
+            arrays[f"top_{tag}"] = ids[:, 0].numpy().astype(np.int32)
+            arrays[f"prob_{tag}"] = vals[:, 0].exp().numpy().astype(np.float32)
+            arrays[f"ids_{tag}"] = ids.numpy().astype(np.int32)
+            arrays[f"probs_{tag}"] = vals.exp().numpy().astype(np.float32)
+        kl = torch.zeros(L)
+        la = lp_a[differ]
+        kl[differ] = (la.exp() * (la - lp_b)).sum(-1).clamp_min(0)
+        arrays["kl"] = kl.numpy().astype(np.float32)
+        last_b = lp_b[-1] if len(differ) and int(differ[-1]) == L - 1 else lp_a[-1]
+        finals = [lp_a[-1].exp(), last_b.exp()]  # the last row is the model's own next-token distribution
         moved = finals[1] - finals[0]
         up, down = moved.topk(top), (-moved).topk(top)
         order = torch.cat([up.indices, down.indices])
-        arrays["moved_ids"] = order.cpu().numpy().astype(np.int32)
-        arrays["moved_a"] = finals[0][order].cpu().numpy().astype(np.float32)
-        arrays["moved_b"] = finals[1][order].cpu().numpy().astype(np.float32)
-        return Result(arrays, {"position": pos, "models": list(names)})
+        arrays["moved_ids"] = order.numpy().astype(np.int32)
+        arrays["moved_a"] = finals[0][order].numpy().astype(np.float32)
+        arrays["moved_b"] = finals[1][order].numpy().astype(np.float32)
+        meta = results[0].meta
+        return Result(arrays, {"position": pos, "models": list(names), "layers": list(meta["layers"]),
+                               "blocks": list(meta["blocks"])})
+
+
+def _pair_check(a, b) -> bool:
+    """Both models read the same tokens (else there is nothing to compare position by position);
+    returns whether they share the unembedding. Once per pair and process (Executor.memoized)."""
+    _same_tokens(a, b)
+    return _shares_unembedding(a, b)
