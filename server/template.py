@@ -24,6 +24,18 @@ from lensframe.views.widgets import PatchedHTML
 from .app import CSS, Page, address_follows, url_focus
 from .watch import carried_focus
 
+def without_web_font(template) -> None:
+    """Drop the template design's web font (Fast asks fonts.googleapis.com for Open Sans): the
+    page asks nothing of any host but the server, since a dashboard is often served where the
+    internet is out of reach, and a font request would tell a third party who opened it. The
+    system's own sans-serif is used instead. Set on the design class, because Panel also reads
+    the font from the class while it writes the page's head (a subclass would not do: Panel finds
+    the design's bundled scripts by the class's name)."""
+    design = type(template._design)
+    design._resources = {k: v for k, v in design._resources.items() if k != "font"}
+
+
+FONT = "system-ui, -apple-system, 'Segoe UI', sans-serif"
 SIDEBAR_WIDTH = 300  # px: the probe box's input and buttons fit; the grid keeps the rest
 TICK_MS = 500  # how often a watched page looks for a new board or new errors
 
@@ -164,10 +176,12 @@ class SessionPage:
 
         self.template = pn.template.FastListTemplate(
             title=board.title, sidebar_width=SIDEBAR_WIDTH, main_layout=None, theme_toggle=True,
+            font=FONT,
             header=[self.title, self.tab],
             sidebar=[head("Focus"), self.focus_box, self.status, self.progress_box, head("Ask the model"), self.probe_box],
             main=[pn.Column(self.banner, self.content, sizing_mode="stretch_both")],
             raw_css=[TEMPLATE_CSS])
+        without_web_font(self.template)
         focus = board.new_focus()
         notices = list(notices) + (url_focus(board, focus) if url else [])
         self.page: Page | None = None

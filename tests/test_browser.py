@@ -324,3 +324,25 @@ def test_demo_serves_cold_with_progress(smollm2_board, browser, expect, artifact
             assert not js_errors, js_errors
         finally:
             context.close()
+
+
+def test_the_page_asks_no_other_host(server, browser, expect):
+    """Everything the page loads comes from the lensframe server: it works with no internet and
+    tells no third party who opened it (Panel's Fast design asks Google for a web font)."""
+    from urllib.parse import urlparse
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    elsewhere: list[str] = []
+    page.on("request", lambda request: elsewhere.append(request.url)
+            if urlparse(request.url).scheme not in ("data", "blob")
+            and urlparse(request.url).hostname not in ("127.0.0.1", "localhost")
+            else None)
+    try:
+        page.goto(server)
+        expect(page.locator(".lf-card-text .lf-token").first).to_be_visible()
+        page.locator(".lf-card-text .lf-token").nth(2).click()
+        page.wait_for_timeout(1000)
+    finally:
+        context.close()
+    assert not elsewhere, f"the page asked other hosts: {elsewhere}"
