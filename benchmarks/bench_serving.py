@@ -108,9 +108,17 @@ def derived_spec(spec_path: Path, limit: int, folder: Path, keep_focus_mb=None) 
         data["dataset"]["limit"] = limit
     if keep_focus_mb is not None:
         data.setdefault("run", {})["keep_focus_mb"] = keep_focus_mb
-    for key in ("model",):
-        if isinstance(data.get(key), str) and data[key].startswith("path:") and not data[key][5:].startswith("/"):
-            data[key] = "path:" + str((spec_path.parent / data[key][5:]).resolve())
+    def absolute(source):
+        if isinstance(source, str) and source.startswith("path:") and not source[5:].startswith("/"):
+            return "path:" + str((spec_path.parent / source[5:]).resolve())
+        return source
+
+    data["model"] = absolute(data.get("model")) if "model" in data else None
+    if data["model"] is None:
+        del data["model"]
+    for m in (data.get("models") or {}).values():
+        if isinstance(m, dict):
+            m["source"] = absolute(m.get("source"))
     out = folder / (spec_path.stem + ("" if keep_focus_mb is None else f".keep{keep_focus_mb}") + spec_path.suffix)
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
