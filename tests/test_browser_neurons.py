@@ -75,7 +75,8 @@ def test_neuron_views_follow_each_other(neurons_server, browser, expect):
         expect(neurons.locator("b.lf-neuron")).to_have_text(name)
         expect(neurons.locator(".lf-tokens .lf-token").first).to_be_visible()  # the neuron over the sample
         expect(top.locator("b.lf-neuron")).to_have_text(name)
-        expect(top.locator("svg.lf-hist")).to_have_count(1)
+        expect(top.locator(".lf-hist")).to_be_visible()
+        expect(top.locator(".lf-hist canvas").first).to_be_visible()
         expect(top.locator(".lf-example").first).to_be_visible()
         assert top.locator(".lf-example").count() >= 2, "fewer than two top examples for a neuron of 10 samples"
         expect(ffn.locator(".lf-ffn-static b.lf-neuron")).to_have_text(name)

@@ -1,23 +1,25 @@
 """dream: text deep dream (Bäuerle and Wexler 2020) of the focused neuron, run from the dashboard.
 
 A Run button optimises a span of soft tokens to excite the target (lensframe.ops.dream) in a
-background thread; the plot follows every step (soft and snapped activation against the best
-dataset example's), with the evolving snapped text, a Stop button, and at the end the best snapped
-text and the top tokens per position. A finished dream is stored: running it again with the same
-target and settings shows it at once. The optimiser runs in lensframe/; this view only draws it.
+background thread; a HoloViews chart follows every step (the soft input's value, and the snapped
+text's against the best dataset example's: DreamChart says why in two panels), with the evolving
+snapped text, a Stop button, and at the end the best snapped text and the top tokens per position.
+A finished dream is stored: running it again with the same target and settings shows it at once.
+The optimiser runs in lensframe/; this view only draws it.
 """
 from __future__ import annotations
 
 import math
 from typing import Literal, Optional, Union
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from lensframe.graph import Node
 from lensframe.ops.dream import DreamSettings, DreamTarget, check_dream
 
-from .base import View, ViewParams, esc, html_pane
-from .top_examples import examples_node, layer_issues
+from .base import View, ViewParams, esc, html_part, layout_part, neuron_label
+from .top_examples import examples_node, html_slot, hv_bokeh, layer_issues
 
 
 class Anneal(BaseModel):
@@ -123,89 +125,34 @@ class DreamView(View):
         board, model = ctx.board, self.model
         ctx.result(self.examples_node(board.spec.dataset.max_tokens))  # NotReady until the dataset pass is done
         layer, neuron = ctx.layer(), ctx.get("neuron")  # the layer the neurons view shows (default 0)
-        if self.p.target != "logit" and neuron is None:
-            return html_pane("<div class='lf-hint'>click a neuron (in the neurons or ffn_vocab view) to dream of it</div>",
-                             sizing_mode="stretch_width")
-        try:
-            target = self.resolve_target(board.executor.model(model), layer, neuron)
-        except dreams.DreamError as err:
-            return html_pane(f"<div class='lf-error'>{esc(err)}</div>", sizing_mode="stretch_width")
         settings = self.settings()
-        best = dreams.best_example(board, model, layer, neuron) if self.p.target == "neuron" else None
         state = ctx.state
-        if state.get("poll") is not None:  # a re-render (focus change): the old panes are gone
-            state["poll"].stop()
-            state["poll"] = None
+        target = best = message = None
+        if self.p.target != "logit" and neuron is None:
+            message = "<div class='lf-hint'>click a neuron (in the neurons or ffn_vocab view) to dream of it</div>"
+        else:
+            try:
+                target = self.resolve_target(board.executor.model(model), layer, neuron)
+            except dreams.DreamError as err:
+                message = f"<div class='lf-error'>{esc(err)}</div>"
+        if target is not None and self.p.target == "neuron":
+            best = dreams.best_example(board, model, layer, neuron)
+            if best is None and self.p.start == "example":
+                indexed = "all" if self.p.layers == "all" else ", ".join(map(str, self.p.layers))
+                message = (f"<div class='lf-hint lf-dream-unindexed'>layer {layer} has no top examples to start from "
+                           f"(indexed layers: {indexed}): focus a neuron of one of those layers, or set "
+                           f"<code>start: text</code> or <code>random</code></div>")
         old = state.get("job")
         if old is not None and not old.done and (old.target != target or old.settings != settings):
             old.stop()  # nobody would see it, and each step takes the model's lock from the other views
         if not state.get("cleanup"):  # a closed tab stops its dream too
             state["cleanup"] = True
             pn.state.on_session_destroyed(lambda _ctx: state.get("job") and state["job"].stop())
-        if self.p.start == "example" and self.p.target == "neuron" and best is None:
-            indexed = "all" if self.p.layers == "all" else ", ".join(map(str, self.p.layers))
-            return html_pane(f"<div class='lf-hint lf-dream-unindexed'>layer {layer} has no top examples to start from "
-                             f"(indexed layers: {indexed}): focus a neuron of one of those layers, or set "
-                             f"<code>start: text</code> or <code>random</code></div>", sizing_mode="stretch_width")
-
-        head = html_pane(self._head(target, best, settings), sizing_mode="stretch_width")
-        run = pn.widgets.Button(name="Run", button_type="primary", width=80, css_classes=["lf-dream-run"])
-        stop = pn.widgets.Button(name="Stop", width=80, disabled=True, css_classes=["lf-dream-stop"])
-        status = html_pane("", sizing_mode="stretch_width")
-        plot = html_pane("", sizing_mode="stretch_width")
-        live = html_pane("", sizing_mode="stretch_width")
-        final = html_pane("", sizing_mode="stretch_width")
-        controls = [run, stop]
-        if best is not None:
-            show = pn.widgets.Button(name="Show best example", width=150, css_classes=["lf-dream-example"])
-            show.on_click(lambda _: ctx.set(sample=best.sample, text=None, position=best.position))
-            controls.append(show)
+        ready = message is None
         probe = ctx.probe
-        if probe is not None:  # the focused probe's last `span` tokens as the start
-            from_probe = pn.widgets.Button(label="Run from the probe", width=150, css_classes=["lf-dream-from-probe"])
-            from_probe.on_click(lambda _: on_run(_, "text", probe.text))
-            controls.append(from_probe)
 
-        def draw():
-            job = state.get("job")
-            mine = job is not None and job.target == target and job.settings == settings
-            running = mine and not job.done
-            run.disabled, stop.disabled = running, not running
-            if not mine:
-                status.object = "<div class='lf-hint lf-dream-status'>press Run to dream</div>"
-                plot.object = live.object = final.object = ""
-                return
-            steps = list(job.steps)
-            plot.object = chart_svg(steps, best.value if best else None, settings.steps)
-            if steps:
-                live.object = self._live(ctx, steps[-1])
-            began = job.start_at
-            origin = (f"<div class='lf-hint lf-dream-start'>start: {esc(began.note)} · span {len(began.ids)}"
-                      + (f" of {self.p.span} (the peak is at position {len(began.ids) - 1} of its text)"
-                         if len(began.ids) < self.p.span else "") + "</div>")
-            if job.error:
-                status.object = f"<div class='lf-error lf-dream-status'>dream failed: {esc(job.error)}</div>"
-            elif running:
-                status.object = (f"<div class='lf-dream-status' data-state='running'>running: step "
-                                 f"{max(0, len(steps) - 1)} of {settings.steps}</div>{origin}")
-            else:
-                how = "from the store (same target and settings)" if job.from_store else \
-                      ("stopped" if job.trace.stopped else "done") + f" in {job.trace.seconds:.1f}s"
-                status.object = f"<div class='lf-dream-status' data-state='done'>{esc(how)}</div>{origin}"
-                final.object = self._final(ctx, job.trace, best)
-
-        def poll():
-            job = state.get("job")
-            finished = job is None or job.done  # read before drawing, so the last draw shows the end
-            draw()
-            if finished and state.get("poll") is not None:
-                state["poll"].stop()
-                state["poll"] = None
-
-        def start_polling():
-            if state.get("poll") is None:
-                state["poll"] = pn.state.add_periodic_callback(poll, period=250)
-
+        # Every part exists from the first render on; a focus change sets their data and
+        # visibility, and the chart is fed through streams (no new Bokeh models).
         def on_run(_, start_kind=self.p.start, text=self.p.text):
             old = state.get("job")
             if old is not None and not old.done:
@@ -225,25 +172,96 @@ class DreamView(View):
             if job is not None:
                 job.stop()
 
-        run.on_click(on_run)
-        stop.on_click(on_stop)
+        notice = html_part(ctx, "message", message or "", visible=not ready, sizing_mode="stretch_width")
+        head = html_part(ctx, "head", self._head(target, best, settings) if ready else "", visible=ready,
+                         sizing_mode="stretch_width")
+        run = ctx.part("run", pn.widgets.Button, on_click=on_run, init={
+            "label": "Run", "color": "primary", "width": 80, "css_classes": ["lf-dream-run"]})
+        stop = ctx.part("stop", pn.widgets.Button, on_click=on_stop, init={
+            "label": "Stop", "width": 80, "disabled": True, "css_classes": ["lf-dream-stop"]})
+        show = ctx.part("show", pn.widgets.Button, visible=best is not None, on_click=lambda _: best and ctx.set(
+            sample=best.sample, text=None, position=best.position), init={
+            "label": "Show best example", "width": 150, "css_classes": ["lf-dream-example"]})
+        # the focused probe's last `span` tokens as the start
+        from_probe = ctx.part("from-probe", pn.widgets.Button, visible=probe is not None,
+                              on_click=lambda _: probe and on_run(_, "text", probe.text), init={
+            "label": "Run from the probe", "width": 150, "css_classes": ["lf-dream-from-probe"]})
+        # a FlexBox wraps the buttons onto a second line in a narrow card rather than cutting them
+        controls = layout_part(ctx, "controls", run, stop, show, from_probe, cls=pn.FlexBox, gap="4px",
+                               sizing_mode="stretch_width")
+        controls.visible = ready
+        status = html_slot(ctx, "status")
+        chart = DreamChart(ctx, self.p.steps)
+        live = html_slot(ctx, "live")
+        final = html_slot(ctx, "final")
+
+        def draw():
+            """Everything that follows the job, from the latest render's data (the poll calls the
+            latest render's draw, so a focus change needs no new poll)."""
+            job = state.get("job")
+            mine = ready and job is not None and job.target == target and job.settings == settings
+            running = mine and not job.done
+            run.disabled, stop.disabled = running or not ready, not running
+            chart.feed(job if mine else None, best.value if best else None, target)
+            if not mine:
+                # a hidden part keeps no text: the page (and its tests) find nothing stale in it
+                status.param.update(visible=ready, object="<div class='lf-hint lf-dream-status'>press Run to dream</div>"
+                                    if ready else "")
+                live.param.update(visible=False, object="")
+                final.param.update(visible=False, object="")
+                return
+            steps = list(job.steps)
+            if steps:
+                live.param.update(visible=True, object=self._live(ctx, steps[-1]))
+            began = job.start_at
+            origin = (f"<div class='lf-hint lf-dream-start'>start: {esc(began.note)} · span {len(began.ids)}"
+                      + (f" of {self.p.span} (the peak is at position {len(began.ids) - 1} of its text)"
+                         if len(began.ids) < self.p.span else "") + "</div>")
+            if job.error:
+                text = f"<div class='lf-error lf-dream-status'>dream failed: {esc(job.error)}</div>"
+            elif running:
+                text = (f"<div class='lf-dream-status' data-state='running'>running: step "
+                        f"{max(0, len(steps) - 1)} of {settings.steps}</div>{origin}")
+            else:
+                how = "from the store (same target and settings)" if job.from_store else \
+                      ("stopped" if job.trace.stopped else "done") + f" in {job.trace.seconds:.1f}s"
+                text = f"<div class='lf-dream-status' data-state='done'>{esc(how)}</div>{origin}"
+            status.param.update(visible=True, object=text)
+            if job.done and job.trace is not None:
+                final.param.update(visible=True, object=self._final(ctx, job.trace, best))
+            else:
+                final.param.update(visible=False, object="")
+
+        def poll():
+            job = state.get("job")
+            finished = job is None or job.done  # read before drawing, so the last draw shows the end
+            state["draw"]()
+            if finished and state.get("poll") is not None:
+                state["poll"].stop()
+                state["poll"] = None
+
+        def start_polling():
+            if state.get("poll") is None:
+                state["poll"] = pn.state.add_periodic_callback(poll, period=250)
+
+        state["draw"] = draw
         draw()
         job = state.get("job")
         if job is not None and not job.done:
             start_polling()
-        return pn.Column(head, pn.Row(*controls), status, plot, live, final, sizing_mode="stretch_both",
-                         scroll=True, css_classes=["lf-view-dream"])
+        return layout_part(ctx, "layout", notice, head, controls, status, chart.pane, live, final,
+                           sizing_mode="stretch_both", scroll=True, css_classes=["lf-view-dream"])
 
     def _head(self, target: DreamTarget, best, settings: DreamSettings) -> str:
         against = (f" · best dataset example <b class='lf-dream-best'>{best.value:+.3f}</b> (sample {best.sample}, "
                    f"position {best.position})") if best else ""
-        return (f"<div class='lf-dream-head'>dream of <b class='lf-dream-target'>{esc(target.label())}</b>{against}<br>"
+        return (f"<div class='lf-dream-head'>dream of <b class='lf-dream-target'>{esc(target_label(target))}</b>{against}<br>"
                 f"<small>start: {esc(self.p.start)} · span {self.p.span} · {settings.steps} steps · Adam lr {settings.lr} · "
                 f"T {settings.temp_start}→{settings.temp_floor} (×{settings.decay} after {settings.warmup})"
                 f"{' · Gumbel' if settings.gumbel else ''}</small></div>")
 
     def _live(self, ctx, step) -> str:
-        chips = "".join(f"<span class='lf-chip lf-dream-token'>{esc(t)}</span>" for t in ctx.decode(step.ids))
+        chips = "".join(f"<span class='lf-chip lf-dream-token'>{chip(t)}</span>" for t in ctx.decode(step.ids))
         soft = "–" if math.isnan(step.soft) else f"{step.soft:+.3f}"
         return (f"<div class='lf-dream-text' data-step='{step.step}'><div class='lf-sub'>snapped text at step {step.step} "
                 f"(T={step.temperature:.3f}): soft {soft}, snapped {step.snapped:+.3f}</div>{chips}</div>")
@@ -252,50 +270,139 @@ class DreamView(View):
         b = trace.best
         ratio = f" = <b class='lf-dream-ratio'>{b.snapped / best.value:.2f}×</b> the best dataset example" \
             if best and best.value > 0 else ""
-        chips = "".join(f"<span class='lf-chip'>{esc(t)}</span>" for t in ctx.decode(b.ids))
+        chips = "".join(f"<span class='lf-chip'>{chip(t)}</span>" for t in ctx.decode(b.ids))
+        # one line per position whose chips wrap: a table of top_k columns is wider than the card
         rows = []
         for i, (ids, probs) in enumerate(zip(trace.top_ids[:, : self.p.top_k], trace.top_probs[:, : self.p.top_k])):
-            cells = "".join(f"<td><span class='lf-chip'>{esc(t)}</span> <small>{p:.2f}</small></td>"
+            cells = "".join(f"<span class='lf-chip'>{chip(t)} <small>{p:.2f}</small></span>"
                             for t, p in zip(ctx.decode(ids), probs))
-            rows.append(f"<tr><td>{i}</td>{cells}</tr>")
-        return (f"<div class='lf-dream-result lf-edit-result'><div class='lf-sub'>best snapped text (step {b.step}): "
+            rows.append(f"<div class='lf-dream-top-row'><span class='lf-dream-pos'>{i}</span>{cells}</div>")
+        return (f"<div class='lf-dream-result'><div class='lf-sub'>best snapped text (step {b.step}): "
                 f"<b class='lf-dream-best-snapped'>{b.snapped:+.3f}</b>{ratio}</div>{chips}"
-                f"<div class='lf-sub'>top tokens per position at the end</div><table>{''.join(rows)}</table></div>")
+                f"<div class='lf-sub'>top tokens per position at the end (probability)</div>{''.join(rows)}</div>")
 
 
-def chart_svg(steps, reference: float | None, budget: int, width: int = 420, height: int = 150) -> str:
-    """Soft (blue) and snapped (orange) target per step, the best dataset example dashed."""
-    pad = 34
-    values = [s.snapped for s in steps] + [s.soft for s in steps if not math.isnan(s.soft)]
-    if reference is not None:
-        values.append(reference)
-    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 1, hi + 1
-    lo, hi = lo - 0.05 * (hi - lo), hi + 0.12 * (hi - lo)  # room for the labels above the top line
-    plot_h = height - 30  # the axis labels and the legend go below
-    x = lambda i: pad + (width - pad - 4) * i / max(1, budget)  # noqa: E731
-    y = lambda v: 4 + plot_h * (hi - v) / (hi - lo)  # noqa: E731
+def chip(token: str) -> str:
+    """A token as a chip shows it: a newline as ↵ (a chip keeps white space, so a raw newline
+    would make it a tall blank), escaped."""
+    return esc(token.replace("\n", "↵")) or "∅"
 
-    def line(points, color, cls):
-        pts = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in points if not math.isnan(v))
-        return f"<polyline class='{cls}' points='{pts}' fill='none' stroke='{color}' stroke-width='1.5'/>"
 
-    ref = ""
-    if reference is not None:
-        ry = y(reference)
-        ref = (f"<line class='lf-dream-ref' x1='{pad}' x2='{width - 4}' y1='{ry:.1f}' y2='{ry:.1f}' "
-               f"stroke='#2a9d3a' stroke-dasharray='4 3'/><text x='{width - 4}' y='{ry - 3 if ry > 14 else ry + 11:.1f}' "
-               f"font-size='10' text-anchor='end' fill='#2a9d3a'>best example {reference:+.2f}</text>")
-    last = steps[-1].step if steps else 0
-    return (f"<svg class='lf-dream-plot' data-steps='{len(steps)}' data-last-step='{last}' width='{width}' height='{height}'>"
-            f"<line x1='{pad}' x2='{pad}' y1='4' y2='{plot_h + 4}' stroke='#999'/>"
-            f"<text x='{pad - 3}' y='12' font-size='10' text-anchor='end'>{hi:.3g}</text>"
-            f"<text x='{pad - 3}' y='{plot_h + 4}' font-size='10' text-anchor='end'>{lo:.3g}</text>"
-            f"<text x='{pad}' y='{plot_h + 16}' font-size='10'>step 0</text>"
-            f"<text x='{width - 4}' y='{plot_h + 16}' font-size='10' text-anchor='end'>{budget}</text>{ref}"
-            + line([(s.step, s.soft) for s in steps], "#1f6fd1", "lf-dream-soft")
-            + line([(s.step, s.snapped) for s in steps], "#e4572e", "lf-dream-snapped")
-            + f"<text x='{pad}' y='{height - 2}' font-size='10' fill='#1f6fd1'>— soft input</text>"
-            + f"<text x='{pad + 80}' y='{height - 2}' font-size='10' fill='#e4572e'>— snapped text</text>"
-            + f"<text x='{pad + 170}' y='{height - 2}' font-size='10' fill='#2a9d3a'>- - best dataset example</text></svg>")
+def target_label(target: DreamTarget) -> str:
+    """The dream's target as the views write it (neuron ids as L7/N808)."""
+    if target.kind != "neuron":
+        return target.label()
+    at = "" if target.position == -1 else f" at position {target.position}"
+    return f"neuron {neuron_label(target.layer, target.index)}{at}"
+
+
+def value_label(target: DreamTarget | None) -> str:
+    """The chart's y-axis title: what the dream maximises."""
+    if target is None:
+        return "target"
+    if target.kind == "neuron":
+        return f"activation of {neuron_label(target.layer, target.index)}"
+    if target.kind == "logit":
+        return f"log p(token {target.index})"
+    return f"residual · v after layer {target.layer}"
+
+
+CHART_HEIGHT = 170  # px per panel (the lower one 20 more, for its step axis title)
+
+
+class DreamChart:
+    """The optimisation trace as two panels sharing the step axis: the soft input's value above,
+    the snapped text's below with the best dataset example dashed.
+
+    Why two panels rather than two y-axes or normalised values: the soft input is a mixture of
+    embeddings, not a text, and its value runs far from the others (≈200 against ≈3 for a SmolLM2
+    neuron), so on one axis the snapped curve is a flat line at the bottom. The comparison that
+    matters, the dream's text against the best dataset example, is between two real texts on one
+    scale, so those two share a panel; the soft curve shows how the optimisation is going, on its
+    own scale. A second y-axis on one panel would let the curves cross where the values do not,
+    and normalising would hide the values the head and the result quote.
+
+    Built once per session (ctx.keep); each poll streams only the steps the chart has not seen
+    (HoloViews Buffers: Bokeh appends the rows to the same source), and a new job or target clears
+    the buffers rather than building a new plot. The panels are two single-figure panes over the
+    same fixed step range, not one hv.Layout: a Bokeh GridPlot hidden when the page loads (before
+    a neuron is focused) never finishes rendering, so the document never goes idle, Panel never
+    marks the session connected, and every later stream update is rescheduled forever."""
+
+    def __init__(self, ctx, budget: int):
+        import panel as pn
+
+        hv = hv_bokeh()
+        self.budget = budget
+        # what the y axes name, read by the plot callbacks on each update
+        self.labels = ctx.keep("chart-labels", lambda: {"y": "target"})
+        self.fed = ctx.keep("chart-fed", lambda: {"job": None, "rows": 0})  # which job's steps the buffers hold
+        self.soft = ctx.keep("chart-soft", lambda: hv.streams.Buffer(_frame([], "soft"), length=budget + 1, index=False))
+        self.snapped = ctx.keep("chart-snapped", lambda: hv.streams.Buffer(_frame([], "snapped"), length=budget + 1,
+                                                                           index=False))
+        self.reference = ctx.keep("chart-reference", lambda: hv.streams.Pipe(data=[]))
+        soft = ctx.keep("chart-soft-plot", lambda: hv.DynamicMap(
+            lambda data: self._panel(data, "soft", "soft input", "#1f6fd1", xlabel=""), streams=[self.soft]))
+        snapped = ctx.keep("chart-snapped-plot", lambda: hv.DynamicMap(
+            lambda data: self._panel(data, "snapped", "snapped text", "#e4572e", xlabel="step"),
+            streams=[self.snapped]) * hv.DynamicMap(
+            lambda data: hv.HLines(list(data)).opts(color="#2a9d3a", line_width=1.5, line_dash="dashed"),
+            streams=[self.reference]))
+        # the panes' own params are never set after this (the Column around them is shown and
+        # hidden): see top_examples.histogram_part for why
+        panes = [ctx.part(f"chart-{name}", pn.pane.HoloViews, init={
+            "object": plot, "backend": "bokeh", "sizing_mode": "stretch_width", "height": height})
+            for name, plot, height in (("soft", soft, CHART_HEIGHT), ("snapped", snapped, CHART_HEIGHT + 20))]
+        # what the colours mean, in HTML so that it wraps in a narrow card (a Bokeh title does not)
+        self.key = html_slot(ctx, "chart-key")
+        self.pane = layout_part(ctx, "chart", *panes, self.key, sizing_mode="stretch_width", visible=False,
+                                css_classes=["lf-dream-plot"])
+
+    def _panel(self, data, column: str, title: str, color: str, xlabel: str):
+        return hv_bokeh().Curve(data, "step", [column, "temperature"]).opts(
+            title=title, xlabel=xlabel, ylabel=self.labels["y"], xlim=(0, self.budget), framewise=True,
+            responsive=True, height=CHART_HEIGHT + (20 if xlabel else 0), hooks=[_align_left], color=color,
+            line_width=2, tools=["hover"], default_tools=[], toolbar=None, show_grid=True,
+            fontsize={"title": "10pt", "labels": "9pt", "ticks": "8pt"},
+            hover_tooltips=[("step", "@step"), (column, f"@{column}{{+0.000}}"), ("temperature", "@temperature{0.000}")])
+
+    def feed(self, job, reference: float | None, target) -> None:
+        """Show `job`'s steps (None: nothing), sending only those not sent yet."""
+        label = value_label(target)
+        if self.fed.get("job") is not job or self.labels["y"] != label:
+            self.labels["y"] = label
+            if self.fed.get("rows"):
+                self.soft.clear()
+                self.snapped.clear()
+            self.fed.update(job=job, rows=0)
+        refs = [] if reference is None or job is None else [float(reference)]
+        if self.reference.data != refs:
+            self.reference.send(refs)
+        steps = list(job.steps) if job is not None else []
+        new = steps[self.fed["rows"]:]
+        if new:
+            self.soft.send(_frame(new, "soft"))
+            self.snapped.send(_frame(new, "snapped"))
+            self.fed["rows"] = len(steps)
+        self.pane.visible = bool(steps)
+        best = "" if not refs else (f" · <span style='color:#2a9d3a'>- - best dataset example</span> "
+                                    f"{refs[0]:+.3f}")
+        self.key.param.update(visible=bool(steps), object="" if not steps else (
+            "<div class='lf-hint lf-dream-key'><span style='color:#1f6fd1'>soft input</span>: the relaxed input, a "
+            "mixture of token embeddings (its value runs far from a real text's, hence its own panel) · "
+            f"<span style='color:#e4572e'>snapped text</span>: its most probable tokens{best}</div>"))
+
+
+def _align_left(plot, element) -> None:
+    """A fixed left border (the y axis's room) in both panels, so that their step axes line up
+    whatever width their tick labels take (HoloViews has no option for one side's border)."""
+    plot.state.min_border_left = 64
+
+
+def _frame(steps, column: str):
+    """Steps as the rows a chart buffer takes."""
+    import pandas as pd
+
+    return pd.DataFrame({"step": np.array([s.step for s in steps], dtype=np.int64),
+                         column: np.array([getattr(s, column) for s in steps], dtype=np.float64),
+                         "temperature": np.array([s.temperature for s in steps], dtype=np.float64)})

@@ -1,18 +1,18 @@
 """top_examples: the dataset examples that most activate the focused neuron, each shown around its
-peak with the tokens shaded by that neuron's activation, plus the neuron's activation histogram
-over every token of the dataset. All from the dataset pass's streaming top-k: clicking any neuron
+peak with the tokens shaded by that neuron's activation, plus a HoloViews histogram of the neuron's
+activation over every token of the dataset. All from the dataset pass's streaming top-k: clicking any neuron
 is answered from the store, without running the model.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal, Union
 
 import numpy as np
 from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, beyond_depth, esc, html_pane
+from .base import VIEW_CSS, View, ViewParams, beyond_depth, esc, html_part, layout_part, neuron_label
 from .neurons import acts_node
 
 
@@ -52,51 +52,84 @@ class TopExamplesView(View):
         return super().check(info) + layer_issues(self.p.layers, info)
 
     def render(self, ctx):
-        import panel as pn
-
-        from .widgets import TokenStrip, histogram_svg
+        from .widgets import TokenStrip
 
         res = ctx.result(self.node(ctx.board.spec.dataset.max_tokens))
         layers, neuron = res.meta["layers"], ctx.get("neuron")
         layer = ctx.layer(default=layers[0])
+        hint = None
         if neuron is None:
-            return html_pane("<div class='lf-hint'>click a neuron (in the neurons or ffn_vocab view) "
-                                "to see the examples that excite it</div>", sizing_mode="stretch_width")
-        if layer not in layers:
-            return html_pane(f"<div class='lf-hint'>layer {layer} is not indexed by this view "
-                                f"(layers: {layers})</div>", sizing_mode="stretch_width")
-        li = layers.index(layer)
+            hint = "click a neuron (in the neurons or ffn_vocab view) to see the examples that excite it"
+        elif layer not in layers:
+            hint = f"layer {layer} is not indexed by this view (layers: {layers})"
+        # Every part exists from the first render on, and a focus change sets only its data and
+        # visibility: going from "no neuron" to a neuron builds no new Bokeh models either.
+        shown = hint is None
+        head = caption = ""
+        bars = None
+        # one slot per example kept (a heading and a token strip), filled or hidden by _fill
+        slots = [(html_slot(ctx, f"example-head{i}"), ctx.part(f"example{i}", TokenStrip, init={
+            "sizing_mode": "stretch_width", "css_classes": ["lf-example"], "visible": False})) for i in range(self.p.k)]
+        if shown:
+            head, bars, caption = self._fill(ctx, res, layer, neuron, slots)
+        else:
+            for text, strip in slots:
+                text.param.update(visible=False, object="")
+                strip.visible = False
+        xlabel = f"activation of {neuron_label(layer, neuron)}" if shown else "activation"
+        plot = histogram_part(ctx, bars, visible=shown, xlabel=xlabel)
+        wide = {"sizing_mode": "stretch_width"}
+        hint_html = "" if shown else f"<div class='lf-hint'>{esc(hint)}</div>"
+        parts = [html_part(ctx, "hint", hint_html, visible=not shown, **wide),
+                 html_part(ctx, "head", head, visible=shown, **wide), plot,
+                 html_part(ctx, "caption", caption, visible=shown, **wide)]
+        return layout_part(ctx, "layout", *parts, *(p for slot in slots for p in slot), sizing_mode="stretch_both",
+                           scroll=True, css_classes=["lf-view-top-examples"])
+
+    def _fill(self, ctx, res, layer: int, neuron: int, slots) -> tuple[str, dict, str]:
+        """The header, the histogram's bars and the caption of one neuron, with its examples put
+        into `slots` (pairs of a heading pane and a token strip; the ones left over are hidden)."""
+        li = res.meta["layers"].index(layer)
         ds = ctx.board.dataset
         strings = ctx.result(self.tokens_node(ctx.board.spec.dataset.max_tokens)).meta["strings"]
         before, _ = res.meta["window"]
         hist, edges = res["hist"][li, neuron], res["edges"]
         best = res["values"][li, neuron]
-        nz = np.nonzero(hist)[0]  # draw only the occupied range (bins span |m| up to ~200)
-        lo, hi = (max(0, int(nz[0]) - 1), min(len(hist), int(nz[-1]) + 2)) if len(nz) else (0, len(hist))
-        hist, edges = hist[lo:hi], edges[lo:hi + 1]
-        probe = self._probe_place(ctx, layer, neuron, res["hist"][li, neuron], res["edges"], best)
-        parts = [html_pane(
-            f"<div class='lf-top-head'>neuron <b class='lf-neuron'>{layer}.{neuron}</b> · max activation "
-            f"{best[0]:+.3f} · {int(hist.sum())} tokens</div>"
-            f"{histogram_svg(hist.tolist(), edges.tolist(), float(best[0]), probe=probe and probe['value'])}"
-            + (probe["html"] if probe else ""), sizing_mode="stretch_width")]
-        for rank, (value, s, p, win) in enumerate(zip(best, res["samples"][li, neuron], res["positions"][li, neuron],
-                                                      res["windows"][li, neuron])):
+        name = neuron_label(layer, neuron)
+        probe = self._probe_place(ctx, layer, neuron, hist, edges, best)
+        bars = histogram_bars(hist, edges, float(best[0]), probe and probe["value"])
+        head = (f"<div class='lf-top-head'>neuron <b class='lf-neuron'>{name}</b> · max activation "
+                f"<b class='lf-top-max'>{best[0]:+.3f}</b> · {int(hist.sum()):,} tokens of the dataset</div>")
+        legend = (f"<div class='lf-hist-legend'><span class='lf-hist-key-max'>red line: the #1 example, "
+                  f"{best[0]:+.3f}</span>")
+        if probe:
+            legend += (f" · <span class='lf-hist-probe'>green dashed line: the probe's peak, "
+                       f"<b>{probe['value']:+.3f}</b></span>")
+        legend += "</div>"
+        shown = 0
+        for rank, ((text, strip), value, s, p, win) in enumerate(zip(
+                slots, best, res["samples"][li, neuron], res["positions"][li, neuron], res["windows"][li, neuron])):
             if s < 0:
                 break
+            shown += 1
             start = max(0, int(p) - before)  # win[j] is position p - before + j
             off = start - (int(p) - before)
             toks = strings[s][start : start + len(win) - off]
             shade = [max(0.0, float(v) / float(value)) if value > 0 and not np.isnan(v) else 0.0
                      for v in win[off : off + len(toks)]]
-            label = f" · {esc(ds.labels[s])}" if ds.labels else ""
-            head = html_pane(f"<div class='lf-example-head'>#{rank + 1} · sample {int(s)}{label} · "
-                                f"{value:+.3f} at position {int(p)}</div>", sizing_mode="stretch_width")
-            strip = TokenStrip(tokens=toks, shade=shade[: len(toks)], selected=int(p) - start, sizing_mode="stretch_width",
-                               css_classes=["lf-example"],
-                               on_click=lambda index, s=int(s), start=start: ctx.set(sample=s, text=None, position=start + index))
-            parts += [head, strip]
-        return pn.Column(*parts, sizing_mode="stretch_both", scroll=True, css_classes=["lf-view-top-examples"])
+            label = f" · <span class='lf-label'>{esc(ds.labels[s])}</span>" if ds.labels else ""
+            text.param.update(visible=True, object=(
+                f"<div class='lf-example-head'>#{rank + 1} · sample {int(s)}{label} · "
+                f"<b>{value:+.3f}</b> at position {int(p)}</div>"))
+            strip.param.update(tokens=toks, shade=shade[: len(toks)], selected=int(p) - start)
+            strip.on_click = lambda index, s=int(s), start=start: ctx.set(sample=s, text=None, position=start + index)
+            strip.visible = True
+        for text, strip in slots[shown:]:
+            text.param.update(visible=False, object="")
+            strip.visible = False
+        examples = (f"<div class='lf-sub lf-top-examples-head'>the {shown} dataset examples where {name} fires most "
+                    "(tokens shaded by its activation; click one to focus it)</div>")
+        return head, bars, legend + (probe["html"] if probe else "") + examples
 
     def _probe_place(self, ctx, layer: int, neuron: int, hist, edges, best) -> dict | None:
         """Where the focused probe's peak activation of the neuron falls in the dataset: its share
@@ -115,6 +148,96 @@ class TopExamplesView(View):
         where = (f"would rank <b class='lf-probe-rank'>#{rank}</b> of the top {len(kept)}" if rank <= len(kept)
                  else f"below the top {len(kept)} (the {len(kept)}th is {float(kept[-1]):+.3f})")
         html = (f"<div class='lf-probe-place'>{ctx.subject_label()}: peak <b class='lf-probe-value'>{value:+.3f}</b> "
-                f"at position {pos} <code>{esc(repr(tokens[pos]))}</code> (green line) · above "
+                f"at position {pos} <code>{esc(repr(tokens[pos]))}</code> (green dashed line) · above "
                 f"{100 * share:.0f}% of the dataset's tokens (to the histogram bin) · {where}</div>")
         return {"value": value, "html": html}
+
+
+# --- the activation histogram --------------------------------------------------------------------
+
+PLOT_HEIGHT = 170  # px: the histogram is a strip above the examples, which are what the card is for
+BAR_BASE = 0.7  # bars start below 1 on the log count axis, so a bin of one token still shows
+
+
+def histogram_bars(hist, edges, top: float, probe: float | None = None) -> dict:
+    """What the histogram draws: the bins from the first to the last that holds a token, as bars
+    (left, right, count), and the x range. A bin holds the tokens with e_i < m <= e_(i+1) (as
+    torch.bucketize fills them, lensframe/ops/neurons.py). The last bar ends at the neuron's max
+    activation `top` (the #1 example's, exact) rather than at its bin's far edge, which with bins
+    uniform in asinh(m) can lie a quarter of the value beyond it: the axis ends where the data does.
+    A probe's value outside that range widens it to show its line; 1.5% each side keeps a line at
+    either end clear of the frame."""
+    counts = np.asarray(hist)
+    edges = np.asarray(edges, dtype=np.float64)
+    nz = np.flatnonzero(counts)
+    if not len(nz):
+        return {"left": np.zeros(0), "right": np.zeros(0), "count": np.zeros(0, dtype=np.int64),
+                "top": [], "probe": [], "xlim": (0.0, 1.0)}
+    lo, hi = int(nz[0]), int(nz[-1]) + 1
+    left, right = edges[lo:hi].copy(), edges[lo + 1 : hi + 1].copy()
+    if np.isfinite(top):
+        right[-1] = max(left[-1], min(right[-1], top))
+    probes = [] if probe is None or not np.isfinite(probe) else [float(probe)]
+    x0, x1 = min([float(left[0])] + probes), max([float(right[-1])] + probes)
+    pad = 0.015 * (x1 - x0)  # a line at the range's end stays visible beside the frame
+    return {"left": left, "right": right, "count": counts[lo:hi].astype(np.int64),
+            "top": [float(top)] if np.isfinite(top) else [], "probe": probes, "xlim": (x0 - pad, x1 + pad)}
+
+
+def hv_bokeh():
+    """HoloViews with its Bokeh backend loaded and current (once per process)."""
+    import holoviews as hv
+
+    if hv.Store.current_backend != "bokeh" or "bokeh" not in hv.Store.renderers:
+        hv.extension("bokeh", logo=False)
+    return hv
+
+
+def histogram_plot(data: dict | None, xlabel: str = "activation"):
+    """The histogram as a HoloViews overlay: bars of token counts on a log axis, a red line at the
+    #1 example's activation, a dashed green one at a probe's; Bokeh's hover gives each bin."""
+    hv = hv_bokeh()
+    d = data or histogram_bars(np.zeros(1), np.array([0.0, 1.0]), float("nan"))
+    n = len(d["count"])
+    top = int(d["count"].max()) if n else 1
+    bars = hv.Rectangles((d["left"], np.full(n, BAR_BASE), d["right"], d["count"]),
+                         kdims=["lo", "base", "hi", "count"]).opts(
+        logy=True, xlim=d["xlim"], ylim=(BAR_BASE, 2.0 * top), framewise=True, responsive=True, height=PLOT_HEIGHT,
+        xlabel=xlabel, ylabel="tokens (log scale)", yformatter="%d", color="#1f6fd1", line_color="white", line_width=0.5,
+        tools=["hover"], default_tools=[], toolbar=None, show_grid=True,
+        hover_tooltips=[("activation", "(@lo{0.000}, @hi{0.000}]"), ("tokens", "@count")])
+    top_line = hv.VLines(d["top"]).opts(color="#e4572e", line_width=2, framewise=True)
+    probe_line = hv.VLines(d["probe"]).opts(color="#2e9e4f", line_width=2, line_dash="dashed", framewise=True)
+    return bars * top_line * probe_line
+
+
+def histogram_part(ctx, bars: dict | None, visible: bool = True, xlabel: str = "activation"):
+    """The histogram pane of a session, built once: later renders send new bars down a stream,
+    which HoloViews turns into a data patch of the same Bokeh source (no new models)."""
+    import panel as pn
+
+    hv = hv_bokeh()
+    pipe = ctx.keep("hist-pipe", lambda: hv.streams.Pipe(data=None))
+    plot = ctx.keep("hist-plot", lambda: hv.DynamicMap(
+        lambda data: histogram_plot(data and data["bars"], data["xlabel"] if data else "activation"), streams=[pipe]))
+    sent = ctx.keep("hist-sent", dict)  # made with the pipe: a new pipe has been sent nothing
+    key = (None if bars is None else (bars["left"].tobytes(), bars["count"].tobytes(), bars["top"], bars["probe"],
+                                       bars["xlim"]), xlabel)
+    if sent.get("key") != key:
+        pipe.send({"bars": bars, "xlabel": xlabel})
+        sent["key"] = key
+    pane = ctx.part("hist", pn.pane.HoloViews, init={
+        "object": plot, "backend": "bokeh", "sizing_mode": "stretch_width", "height": PLOT_HEIGHT})
+    # Shown and hidden through a Column around it: setting a layout param of a HoloViews pane that
+    # a themed template has rendered fails inside Panel (it re-validates the themed stylesheets).
+    box = ctx.part("hist-box", pn.Column, visible=visible, init={
+        "objects": [pane], "sizing_mode": "stretch_width", "css_classes": ["lf-hist"]})
+    return box
+
+
+def html_slot(ctx, name: str, **init):
+    """An HTML pane kept across focus changes whose text and visibility the view sets itself."""
+    from .widgets import PatchedHTML
+
+    return ctx.part(name, PatchedHTML, init={"object": "", "visible": False, "stylesheets": [VIEW_CSS],
+                                             "sizing_mode": "stretch_width", **init})

@@ -45,7 +45,7 @@ class DreamTarget:
     def label(self) -> str:
         at = "" if self.position == -1 else f" at position {self.position}"
         if self.kind == "neuron":
-            return f"neuron {self.layer}.{self.index}{at}"
+            return f"neuron L{self.layer}/N{self.index}{at}"  # as the views write it: not the number 7.808
         if self.kind == "logit":
             return f"log-prob of token {self.index}{at}"
         return f"residual direction after layer {self.layer}{at}"
