@@ -99,7 +99,7 @@ VIEW_CSS = """
 :host { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; font-size: 12px; }
 .lf-sub { color: #555; font-weight: 600; margin: 6px 0 2px; }
 .lf-hint, .lf-waiting { color: #666; font-style: italic; padding: 8px; }
-.lf-chip { display: inline-block; white-space: pre; font-family: ui-monospace, monospace; background: #eef3fb;
+.lf-chip { display: inline-block; white-space: pre; font-family: ui-monospace, monospace; background: #eef3fb; color: #1d2330;
            border-radius: 3px; padding: 0 4px; margin: 1px 2px; }
 .lf-chip small { color: #777; }
 .lf-promoted .lf-chip { background: #e3f1e3; }
@@ -108,7 +108,7 @@ VIEW_CSS = """
 .lf-edit-result table { border-collapse: collapse; font-family: ui-monospace, monospace; }
 .lf-edit-result td, .lf-edit-result th { padding: 1px 8px; text-align: right; }
 .lf-edit-result td:first-child { text-align: left; }
-.lf-lens-differs td { background: #fff4d6; }
+.lf-lens-differs td { background: #fff4d6; color: #1d2330; }
 .lf-chip.lf-up { background: #e3f1e3; }
 .lf-chip.lf-down { background: #fbe9e7; }
 .lf-error { color: #8a1c1c; background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px;

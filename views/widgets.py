@@ -205,8 +205,8 @@ class SampleList(_Clickable):
     .lf-samples { height: 100%; }
     .lf-sample { padding: 3px 6px; cursor: pointer; white-space: nowrap; overflow: hidden;
                  text-overflow: ellipsis; border-bottom: 1px solid #eee; }
-    .lf-sample:hover { background: #f2f6fc; }
-    .lf-sample.lf-selected { background: #dbe8fb; }
+    .lf-sample:hover { background: #f2f6fc; color: #1d2330; }  /* dark text on a light row, in the dark theme too */
+    .lf-sample.lf-selected { background: #dbe8fb; color: #1d2330; }
     .lf-index { color: #888; display: inline-block; min-width: 3em; }
     .lf-label { background: #eef; color: #335; border-radius: 8px; padding: 0 6px; margin-right: 6px; }
     """]
@@ -467,8 +467,8 @@ class BarList(_Clickable):
     _stylesheets = [_BASE_CSS + """
     .lf-bars { height: 100%; font-family: ui-monospace, monospace; font-size: 11px; }
     .lf-bar-row { display: flex; flex-wrap: wrap; align-items: center; gap: 0 6px; padding: 1px 4px; cursor: pointer; }
-    .lf-bar-row:hover { background: #f2f6fc; }
-    .lf-bar-row.lf-selected { background: #dbe8fb; }
+    .lf-bar-row:hover { background: #f2f6fc; color: #1d2330; }
+    .lf-bar-row.lf-selected { background: #dbe8fb; color: #1d2330; }
     .lf-bar-label { flex: none; min-width: 4.5em; text-align: right; color: #333; white-space: pre; }
     .lf-bar-track { flex: 1 1 40px; min-width: 30px; max-width: 90px; height: 9px; background: #f0f0f0; border-radius: 2px; }
     .lf-bar { display: block; height: 100%; background: #1f6fd1; border-radius: 2px; }
