@@ -260,3 +260,25 @@ def axis_title(name: str, number: int, share) -> str:
     """'PC 2 (7.1% of variance)': an axis of a map, with what share of the variance it shows (two
     significant digits: the kept components of a residual stream can hold well under 1%)."""
     return f"{name} {number}" + (f" ({100 * share:.2g}% of variance)" if share else "")
+
+
+def map_key(noun: str, framed: str | None, outlined: str | None, ringed: str | None, outside: int) -> str:
+    """The line under a map's caption saying what its marks mean (HTML; the parts are HTML too):
+    the framed (focused) point, the outlined (focused) cluster, the ringed (selected) points and
+    how many points lie beyond the first view."""
+    plural = lambda n: f"{noun}{'s' if n != 1 else ''}"  # noqa: E731
+    return ("<div class='lf-map-key'>"
+            + (f"framed: {framed} · " if framed else "")
+            + (f"outlined: {outlined} · " if outlined else "")
+            + (f"ringed: {ringed} · " if ringed else "")
+            + (f"<span class='lf-outside'>{outside} outlying {plural(outside)} beyond the view (Tukey's far-out "
+               "fences): zoom out to see</span> · " if outside else "")
+            + f"<span class='lf-hint-inline'>click a {noun} to focus it; lasso (toolbar) to select {noun}s</span></div>")
+
+
+def clear_button(ctx, shown: bool, on_clear):
+    """The map's "clear selection" button, shown while a selection is."""
+    import panel as pn
+
+    return ctx.part("clear", pn.widgets.Button, visible=shown, on_click=on_clear, init={
+        "label": "clear selection", "color": "light", "width": 120, "css_classes": ["lf-clear-selection"]})

@@ -62,7 +62,7 @@ class NeuronClustersView(View):
     def render(self, ctx):
         import panel as pn
 
-        from .cluster_map import MAP_CSS, ClusterLegend, ClusterMap, axis_title
+        from .cluster_map import MAP_CSS, ClusterLegend, ClusterMap, axis_title, clear_button, map_key
         from .difference import shown_html
         from .widgets import BarList
 
@@ -105,19 +105,15 @@ class NeuronClustersView(View):
             f"over {len(meta['topics'])} topics · {len(clusters)} clusters, "
             f"{sum(1 for c in clusters if c['tag'])} tagged (p &lt; 0.05 after correction"
             f"{', tagged on held-out samples' if meta['held_out'] else ''}) · map: {esc(meta['map_method'].upper())} of each "
-            f"neuron's share of importance per topic</div><div class='lf-map-key'>"
-            + (f"framed: <b class='lf-focused-neuron'>{neuron_label(layer, neuron)}</b> · " if focused is not None else "")
-            + (f"outlined: cluster c{cluster} · " if cluster is not None and cluster < len(clusters) else "")
-            + (f"ringed: <span class='lf-selection' data-neurons='{','.join(neuron_label(*x) for x in chosen)}'>"
-               f"{len(chosen)} selected neuron{'s' if len(chosen) != 1 else ''}</span> · " if chosen else "")
-            + (f"<span class='lf-outside'>{cmap.outside} outlying neuron{'s' if cmap.outside != 1 else ''} beyond the "
-               "view (Tukey's far-out fences): zoom out to see</span> · " if cmap.outside else "")
-            + "<span class='lf-hint-inline'>click a neuron to focus it; lasso (toolbar) to select neurons</span></div>",
+            f"neuron's share of importance per topic</div>"
+            + map_key("neuron",
+                      f"<b class='lf-focused-neuron'>{neuron_label(layer, neuron)}</b>" if focused is not None else None,
+                      f"cluster c{cluster}" if cluster is not None and cluster < len(clusters) else None,
+                      f"<span class='lf-selection' data-neurons='{','.join(neuron_label(*x) for x in chosen)}'>"
+                      f"{len(chosen)} selected neuron{'s' if len(chosen) != 1 else ''}</span>" if chosen else None,
+                      cmap.outside),
             sizing_mode="stretch_width", css_classes=["lf-nclusters-caption"], stylesheets=[VIEW_CSS, MAP_CSS])
-        clear = ctx.part("clear", pn.widgets.Button, visible=bool(chosen),
-                         init={"label": "clear selection", "color": "light", "width": 120,
-                               "css_classes": ["lf-clear-selection"]},
-                         on_click=lambda event: ctx.set(neurons=[]))
+        clear = clear_button(ctx, bool(chosen), lambda event: ctx.set(neurons=[]))
         enrichment = shown_html(ctx, "enrichment", self._enrichment(ctx, chosen, max_tokens) if chosen else "",
                                 bool(chosen), sizing_mode="stretch_width", css_classes=["lf-enrichment-box"])
         shown = cluster is not None and cluster < len(clusters)

@@ -58,7 +58,7 @@ class TextClustersView(View):
     def render(self, ctx):
         import panel as pn
 
-        from .cluster_map import MAP_CSS, ClusterLegend, ClusterMap, axis_title
+        from .cluster_map import MAP_CSS, ClusterLegend, ClusterMap, axis_title, clear_button, map_key
 
         _, node = text_cluster_nodes(self, self.info, ctx.board.spec.dataset.max_tokens)
         res = ctx.result(node)
@@ -101,19 +101,14 @@ class TextClustersView(View):
                 + "; the map shows PCs 2 and 3") if meta["dropped_first"] else "; the map shows PCs 1 and 2")
             + (f" · agreement with the labels: ARI <b class='lf-ari'>{ari:.3f}</b>" if ari is not None else "")
             + (f" · focused cluster <b class='lf-cluster'>{focus_cluster}</b>" if focus_cluster is not None else "")
-            + "</div><div class='lf-map-key'>"
-            + (f"framed: text <b class='lf-focused-text'>#{focused}</b> · " if focused is not None else "")
-            + (f"outlined: cluster {focus_cluster} · " if focus_cluster is not None else "")
-            + (f"ringed: <span class='lf-selection' data-texts='{','.join(map(str, chosen))}'>{len(chosen)} selected "
-               f"text{'s' if len(chosen) != 1 else ''}</span> · " if chosen else "")
-            + (f"<span class='lf-outside'>{cmap.outside} outlying text{'s' if cmap.outside != 1 else ''} beyond the "
-               "view (Tukey's far-out fences): zoom out to see</span> · " if cmap.outside else "")
-            + "<span class='lf-hint-inline'>click a text to focus it; lasso (toolbar) to select texts</span></div>",
+            + "</div>"
+            + map_key("text", f"text <b class='lf-focused-text'>#{focused}</b>" if focused is not None else None,
+                      f"cluster {focus_cluster}" if focus_cluster is not None else None,
+                      f"<span class='lf-selection' data-texts='{','.join(map(str, chosen))}'>{len(chosen)} selected "
+                      f"text{'s' if len(chosen) != 1 else ''}</span>" if chosen else None,
+                      cmap.outside),
             sizing_mode="stretch_width", css_classes=["lf-clusters-caption"], stylesheets=[VIEW_CSS, MAP_CSS])
-        clear = ctx.part("clear", pn.widgets.Button, visible=bool(chosen),
-                         init={"label": "clear selection", "color": "light", "width": 120,
-                               "css_classes": ["lf-clear-selection"]},
-                         on_click=lambda event: ctx.set(texts=[]))
+        clear = clear_button(ctx, bool(chosen), lambda event: ctx.set(texts=[]))
         head = layout_part(ctx, "head", caption, clear, cls=pn.Row, sizing_mode="stretch_width")
         body = layout_part(ctx, "body", cmap.pane, legend, cls=pn.Row, sizing_mode="stretch_both", min_height=240)
         return layout_part(ctx, "layout", head, body, sizing_mode="stretch_both", css_classes=["lf-view-text-clusters"])
