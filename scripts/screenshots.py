@@ -50,7 +50,9 @@ def shoot(page, url: str, path: Path, size: tuple[int, int], click: bool) -> lis
     page.set_viewport_size({"width": size[0], "height": size[1]})
     page.goto(url, timeout=600_000)
     page.locator(".lf-card").first.wait_for(timeout=600_000)
-    page.wait_for_function("() => !document.body.innerText.includes('waiting for the dataset pass')", timeout=1_800_000)
+    deadline = time.time() + 1800  # the cards' text is in shadow roots: ask the locators, which see into them
+    while page.locator(".lf-waiting").count() and time.time() < deadline:
+        page.wait_for_timeout(2000)
     page.wait_for_timeout(2500)  # plots draw after their data arrives
     page.screenshot(path=str(path))
     shots = [path.name]
