@@ -5,6 +5,8 @@ Patterns come from the focus pass (one forward of the focused sample, shared wit
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from pydantic import Field
 
@@ -74,7 +76,7 @@ class AttentionView(View):
             strongest = heads[:, pos, : pos + 1].argmax(-1)
             head_tips = [f"layer {layer} head {h}: query {pos} {tokens[pos]!r} attends most to key {int(k)} "
                          f"{tokens[int(k)]!r} ({heads[h, pos, int(k)]:.2f})" for h, k in enumerate(strongest)]
-            picker = ctx.part("heads", HeadPicker, patterns=heads.round(3).tolist(), tips=head_tips, selected=head,
+            picker = ctx.part("heads", HeadPicker, patterns=json.dumps(heads.round(3).tolist()), tips=head_tips, selected=head,
                               init=dict(size=64, width=HEADS_WIDTH, sizing_mode="stretch_height",
                                         css_classes=["lf-attn-heads"]),
                               on_click=lambda head: ctx.set(head=head))

@@ -482,7 +482,10 @@ class HeadPicker(_Clickable):
     given allows (up to `size` px) in as many columns as suit it; tips (one per head, optional)
     are their hover text; click -> head."""
 
-    patterns = param.List(default=[])  # [head][query][key]
+    # JSON of [head][query][key]: one string, which Bokeh sends as it is, where a nested list has
+    # each of its thousands of numbers visited for model references on every change (half of an
+    # attention view's update time, profiled)
+    patterns = param.String(default="[]")
     tips = param.List(default=[])
     selected = param.Integer(default=0)
     size = param.Integer(default=64)
@@ -498,7 +501,7 @@ class HeadPicker(_Clickable):
       el.appendChild(box);
       lfTips(el);
       function draw() {
-        box.replaceChildren(...model.patterns.map((p, h) => {
+        box.replaceChildren(...JSON.parse(model.patterns || '[]').map((p, h) => {
           const item = document.createElement('div');
           item.className = 'lf-head' + (h === model.selected ? ' lf-selected' : '');
           item.dataset.head = h;
@@ -520,7 +523,7 @@ class HeadPicker(_Clickable):
       // the largest thumbnail (up to model.size) for which every head fits the box: try each
       // number of columns; with no height to fit (a box sized by its content) the width decides
       function fit() {
-        const n = model.patterns.length, W = el.clientWidth, H = el.clientHeight;
+        const n = box.children.length, W = el.clientWidth, H = el.clientHeight;
         const cap = 16, extra = 10;  // caption line; padding, border and gap around each thumbnail
         let s = model.size;
         if (n && W > 0) {
