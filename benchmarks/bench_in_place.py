@@ -50,9 +50,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from bench_serving import CHROMIUM, CHROMIUM_ARGS, build_served_session, derived_spec, focus_changes, pct  # noqa: E402
+
 SECTION = "Views in place: focus change to every view updated"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 GOALS = {"6-view": 60, "audit": 150}  # server-side p95 goals, ms (2 cores)
 PAINT_GOAL_MS = 250
 SIX_VIEWS = {
@@ -84,39 +84,21 @@ def parse_args(argv=None):
 
 # --- specs ---------------------------------------------------------------------------------------
 def write_spec(name: str, limit: int, folder: Path) -> Path:
-    """The spec `name` (demo, 6-view, audit) limited to `limit` samples, with relative model paths
-    made absolute (the file is written elsewhere)."""
+    """The spec `name` (demo, 6-view, audit) limited to `limit` samples, as bench_serving derives
+    one (relative model paths made absolute); 6-view is the demo's model and data with SIX_VIEWS."""
     import yaml
 
-    source = ROOT / "specs" / ("audit.yaml" if name == "audit" else "demo.yaml")
-    data = copy.deepcopy(yaml.safe_load(source.read_text()))
-    data["dataset"]["limit"] = limit
+    path = derived_spec(ROOT / "specs" / ("audit.yaml" if name == "audit" else "demo.yaml"), limit, folder)
     if name == "6-view":
+        data = yaml.safe_load(path.read_text())
         data["title"] = "Six views of SmolLM2"
         data["views"], data["layout"] = copy.deepcopy(SIX_VIEWS), SIX_LAYOUT
-    for m in (data.get("models") or {}).values():
-        if isinstance(m, dict) and str(m.get("source", "")).startswith("path:") and not m["source"][5:].startswith("/"):
-            m["source"] = "path:" + str((source.parent / m["source"][5:]).resolve())
-    out = folder / f"{name}.yaml"
-    out.write_text(yaml.safe_dump(data, sort_keys=False))
-    return out
+        path = folder / "6-view.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 # --- 1. server side ------------------------------------------------------------------------------
-def served_session(board, in_place: bool):
-    from bokeh.document import Document
-    from panel.io.state import set_curdoc
-
-    from lensframe.server.app import build_app
-
-    doc = Document()
-    with set_curdoc(doc):
-        focus = board.new_focus()
-        app = build_app(board, focus, in_place=in_place)
-        doc.add_root(app.get_root(doc))  # as a served page has it: a root of its document
-    return focus, app, doc
-
-
 def server_side(spec: Path, cache: Path, changes, in_place: bool) -> dict:
     from panel.io.state import set_curdoc
 
@@ -124,7 +106,7 @@ def server_side(spec: Path, cache: Path, changes, in_place: bool) -> dict:
 
     board = Board.from_file(spec, cache_dir=cache)
     board.compute(progress=False)
-    focus, app, doc = served_session(board, in_place)
+    focus, app, doc = build_served_session(board, in_place)
 
     def model_ids() -> set:  # every model reachable from the page (doc.models is recomputed lazily)
         return {m.id for root in doc.roots for m in root.references()}
@@ -148,8 +130,6 @@ def server_side(spec: Path, cache: Path, changes, in_place: bool) -> dict:
 
 
 def change_mix(board_spec: Path, cache: Path, n: int, seed: int) -> list:
-    from bench_serving import focus_changes
-
     from lensframe.board import Board
 
     board = Board.from_file(board_spec, cache_dir=cache)
@@ -324,11 +304,6 @@ async def load_test(server: Server, sessions: int, clicks: int, seed: int) -> di
 
 
 # --- report -------------------------------------------------------------------------------------
-def pct(values, q) -> float:
-    values = [v for v in values if v is not None]
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 def report(res: dict, args) -> str:
     from _common import machine
 

@@ -113,9 +113,8 @@ def derived_spec(spec_path: Path, limit: int, folder: Path, keep_focus_mb=None) 
             return "path:" + str((spec_path.parent / source[5:]).resolve())
         return source
 
-    data["model"] = absolute(data.get("model")) if "model" in data else None
-    if data["model"] is None:
-        del data["model"]
+    if "model" in data:
+        data["model"] = absolute(data["model"])
     for m in (data.get("models") or {}).values():
         if isinstance(m, dict):
             m["source"] = absolute(m.get("source"))
@@ -300,6 +299,8 @@ def short(file: str) -> str:
 
 
 def pct(values, q) -> float:
+    """The q-th percentile of the values that were measured (None: a change that never showed)."""
+    values = [v for v in values if v is not None]
     return float(np.percentile(values, q)) if values else float("nan")
 
 
@@ -469,10 +470,11 @@ def store_files(cache: Path) -> dict:
             for f in cache.rglob("*") if f.is_file()}
 
 
-def build_served_session(board):
+def build_served_session(board, in_place: bool = True):
     """A session as `lensframe serve` builds one, built and driven inside its Document: pn.state.curdoc
     is set (as in a served session's callbacks), so the generate view streams from a thread and the
-    address follows the focus (pn.state.location)."""
+    address follows the focus (pn.state.location); its root is the document's, as a served page's
+    is. in_place=False: the re-create engine (bench_in_place)."""
     from bokeh.document import Document
     from panel.io.state import set_curdoc
 
@@ -481,8 +483,8 @@ def build_served_session(board):
     doc = Document()
     with set_curdoc(doc):
         focus = board.new_focus()
-        app = build_app(board, focus)
-        app.get_root(doc)
+        app = build_app(board, focus, in_place=in_place)
+        doc.add_root(app.get_root(doc))
     return focus, app, doc
 
 

@@ -187,12 +187,20 @@ def test_pair_lens_equals_the_per_layer_computation(pair, position):
     kl = (lps["a"].exp() * (lps["a"] - lps["b"])).sum(-1).clamp_min(0)
     np.testing.assert_allclose(res["kl"], kl.numpy(), atol=1e-5, rtol=1e-3)
     finals = {tag: lp[-1].exp() for tag, lp in lps.items()}
+    assert_moved_tokens(res, finals, k=4, atol=2e-6)
+
+
+def assert_moved_tokens(res, finals: dict, k: int, atol: float, rtol: float = 1e-4) -> None:
+    """pair_lens's moved tokens against the two models' final next-token distributions (torch, by
+    tag "a" and "b"): each model's probability of them, and the k most raised then the k most lowered."""
+    import torch
+
     moved = finals["b"] - finals["a"]
     got = torch.as_tensor(res["moved_ids"].astype(np.int64))
-    np.testing.assert_allclose(res["moved_a"], finals["a"][got].numpy(), atol=2e-6, rtol=1e-4)
-    np.testing.assert_allclose(res["moved_b"], finals["b"][got].numpy(), atol=2e-6, rtol=1e-4)
-    np.testing.assert_allclose(moved[got[:4]].numpy(), moved.topk(4).values.numpy(), atol=2e-6)
-    np.testing.assert_allclose(moved[got[4:]].numpy(), -(-moved).topk(4).values.numpy(), atol=2e-6)
+    np.testing.assert_allclose(res["moved_a"], finals["a"][got].numpy(), atol=atol, rtol=rtol)
+    np.testing.assert_allclose(res["moved_b"], finals["b"][got].numpy(), atol=atol, rtol=rtol)
+    np.testing.assert_allclose(moved[got[:k]].numpy(), moved.topk(k).values.numpy(), atol=atol)
+    np.testing.assert_allclose(moved[got[k:]].numpy(), -(-moved).topk(k).values.numpy(), atol=atol)
 
 
 def test_pair_lens_rows_are_the_logit_lens_rows(pair):

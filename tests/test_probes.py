@@ -28,6 +28,7 @@ from lensframe.probes import (MAX_CHARS, MAX_PROBES, Probe, ProbeError, clean_te
                               parse_probes)
 
 from .conftest import SMALL_SPEC, TEXTS, tiny_spec
+from .test_model_diff import assert_moved_tokens
 from .test_neurons import PATHS, edit_hooks, part, reference  # noqa: F401  (PATHS: the module paths `part` reads)
 
 FAMILIES = ["gpt2", "llama", "neox"]
@@ -721,12 +722,7 @@ def test_pair_lens_on_a_probe_equals_both_plain_forwards(pair):
             got = ps.gather(-1, torch.as_tensor(res[f"top_{tag}"].astype(np.int64))[:, None]).squeeze(-1)
             np.testing.assert_allclose(got.numpy(), res[f"prob_{tag}"], atol=2e-5, rtol=1e-4)
             finals[tag] = ps[-1]
-        moved = finals["b"] - finals["a"]
-        ids_moved = torch.as_tensor(res["moved_ids"].astype(np.int64))
-        np.testing.assert_allclose(res["moved_a"], finals["a"][ids_moved].numpy(), atol=2e-5, rtol=1e-4)
-        np.testing.assert_allclose(res["moved_b"], finals["b"][ids_moved].numpy(), atol=2e-5, rtol=1e-4)
-        np.testing.assert_allclose(moved[ids_moved[:5]].numpy(), moved.topk(5).values.numpy(), atol=2e-5)
-        np.testing.assert_allclose(moved[ids_moved[5:]].numpy(), -(-moved).topk(5).values.numpy(), atol=2e-5)
+        assert_moved_tokens(res, finals, k=5, atol=2e-5)
     # the model_diff view follows the probe
     html = render_all(board, Focus(model="a", text=probe.text))
     assert "lf-probe-name" in html["diff"] and "lf-probe-name" in html["lens"]

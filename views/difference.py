@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from lensframe.graph import Node
 
-from .base import VIEW_CSS, View, esc, layout_part
+from .base import VIEW_CSS, View, esc, html_part, layout_part
 from .text_clusters import ClusterParams, _preview, check_layer, text_cluster_nodes
 
 
@@ -160,11 +160,9 @@ def separability_html(meta: dict) -> str:
 
 
 def shown_html(ctx, name: str, text: str, visible: bool, **init):
-    """An HTML part (views.base.html_part) whose visibility follows the focus too: a part hidden
-    rather than dropped needs no new Bokeh models when it shows again."""
-    from .widgets import PatchedHTML
-
-    return ctx.part(name, PatchedHTML, object=text, visible=visible, init={"stylesheets": [VIEW_CSS, DIFF_CSS], **init})
+    """html_part with the difference view's styles (the term chips and representative texts),
+    shown or hidden with the focus."""
+    return html_part(ctx, name, text, visible=visible, stylesheets=[VIEW_CSS, DIFF_CSS], **init)
 
 
 DIFF_CSS = """
