@@ -167,11 +167,12 @@ class ClusterMap:
     every render, like ctx.part's on_click), called with focus updates held."""
 
     def __init__(self, x, y, group, head, tip, *, xlabel: str, ylabel: str, kind: str, colours=None):
-        import holoviews as hv
         import panel as pn
         from bokeh.models import HoverTool
 
-        hv.extension("bokeh", logo=False)
+        from .widgets import hv_bokeh
+
+        hv = hv_bokeh()
         self.x, self.y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
         self.xlim, self.ylim = robust_limits(self.x)[:2], robust_limits(self.y)[:2]
         inside = (self.x >= self.xlim[0]) & (self.x <= self.xlim[1]) & (self.y >= self.ylim[0]) & (self.y <= self.ylim[1])

@@ -19,7 +19,7 @@ from lensframe.graph import Node
 from lensframe.ops.dream import DreamSettings, DreamTarget, check_dream
 
 from .base import View, ViewParams, esc, html_part, layout_part, neuron_label
-from .top_examples import examples_node, html_slot, hv_bokeh, layer_issues
+from .top_examples import examples_node, html_slot, layer_issues
 
 
 class Anneal(BaseModel):
@@ -332,6 +332,8 @@ class DreamChart:
     def __init__(self, ctx, budget: int):
         import panel as pn
 
+        from .widgets import hv_bokeh
+
         hv = hv_bokeh()
         self.budget = budget
         # what the y axes name, read by the plot callbacks on each update
@@ -359,6 +361,8 @@ class DreamChart:
                                 css_classes=["lf-dream-plot"])
 
     def _panel(self, data, column: str, title: str, color: str, xlabel: str):
+        from .widgets import hv_bokeh
+
         return hv_bokeh().Curve(data, "step", [column, "temperature"]).opts(
             title=title, xlabel=xlabel, ylabel=self.labels["y"], xlim=(0, self.budget), framewise=True,
             responsive=True, height=CHART_HEIGHT + (20 if xlabel else 0), hooks=[_align_left], color=color,

@@ -43,8 +43,6 @@ class FfnVocabView(View):
         return list(self.nodes(max_tokens).values())
 
     def render(self, ctx):
-        import panel as pn
-
         from .widgets import BarList
 
         nodes = self.nodes(ctx.board.spec.dataset.max_tokens)

@@ -184,18 +184,11 @@ def histogram_bars(hist, edges, top: float, probe: float | None = None) -> dict:
             "top": [float(top)] if np.isfinite(top) else [], "probe": probes, "xlim": (x0 - pad, x1 + pad)}
 
 
-def hv_bokeh():
-    """HoloViews with its Bokeh backend loaded and current (once per process)."""
-    import holoviews as hv
-
-    if hv.Store.current_backend != "bokeh" or "bokeh" not in hv.Store.renderers:
-        hv.extension("bokeh", logo=False)
-    return hv
-
-
 def histogram_plot(data: dict | None, xlabel: str = "activation"):
     """The histogram as a HoloViews overlay: bars of token counts on a log axis, a red line at the
     #1 example's activation, a dashed green one at a probe's; Bokeh's hover gives each bin."""
+    from .widgets import hv_bokeh
+
     hv = hv_bokeh()
     d = data or histogram_bars(np.zeros(1), np.array([0.0, 1.0]), float("nan"))
     n = len(d["count"])
@@ -215,6 +208,8 @@ def histogram_part(ctx, bars: dict | None, visible: bool = True, xlabel: str = "
     """The histogram pane of a session, built once: later renders send new bars down a stream,
     which HoloViews turns into a data patch of the same Bokeh source (no new models)."""
     import panel as pn
+
+    from .widgets import hv_bokeh
 
     hv = hv_bokeh()
     pipe = ctx.keep("hist-pipe", lambda: hv.streams.Pipe(data=None))

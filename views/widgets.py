@@ -75,6 +75,16 @@ function lfShow(t) {
 """
 
 
+def hv_bokeh():
+    """HoloViews with its Bokeh backend loaded and current (loaded once per process, not once per
+    plot: every view that draws with HoloViews asks here)."""
+    import holoviews as hv
+
+    if hv.Store.current_backend != "bokeh" or "bokeh" not in hv.Store.renderers:
+        hv.extension("bokeh", logo=False)
+    return hv
+
+
 def _atomically(fn, data: dict) -> None:
     """Run a click's focus change with document updates held, so every linked view changes in
     one step (no view shows the new position over the old sample while another computes)."""
