@@ -59,9 +59,9 @@ class ProbesView(View):
             ctx.state["token"] = event.new or None
             ctx.focus.param.trigger("probes")  # redraw with the new column
 
-        if not ctx.state.get("watching"):  # once per component, not per render
+        if ctx.state.get("watched") is not box:  # once per component, not per render
             box.param.watch(on_token, "value")
-            ctx.state["watching"] = True
+            ctx.state["watched"] = box
         empty = html_part(
             ctx, "empty",
             "<div class='lf-hint lf-probes-empty'>no probe set yet: type prompts in the probe box above, one per "
