@@ -359,8 +359,9 @@ def profile_text(p: dict) -> str:
     if refresh and render:
         lines += ["", f"Of the {refresh:.2f} s in the cards' `refresh` (server/app.py), `render_view` (the views' "
                   f"own render code, focus passes included) is {render:.2f} s; the other {refresh - render:.2f} s "
-                  "is Panel swapping the card body (`body.objects = [...]`, and `body.loading` set to True and "
-                  "back around it) and building the new Bokeh models. Panel, Bokeh and param by cumulative time:"]
+                  "is Panel updating the cards (patching the views' kept components, or swapping the body of a "
+                  "view that returned new objects, and `body.loading` around a focus forward). Panel, Bokeh and "
+                  "param by cumulative time:"]
     lines += ["", "| function (Panel, Bokeh, param, by cumulative time) | calls | cumulative s | share |", "|---|---:|---:|---:|"]
     for r in p["library"]:
         lines.append(f"| `{r['where']}` | {r['calls']} | {r['cumtime']:.2f} | {r['cumtime'] / p['total_s']:.0%} |")
@@ -715,8 +716,8 @@ def probe_profile_text(p: dict) -> str:
                   f"through the unembedding, with its four metrics) {n['lens'] * 1000:.0f} ms ({n['lens'] / t:.0%}); "
                   f"the probe's one forward (`Executor._forward`) {n['forward'] * 1000:.0f} ms ({n['forward'] / t:.0%}); "
                   f"the rest of the views' render code (focus extracts, lookups, panes) {rest * 1000:.0f} ms "
-                  f"({rest / t:.0%}; `ffn_vocab` {n['ffn'] * 1000:.0f} ms of it); Panel swapping the card bodies and building their Bokeh "
-                  f"models {(n['refresh'] - n['render']) * 1000:.0f} ms ({(n['refresh'] - n['render']) / t:.0%})."]
+                  f"({rest / t:.0%}; `ffn_vocab` {n['ffn'] * 1000:.0f} ms of it); Panel updating the cards "
+                  f"{(n['refresh'] - n['render']) * 1000:.0f} ms ({(n['refresh'] - n['render']) / t:.0%})."]
     lines += ["", "| function (torch, transformers, by cumulative time) | calls | cumulative ms | share |", "|---|---:|---:|---:|"]
     for r in p["library"]:
         lines.append(f"| `{r['where']}` | {r['calls']} | {r['cumtime'] * 1000:.0f} | {r['cumtime'] / p['total_s']:.0%} |")
