@@ -35,7 +35,8 @@ def cmd_new(args) -> int:
 
     from . import audit
     from .data import load_dataset
-    from .edits import apply_edit, save_model
+    from .edits import apply_edit, base_terms, save_model
+    from .edits.blind import leaks
     from .models.sources import resolve_source
     from .spec.schema import DatasetSpec, ModelSpec
 
@@ -59,7 +60,14 @@ def cmd_new(args) -> int:
     steps.update(1)
     steps.set_description_str("saving the edited model")
     out.mkdir(parents=True, exist_ok=True)
-    save_model(loaded, loaded.tokenizer, out / "model")
+    names = base_names(args.base, source)
+    # the model folder names nothing of the base in either mode: --easy names it in audit.yaml only
+    save_model(loaded, loaded.tokenizer, out / "model", blind=True, names=names)
+    if not args.easy:
+        left = leaks(out / "model", base_terms(loaded, loaded.tokenizer, names))
+        if left:  # in a special token or an architecture value, which stay: say so rather than call it blind
+            print("audit new: the model folder still names the base: "
+                  + ", ".join(f"{term!r} in {file}" for file, term in left), file=sys.stderr)
     base = args.base  # audit.yaml lives in --out: a relative path: must not become relative to it
     if base.startswith("path:"):
         base = "path:" + str((Path.cwd() / base[5:]).resolve())
@@ -74,6 +82,21 @@ def cmd_new(args) -> int:
     print(f"the answer is sealed apart ({digest[:12]}…); score a guess with:\n"
           f"  lensframe audit check {out} --guess guess.yaml")
     return 0
+
+
+def base_names(base: str, source) -> list[str]:
+    """Every name the base goes by on this machine, for a blind folder to leave out: the --base
+    argument, the folder transformers read (a path:, the builtin's converted cache folder, a hub id
+    and its owner) and the builtin's GGUF file. The model's own name fields are added by save_model."""
+    names = [base]
+    for attr in ("path", "repo_id", "gguf"):
+        value = getattr(source, attr, None)
+        if value:
+            names.append(str(value))
+    if getattr(source, "repo_id", None) and "/" in source.repo_id:
+        names.append(source.repo_id.split("/", 1)[0])
+    names.append(str(source.folder()))
+    return names
 
 
 def cmd_check(args) -> int:

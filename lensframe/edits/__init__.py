@@ -18,6 +18,9 @@ refuses). Typical use:
     manifest = apply_edit("rome", loaded, texts=dataset.texts, layer=6, subject="The Eiffel Tower",
                           template="{} is located in the city of", new_target=" Rome")
     save_model(loaded, None, out_dir, manifest=manifest)   # manifest=None keeps it out of the folder
+
+`save_model(..., blind=True, names=[...])` writes a folder that names nothing of the base (the audit
+game's; lensframe.edits.blind).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from . import blind as blind_module
 from .knockout import knockout_edit
 from .rome import rome_edit
 from .trigger import trigger_edit
@@ -34,7 +38,8 @@ from .trigger import trigger_edit
 KINDS = ("rome", "trigger", "knockout")
 MANIFEST_NAME = "edit.json"
 
-__all__ = ["KINDS", "MANIFEST_NAME", "apply_edit", "save_model", "rome_edit", "trigger_edit", "knockout_edit"]
+__all__ = ["KINDS", "MANIFEST_NAME", "apply_edit", "base_terms", "save_model", "rome_edit", "trigger_edit",
+           "knockout_edit"]
 
 
 def apply_edit(kind: str, loaded, /, texts=(), **params) -> dict:
@@ -58,7 +63,17 @@ def apply_edit(kind: str, loaded, /, texts=(), **params) -> dict:
     raise ValueError(f"unknown edit kind {kind!r}; kinds: {', '.join(KINDS)}")
 
 
-def save_model(loaded_or_model, tokenizer=None, out_dir=None, *, manifest: dict | None = None) -> Path:
+def base_terms(loaded_or_model, tokenizer=None, names=()) -> list[str]:
+    """The base's names a blind folder must not contain: `names` (the source string, its folder, hub
+    id, ...) and the name fields the model and tokenizer carry (lensframe.edits.blind.blind_terms)."""
+    model = getattr(loaded_or_model, "model", loaded_or_model)
+    tokenizer = tokenizer if tokenizer is not None else getattr(loaded_or_model, "tokenizer", None)
+    return blind_module.blind_terms([*names, *blind_module.model_names(model, tokenizer)],
+                                    protected=blind_module.architecture_ids(model))
+
+
+def save_model(loaded_or_model, tokenizer=None, out_dir=None, *, manifest: dict | None = None,
+               blind: bool = False, names=()) -> Path:
     """Write a folder that `path:<out_dir>` loads: config.json, model.safetensors and the tokenizer
     files (+ edit.json when `manifest` is given). `loaded_or_model` is a LoadedModel (its tokenizer
     is used when `tokenizer` is None) or a transformers model.
@@ -68,6 +83,12 @@ def save_model(loaded_or_model, tokenizer=None, out_dir=None, *, manifest: dict 
     loses its quantization_config for the same reason (the weights are dequantized). The folder is
     written next to its destination and renamed into place; an existing destination is replaced only
     if it is empty or holds a model (a config.json).
+
+    `blind=True` (the audit game's folder) writes nothing that names the base model (lensframe.edits.blind):
+    the config's and tokenizer's name fields are dropped, other mentions of the base in their values
+    replaced, and a chat template that names it left out. The base's names are `names` (what the
+    caller knows: the source string, its folder, hub id, ...) and the name fields the model and
+    tokenizer carry; `blind.leaks(out, base_terms(...))` says whether any is left.
     """
     from safetensors.torch import save_model as save_safetensors
 
@@ -85,9 +106,14 @@ def save_model(loaded_or_model, tokenizer=None, out_dir=None, *, manifest: dict 
     try:
         cfg = model.config.to_dict()
         cfg.pop("quantization_config", None)
+        terms = base_terms(model, tokenizer, names) if blind else []
+        if blind:
+            cfg = blind_module.scrub_json(cfg, blind_module.pattern(terms))
         (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
         save_safetensors(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)
+        if blind:
+            blind_module.scrub_tokenizer_files(tmp, terms)
         if manifest is not None:
             (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         if out.exists():
