@@ -214,12 +214,16 @@ class Executor:
         t0 = time.perf_counter()
         report = ComputeReport()
         plan, store = self.board.plan, self.board.store
-        for p in plan.of_kind("prepare"):
-            if store.has(p.key) and store.get(p.key) is not None:
-                report.cache_hits += 1
-            else:
-                self.prepared(p.node)
-                report.computed += 1
+        prepare = [p for p in plan.of_kind("prepare") if not (store.has(p.key) and store.get(p.key) is not None)]
+        report.cache_hits += len(plan.of_kind("prepare")) - len(prepare)
+        slow = [p for p in prepare if p.node.op != "tokens"]  # weight statistics take a minute on a real model
+        bar = _progress(progress, len(slow), f"weights ({', '.join(sorted({p.node.op for p in slow}))})") if slow else _NoBar()
+        for p in prepare:
+            self.prepared(p.node)
+            report.computed += 1
+            if p.node.op != "tokens":
+                bar.update(1)
+        bar.close()
         for model in plan.models:
             todo = []
             for p in plan.of_kind("dataset", model):

@@ -36,6 +36,9 @@ BUILTIN_VIEWS = {
     "model_diff": "lensframe.views.model_diff:ModelDiffView",
     "probes": "lensframe.views.probes:ProbesView",
     "generate": "lensframe.views.generate:GenerateView",
+    "layer_finder": "lensframe.views.layer_finder:LayerFinderView",
+    "edit_search": "lensframe.views.edit_search:EditSearchView",
+    "causal_trace": "lensframe.views.causal_trace:CausalTraceView",
 }
 
 # `type: ./my_views.py:MyView`: a .py file (relative to the spec's folder) and a class in it

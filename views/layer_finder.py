@@ -1,0 +1,118 @@
+"""layer_finder: which layer was edited, from the suspect model alone (no base model).
+
+Per layer and weight matrix, statistics that an edit moves (lensframe.layer_stats): dead units (a
+knockout), matrices off the storage grid the rest of the model sits on (an edit written after the
+model was quantized), and the spectral statistics' outlier score against the layers around it.
+Shown as one bar per layer in layer order (the spectral score; flagged layers marked), with the
+focused layer's matrices in a table below. A click on a layer focuses it everywhere.
+"""
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from lensframe.graph import Node
+
+from .base import View, ViewParams, esc, html_part, layout_part
+
+STAT_NAMES = {"sigma1": "σ₁", "top_gap": "σ₁/σ₂", "stable_rank": "stable rank", "fro": "‖W‖F"}
+
+
+class LayerFinderView(View):
+    type = "layer_finder"
+    default_title = "Which layer was edited"
+    description = ("per layer, weight statistics that an edit moves (dead units, storage precision, spectral outliers "
+                   "against the neighbouring layers), from one model alone; click a layer to focus it")
+    reads = ("layer",)
+    sets = ("layer",)
+
+    class Params(ViewParams):
+        window: int = Field(3, ge=1, le=10, description="layers on each side a statistic is compared with")
+        threshold: float = Field(10.0, gt=0, description="spectral score (robust z, in MADs) from which a layer is "
+                                 "flagged")
+        top: int = Field(3, ge=1, le=20, description="layers flagged at least (the highest ranked)")
+
+    def stats_node(self) -> Node:
+        return Node.make("layer_stats", self.model, window=self.p.window)
+
+    def needs(self, max_tokens):
+        return [self.stats_node()]
+
+    def render(self, ctx):
+        from lensframe.layer_stats import SPECTRAL, ranked_layers, suspicious_layers
+
+        from .widgets import BarList
+
+        res = ctx.result(self.stats_node())
+        names, n_layers = res.meta["names"], res.meta["n_layers"]
+        flagged, ranked = ctx.keep("flagged", lambda: (suspicious_layers(res.arrays, self.p.threshold, self.p.top),
+                                                       ranked_layers(res.arrays)))
+        focused = ctx.get("layer")
+        score = res["score"]
+        top = float(np.nanmax(score)) if len(score) else 1.0
+        items = []
+        for layer in range(n_layers):
+            why = self._why(res, names, layer)
+            mark = "⚑ " if layer in flagged else ""
+            items.append({"key": layer, "label": f"{mark}layer {layer}", "bar": float(score[layer]) / (top or 1.0),
+                          "note": why, "tip": f"layer {layer}: {why}" + (" (flagged)" if mark else "")})
+        head = html_part(ctx, "head", self._head(res, names, flagged, ranked), sizing_mode="stretch_width",
+                         css_classes=["lf-finder-head"])
+        bars = ctx.part("layers", BarList, items=items, selected=focused if focused is not None else -1,
+                        init={"kind": "finder-layer", "sizing_mode": "stretch_both", "min_height": 120},
+                        on_click=lambda key: ctx.set(layer=key))
+        detail = html_part(ctx, "detail", self._detail(res, names, focused if focused is not None else ranked[0], SPECTRAL),
+                           sizing_mode="stretch_width", css_classes=["lf-finder-detail"], styles={"overflow": "auto"})
+        return layout_part(ctx, "layout", head, bars, detail, sizing_mode="stretch_both",
+                           css_classes=["lf-view-layer-finder"])
+
+    def _why(self, res, names, layer: int) -> str:
+        """What makes a layer stand out, shortest first: dead units, off-grid matrices, the spectral outlier."""
+        parts = []
+        dead = int(res["dead_layer"][layer])
+        if dead:
+            where = [names[m] for m in range(len(names)) if res["dead"][m, layer]]
+            parts.append(f"{dead} dead rows/cols ({', '.join(_short(n) for n in where)})")
+        off = [names[m] for m in range(len(names)) if res["off_grid"][m, layer]]
+        if off:
+            parts.append("off grid: " + ", ".join(_short(n) for n in off))
+        stat = res.meta["stats"][int(res["score_stat"][layer])]
+        parts.append(f"z {res['score'][layer]:.1f} · {_short(names[int(res['score_matrix'][layer])])} {STAT_NAMES[stat]}")
+        return " · ".join(parts)
+
+    def _head(self, res, names, flagged, ranked) -> str:
+        evidence = [l for l in ranked if res["dead_layer"][l] or res["off_grid_layer"][l]]
+        lead = (f"edited (direct evidence): <b class='lf-finder-top'>layer {evidence[0]}</b>"
+                + (f", then {', '.join(map(str, evidence[1:4]))}" if len(evidence) > 1 else "")
+                if evidence else
+                f"no direct evidence; largest spectral outliers: <b class='lf-finder-top'>layer {ranked[0]}</b>, "
+                f"{', '.join(map(str, ranked[1:3]))} <span class='lf-hint'>(trained models have outliers too, often the "
+                "first and last layers: check with causal_trace or the base)</span>")
+        return (f"<div class='lf-finder-lead'>{lead} · flagged ⚑: {', '.join(map(str, flagged))}</div>"
+                "<div class='lf-sub'>bars: spectral score, the largest |robust z| (in MADs) of a matrix's σ₁, σ₁/σ₂, "
+                f"stable rank or ‖W‖F against the {res.meta['window']} layers on each side; dead = all-zero rows or "
+                "columns (a knockout); off grid = ≥4× the distinct values of the same matrix nearby (written after "
+                "the model was quantized)</div>")
+
+    def _detail(self, res, names, layer: int, spectral) -> str:
+        rows = []
+        for m, name in enumerate(names):
+            if not np.isfinite(res["sigma1"][m, layer]):
+                continue
+            cells = "".join(f"<td>{res[s][m, layer]:.3g} <small>({res['z_' + s][m, layer]:+.1f})</small></td>"
+                            for s in spectral)
+            grid = "off grid" if res["off_grid"][m, layer] else ""
+            rows.append(f"<tr><td class='lf-finder-matrix'>{esc(name)}</td>{cells}"
+                        f"<td>{int(res['dead'][m, layer])}</td><td>{res['distinct'][m, layer]:.3f} "
+                        f"<small>(×{res['distinct_ratio'][m, layer]:.1f})</small> {grid}</td></tr>")
+        head = "".join(f"<th>{STAT_NAMES[s]} (z)</th>" for s in spectral)
+        return (f"<div class='lf-sub'>layer <b class='lf-layer'>{layer}</b>: each matrix's statistic and its z against "
+                "the neighbours; distinct = distinct values per entry (× its neighbours')</div>"
+                f"<table class='lf-table lf-finder-table'><tr><th>matrix</th>{head}<th>dead</th><th>distinct</th></tr>"
+                + "".join(rows) + "</table>")
+
+
+def _short(name: str) -> str:
+    """'self_attn.o_proj.weight' -> 'o_proj' (the matrix's own name)."""
+    parts = [p for p in name.split(".") if p not in ("weight", "bias")]
+    return parts[-1] if parts else name
