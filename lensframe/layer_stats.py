@@ -51,10 +51,12 @@ def matrix_stats(w: torch.Tensor) -> dict:
     fro = float(w.norm())
     top = np.zeros(TOP_SV)
     top[: min(TOP_SV, len(s))] = s[:TOP_SV].numpy()
-    dead = int((w == 0).all(1).sum()) + int((w == 0).all(0).sum())
+    zero_rows, zero_cols = (w == 0).all(1), (w == 0).all(0)
+    dead = int(zero_rows.sum()) + int(zero_cols.sum())
     return {"sigma1": s1, "top_gap": s1 / s2 if s2 > 0 else np.inf if s1 > 0 else 1.0,
             "stable_rank": fro ** 2 / s1 ** 2 if s1 > 0 else 0.0, "fro": fro, "dead": dead, "sv": top,
-            "distinct": distinct}
+            "distinct": distinct, "dead_rows": torch.nonzero(zero_rows).flatten().tolist() if dead else [],
+            "dead_cols": torch.nonzero(zero_cols).flatten().tolist() if dead else []}
 
 
 def block_matrices(model, layers_path: str) -> dict[str, list[tuple[int, torch.Tensor]]]:
@@ -112,6 +114,7 @@ def layer_stats(model, layers_path: str, n_layers: int, window: int = WINDOW, pr
     arrays = {s: np.full((M, n_layers), np.nan) for s in STATS}
     arrays["dead"] = np.zeros((M, n_layers), np.int64)
     arrays["sv"] = np.zeros((M, n_layers, TOP_SV))
+    dead_units = {}  # "name@layer" -> {"rows": [...], "cols": [...]} (as stored: nn.Linear is [out, in])
     total = sum(len(v) for v in mats.values())
     done = 0
     with torch.no_grad():
@@ -122,6 +125,8 @@ def layer_stats(model, layers_path: str, n_layers: int, window: int = WINDOW, pr
                     arrays[s][mi, layer] = st[s]
                 arrays["dead"][mi, layer] = st["dead"]
                 arrays["sv"][mi, layer] = st["sv"]
+                if st["dead"]:
+                    dead_units[f"{name}@{layer}"] = {"rows": st["dead_rows"], "cols": st["dead_cols"]}
                 done += 1
                 if progress is not None:
                     progress(done / total, f"weight statistics: {name} of layer {layer}")
@@ -145,7 +150,7 @@ def layer_stats(model, layers_path: str, n_layers: int, window: int = WINDOW, pr
         arrays["distinct_ratio"] = arrays["distinct"] / around
     arrays["off_grid"] = np.nan_to_num(arrays["distinct_ratio"], nan=0.0) >= GRID_RATIO  # [matrix, layer]
     arrays["off_grid_layer"] = arrays["off_grid"].sum(0)
-    return {"arrays": arrays, "names": names, "stats": list(SPECTRAL), "window": window}
+    return {"arrays": arrays, "names": names, "stats": list(SPECTRAL), "window": window, "dead_units": dead_units}
 
 
 def ranked_layers(arrays) -> list[int]:

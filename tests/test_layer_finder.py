@@ -132,3 +132,18 @@ def test_the_view_flags_the_layer_and_a_click_focuses_it(edited_models, tmp_path
     bars.on_click(2)
     assert focus.layer == 2
     assert "layer <b class='lf-layer'>2</b>" in html_of(app)
+
+
+def test_the_view_reads_dead_units_as_neurons(edited_models, tmp_path):
+    pytest.importorskip("panel")
+    from lensframe.board import Board
+    from lensframe.focus import Focus
+    from lensframe.server.app import build_app
+    from tests.test_neurons import html_of
+
+    _, folder = edited_models["knockout"]
+    board = Board.from_text(tiny_spec(folder, "  finder: {type: layer_finder}"), cache_dir=tmp_path)
+    board.compute(progress=False)
+    focus = Focus(model="main", layer=EDITED)
+    text = html_of(build_app(board, focus))
+    assert f"dead input dims 3, 9 → neurons L{EDITED}/N3, L{EDITED}/N9" in text

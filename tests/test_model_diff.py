@@ -192,10 +192,11 @@ def test_pair_lens_equals_the_per_layer_computation(pair, position):
 
 def assert_moved_tokens(res, finals: dict, k: int, atol: float, rtol: float = 1e-4) -> None:
     """pair_lens's moved tokens against the two models' final next-token distributions (torch, by
-    tag "a" and "b"): each model's probability of them, and the k most raised then the k most lowered."""
+    tag "a": the model, "b": the other, the reference): each model's probability of them, and the
+    k most raised then the k most lowered from the reference to the model (p_a − p_b)."""
     import torch
 
-    moved = finals["b"] - finals["a"]
+    moved = finals["a"] - finals["b"]
     got = torch.as_tensor(res["moved_ids"].astype(np.int64))
     np.testing.assert_allclose(res["moved_a"], finals["a"][got].numpy(), atol=atol, rtol=rtol)
     np.testing.assert_allclose(res["moved_b"], finals["b"][got].numpy(), atol=atol, rtol=rtol)
@@ -364,12 +365,12 @@ def test_the_paired_lens_reads_like_the_logit_lens(pair):
     (lens_grid,) = _card(app, "lens_b").select(HeatGrid)
     assert grid.row_labels == lens_grid.row_labels == ["2", "1", "0", "embed"]
     assert grid.row_labels[grid.selected_row] == "1"
-    assert grid.col_labels == ["edited", "base", "KL(edited‖base)"]
+    assert grid.col_labels == ["base", "edited", "KL(edited‖base)"]  # the reference first: base → edited
     assert grid.row_title.startswith("layer") and grid.col_title.startswith("model")
     res = pair.executor.lookup(pair.views["diff"].lens_node(), sample=2, position=3, top=8)
     tok = pair.executor.model("edited").tokenizer
     for row, l in enumerate(range(3, -1, -1)):  # final on top
-        for col, tag in enumerate("ab"):
+        for col, tag in enumerate("ba"):
             token = tok.decode([int(res[f"top_{tag}"][l])], clean_up_tokenization_spaces=False)
             assert grid.texts[row][col].endswith(f" {res[f'prob_{tag}'][l]:.2f}")
             assert grid.texts[row][col].startswith(token[:9])
@@ -403,3 +404,252 @@ def test_two_identical_models_decode_once_and_differ_nowhere(tiny_models, tmp_pa
     assert calls == [board.infos["edited"].n_layers + 1]
     assert (res["kl"] == 0).all() and (res["ids_a"] == res["ids_b"]).all() and (res["probs_a"] == res["probs_b"]).all()
     np.testing.assert_array_equal(res["moved_a"], res["moved_b"])
+
+
+# --- issue 15: the change read base → suspect, its spectrum in tokens, the texts against noise ------
+
+WRITES_LAYER, READS_LAYER = 1, 2
+WRITES_TOKEN, READS_TOKEN = " the", " you"  # single tokens of the tiny tokenizer (trained on TEXTS)
+
+
+def _token_id(tok, text: str) -> int:
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 1, f"{text!r} is not one token of the tiny tokenizer"
+    return ids[0]
+
+
+def _planted_copy(src: Path, dst: Path, kind: str) -> tuple[Path, dict]:
+    """A copy of a tiny model with two rank-one edits whose directions name tokens:
+    layer 1's MLP output matrix (it writes to the residual) gets σ·u vᵀ with u the direction that
+    the logit lens reads as WRITES_TOKEN (its unembedding row through the final norm's weight),
+    layer 2's MLP input projection (it reads the residual) gets σ·u vᵀ with v READS_TOKEN's
+    embedding row. Layer 1's change is the larger, so it is the most changed layer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lensframe.models.adapters import Adapter, family_for
+
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(dst)
+    tok = AutoTokenizer.from_pretrained(dst)
+    ad = Adapter(model, family_for(model.config.model_type))
+    g = torch.Generator().manual_seed(1)
+    tw, tr = _token_id(tok, WRITES_TOKEN), _token_id(tok, READS_TOKEN)
+    with torch.no_grad():
+        u = ad.unembed_weight[tw] / ad.final_norm.weight
+        u = u / u.norm()
+        v = torch.randn(ad.d_mlp, generator=g)
+        ad.value_vectors(WRITES_LAYER).add_(torch.outer(v / v.norm(), u) * 20.0)  # rows layout: ΔW_lin = 20 u vᵀ
+        proj = ad.mlp_in_projs(READS_LAYER)[-1]
+        e = ad.embed_weight[tr] / ad.embed_weight[tr].norm()
+        w = torch.randn(ad.d_mlp, generator=g)
+        delta = torch.outer(w / w.norm(), e) * 2.0  # [d_mlp, d]: reads e
+        proj.weight.add_(delta.T if kind == "gpt2" else delta)  # GPT-2's Conv1D stores [in, out]
+    model.save_pretrained(dst)
+    return dst, {"writes": tw, "reads": tr}
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def planted(request, tiny_models, tmp_path_factory):
+    from lensframe.board import Board
+
+    base = tiny_models[request.param]
+    edited, tokens = _planted_copy(base, tmp_path_factory.mktemp(f"planted-{request.param}"), request.param)
+    views = "  diff: {type: model_diff, model: edited, other: base}"
+    board = Board.from_text(_two_model_spec(base, edited, views), cache_dir=tmp_path_factory.mktemp("store-planted"))
+    board.compute(progress=False)
+    return request.param, board, tokens
+
+
+def _np_robust_z(x):
+    med = np.median(x, -1, keepdims=True)
+    return (x - med) / (1.4826 * np.median(np.abs(x - med), -1, keepdims=True))
+
+
+def test_weight_diff_spectrum_and_directions_match_numpy(planted):
+    """σ₁..σ₈, the singular vectors and their token readouts against numpy's SVD of ΔW from the
+    saved weights, and each planted token found by its readout, beyond what random directions reach."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lensframe.ops.compare import ROLES, changed_matrices
+
+    kind, board, tokens = planted
+    w = board.result(board.views["diff"].weights_node())
+    paths = {n: board.spec.models[n].source.split(":", 1)[1] for n in ("base", "edited")}
+    ma, mb = (AutoModelForCausalLM.from_pretrained(paths[n]) for n in ("edited", "base"))
+    pb = dict(mb.named_parameters())
+    body = ma.transformer if kind == "gpt2" else ma.model
+    norm = (body.ln_f if kind == "gpt2" else body.norm)
+    gamma = norm.weight.detach().double().numpy()
+    E_out = ma.get_output_embeddings().weight.detach().double().numpy()
+    E_in = ma.get_input_embeddings().weight.detach().double().numpy()
+    mats = changed_matrices(w)
+    assert [(m.layer, m.role, m.rank) for m in mats] == [(WRITES_LAYER, "writes", 1), (READS_LAYER, "reads", 1)]
+    full = {n: p for n, p in ma.named_parameters()}
+    for m in mats:
+        name = next(n for n in full if n.endswith(f".{m.layer}.{m.name}"))
+        d = (full[name].detach().double() - pb[name].detach().double()).numpy()
+        if kind == "gpt2":
+            d = d.T  # Conv1D [in, out] -> [out, in]
+        U, S, Vt = np.linalg.svd(d, full_matrices=False)
+        np.testing.assert_allclose(m.sv, S[:8], rtol=1e-4, atol=1e-5 * S[0])
+        assert m.u.shape == (1, d.shape[0]) and m.v.shape == (1, d.shape[1])  # k = min(3, rank) = 1
+        assert abs(float(m.u[0] @ U[:, 0])) == pytest.approx(1, abs=1e-5)
+        assert abs(float(m.v[0] @ Vt[0])) == pytest.approx(1, abs=1e-5)
+        assert m.u[0][np.argmax(np.abs(m.u[0]))] > 0  # the orientation rule
+        np.testing.assert_allclose(m.sv[0] * np.outer(m.u[0], m.v[0]), d, atol=1e-5 * S[0])
+        # the readout by hand, in float64
+        if m.role == "writes":
+            x = m.u[0].astype(np.float64)
+            x = (x - x.mean()) if kind == "gpt2" else x  # LayerNorm centres
+            scores = E_out @ (gamma * x)
+        else:
+            x = m.v[0].astype(np.float64)
+            scores = (E_in @ x) / np.linalg.norm(E_in, axis=1) / np.linalg.norm(x)
+        z = _np_robust_z(scores)
+        np.testing.assert_array_equal(m.pos_ids[0], np.argsort(-z, kind="stable")[:8])
+        np.testing.assert_array_equal(m.neg_ids[0], np.argsort(z, kind="stable")[:8])
+        np.testing.assert_allclose(m.pos_z[0], np.sort(z)[::-1][:8], rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(m.neg_z[0], -np.sort(z)[:8], rtol=1e-3, atol=1e-3)
+        assert (m.pos_ids[1:] == -1).all() and np.isnan(m.pos_z[1:]).all()  # beyond the rank: no readout
+        # the planted token leads its readout (either side: the pair's sign is the rule's), beyond the null
+        lead = m.pos_ids[0, 0] if m.pos_z[0, 0] >= m.neg_z[0, 0] else m.neg_ids[0, 0]
+        assert lead == tokens[m.role]
+        assert max(m.pos_z[0, 0], m.neg_z[0, 0]) > m.null_z
+        # the null by hand: the same 64 seeded random unit directions, read out in numpy
+        r = torch.randn(64, x.shape[0], generator=torch.Generator().manual_seed(0), dtype=torch.float64).numpy()
+        r = r / np.linalg.norm(r, axis=1, keepdims=True)
+        if m.role == "writes":
+            rr = (r - r.mean(1, keepdims=True)) if kind == "gpt2" else r
+            null = np.abs(_np_robust_z((rr * gamma) @ E_out.T)).max()
+        else:
+            null = np.abs(_np_robust_z((r @ E_in.T) / np.linalg.norm(E_in, axis=1))).max()
+        assert m.null_z == pytest.approx(null, rel=1e-3)
+        assert w["readout_null"][ROLES.index(m.role)] == m.null_z
+
+
+def test_text_kl_baseline_matches_numpy():
+    from lensframe.ops.compare import text_kl_baseline
+
+    rng = np.random.default_rng(0)
+    kl = np.exp(rng.normal(-8, 1, 60))
+    kl[[7, 30]] = np.exp(-8 + 12), np.exp(-8 + 6)  # two texts far above the rest, one farther
+    kl[3] = np.nan  # an empty text
+    b = text_kl_baseline(kl)
+    ok = np.isfinite(kl)
+    lx = np.log(kl[ok])
+    med = np.median(lx)
+    mad = np.median(np.abs(lx - med))
+    want = np.full(60, np.nan)
+    want[ok] = (lx - med) / (1.4826 * mad)
+    np.testing.assert_allclose(b.z, want, rtol=1e-12)
+    assert b.median == pytest.approx(np.exp(med)) and b.mad_log == pytest.approx(mad) and b.n == 59
+    assert list(b.moved) == [7, 30] and b.max_z == pytest.approx(want[7])
+    assert b.z[7] > 5 and (np.delete(want[ok], [6, 29]) < 5).all()  # noise alone stays below the threshold
+    # all alike: nothing beyond noise; identical models: every KL 0, every z 0
+    alike = text_kl_baseline(np.exp(rng.normal(-8, 1, 60)))
+    assert len(alike.moved) == 0 and alike.max_z < 5
+    zero = text_kl_baseline(np.zeros(5))
+    assert len(zero.moved) == 0 and (zero.z == 0).all()
+
+
+def _head_and_card(board):
+    import panel as pn
+
+    app, focus = _served(board, in_place=True)
+    card = _card(app, "diff")
+    (layout,) = [c for c in card.select(pn.Column) if "lf-view-model-diff" in c.css_classes]
+    return layout.objects[0], card, focus
+
+
+def test_the_head_gives_the_main_evidence_first(planted):
+    """Above every list: base → edited, the most changed layer and matrix with its rank, the
+    planted token its σ₁ direction promotes (standing out), whether the texts moved beyond noise
+    (as numpy says), and where the inputs that excite the change are found."""
+    pytest.importorskip("panel")
+    from lensframe.ops.compare import Z_MOVED
+
+    from .test_neurons import html_of
+
+    kind, board, tokens = planted
+    head, card, _ = _head_and_card(board)
+    text = head.object
+    assert "lf-diff-head" in head.css_classes
+    assert "<b>base → edited</b> (base: the reference, before the edit)" in text
+    assert "<b class='lf-top-layer'>layer 1</b>" in text and "<b class='lf-top-rank'>rank 1</b>" in text
+    down = "mlp.c_proj" if kind == "gpt2" else "mlp.down_proj"
+    assert f"<code class='lf-top-matrix'>{down}</code>" in text
+    assert f">{WRITES_TOKEN}</span>" in text.split("lf-diff-readout")[1] and "lf-stands-out" in text
+    kl = board.result(board.views["diff"].kl_node(16))["mean"].astype(np.float64)
+    lx = np.log(kl)
+    z = (lx - np.median(lx)) / (1.4826 * np.median(np.abs(lx - np.median(lx))))
+    if z.max() > Z_MOVED:
+        assert "lf-diff-moved" in text and "lf-diff-noise" not in text
+    else:
+        assert "class='lf-diff-noise'>" in text and "nothing moved beyond noise: the largest text KL" in text
+        assert f"is z = {z.max():.1f} over the dataset's median (text {int(np.argmax(z))}:" in text
+    assert "lf-diff-inputs" in text and "edit_search" in text
+    # the spectrum column: both matrices, one bar each (rank one), their tokens
+    html = html_of(card)
+    assert html.count("class='lf-spectrum'") == 2
+    assert html.count("class='lf-sv'") == 2 and html.count("lf-sv lf-sv-zero") == 14
+    assert f">{READS_TOKEN}</span>" in html.split(f"data-layer='{READS_LAYER}'")[1]
+
+
+def test_the_texts_line_says_noise_or_moved():
+    """The head's text line on KLs all alike (noise) and with one text far beyond them."""
+    from lensframe.ops.compare import text_kl_baseline
+    from lensframe.views.model_diff import _texts_line
+
+    rng = np.random.default_rng(1)
+    kl = np.exp(rng.normal(-8, 0.5, 40))
+    b = text_kl_baseline(kl)
+    line = _texts_line(b, kl)
+    top = int(np.argmax(kl))
+    assert line.startswith("<div class='lf-diff-noise'>") and "nothing moved beyond noise: the largest text KL" in line
+    assert f"is z = {b.z[top]:.1f} over the dataset's median (text {top}:" in line
+    assert f"median {b.median:.1e} nats" in line or f"median {b.median:.3f} nats" in line
+    kl[5] = np.exp(-8 + 10)
+    b = text_kl_baseline(kl)
+    line = _texts_line(b, kl)
+    assert "lf-diff-moved" in line and "1 text moved beyond noise" in line and "(text 5:" in line
+    assert "lf-diff-noise" not in line
+    assert "every text's KL is 0" in _texts_line(text_kl_baseline(np.zeros(4)), np.zeros(4))
+
+
+def test_moved_tokens_read_from_the_reference(pair):
+    """'rose' lists tokens more probable in the model than in the reference (other → model)."""
+    pytest.importorskip("panel")
+    from .test_neurons import html_of
+
+    pair.compute(progress=False)
+    app, focus = _served(pair, in_place=True)
+    focus.update(sample=2, position=3)
+    res = pair.executor.lookup(pair.views["diff"].lens_node(), sample=2, position=3, top=8)
+    assert (res["moved_a"][:8] - res["moved_b"][:8] > 0).all() and (res["moved_a"][8:] - res["moved_b"][8:] < 0).all()
+    html = html_of(_card(app, "diff"))
+    assert "the next token's probability, base → edited" in html
+    pa, pb = res["moved_a"][0], res["moved_b"][0]
+    assert f"base: {pb:.4f} → edited: {pa:.4f} ({pa - pb:+.4f})" in html
+
+
+def test_identical_models_read_as_no_change(tiny_models, tmp_path):
+    """Nothing differs: the head says so, the spectrum has no matrix, and no text moved."""
+    pytest.importorskip("panel")
+    from lensframe.board import Board
+
+    from .test_neurons import html_of
+
+    base = tiny_models["llama"]
+    same = tmp_path / "same"
+    shutil.copytree(base, same)
+    board = Board.from_text(_two_model_spec(base, same, "  diff: {type: model_diff, model: edited, other: base}"),
+                            cache_dir=tmp_path / "store")
+    board.compute(progress=False)
+    w = board.result(board.views["diff"].weights_node())
+    assert len(w["matrix"]) == 0 and w.meta["roles"] == [] and (w["delta"] == 0).all()
+    head, card, _ = _head_and_card(board)
+    assert "no weight differs" in head.object
+    html = html_of(card)
+    assert "no matrix differs" in html and "every text's KL is 0" not in head.object  # the head stops at the weights

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc, html_part, layout_part
+from .base import View, ViewParams, esc, html_part, layout_part, neuron_label
 
 STAT_NAMES = {"sigma1": "σ₁", "top_gap": "σ₁/σ₂", "stable_rank": "stable rank", "fro": "‖W‖F"}
 
@@ -61,7 +61,7 @@ class LayerFinderView(View):
         bars = ctx.part("layers", BarList, items=items, selected=focused if focused is not None else -1,
                         init={"kind": "finder-layer", "sizing_mode": "stretch_both", "min_height": 120},
                         on_click=lambda key: ctx.set(layer=key))
-        detail = html_part(ctx, "detail", self._detail(res, names, focused if focused is not None else ranked[0], SPECTRAL),
+        detail = html_part(ctx, "detail", self._detail(ctx, res, names, focused if focused is not None else ranked[0], SPECTRAL),
                            sizing_mode="stretch_width", css_classes=["lf-finder-detail"], styles={"overflow": "auto"})
         return layout_part(ctx, "layout", head, bars, detail, sizing_mode="stretch_both",
                            css_classes=["lf-view-layer-finder"])
@@ -94,7 +94,7 @@ class LayerFinderView(View):
                 "columns (a knockout); off grid = ≥4× the distinct values of the same matrix nearby (written after "
                 "the model was quantized)</div>")
 
-    def _detail(self, res, names, layer: int, spectral) -> str:
+    def _detail(self, ctx, res, names, layer: int, spectral) -> str:
         rows = []
         for m, name in enumerate(names):
             if not np.isfinite(res["sigma1"][m, layer]):
@@ -109,7 +109,48 @@ class LayerFinderView(View):
         return (f"<div class='lf-sub'>layer <b class='lf-layer'>{layer}</b>: each matrix's statistic and its z against "
                 "the neighbours; distinct = distinct values per entry (× its neighbours')</div>"
                 f"<table class='lf-table lf-finder-table'><tr><th>matrix</th>{head}<th>dead</th><th>distinct</th></tr>"
-                + "".join(rows) + "</table>")
+                + "".join(rows) + "</table>" + self._dead(ctx, res, layer))
+
+    def _dead(self, ctx, res, layer: int) -> str:
+        """The focused layer's dead units by index, read as heads or neurons where the matrix says
+        which (its input dimensions: the attention output projection's are the heads' outputs, the
+        MLP output projection's are the neurons)."""
+        from lensframe.models.adapters import family_for
+
+        info = ctx.board.infos[self.model]
+        fam = family_for(info.family)
+        lines = []
+        for key, dead in sorted(res.meta.get("dead_units", {}).items()):
+            name, at = key.rsplit("@", 1)
+            if int(at) != layer:
+                continue
+            # nn.Linear stores [out, in] (input dimensions are columns); GPT-2's Conv1D [in, out]
+            inputs = dead["rows"] if fam and fam.value_vectors == "rows" else dead["cols"]
+            read = ""
+            if fam and name == fam.attn_out + ".weight" and inputs:
+                d_head = info.d_model // info.n_heads
+                heads = sorted({i // d_head for i in inputs if all(j in set(inputs) for j in range(
+                    (i // d_head) * d_head, (i // d_head + 1) * d_head))})
+                read = f" → heads {', '.join(map(str, heads))}" if heads else ""
+            elif fam and name == fam.mlp_down + ".weight" and inputs:
+                read = " → neurons " + ", ".join(neuron_label(layer, i) for i in inputs[:16]) + (
+                    f" (+{len(inputs) - 16})" if len(inputs) > 16 else "")
+            lines.append(f"<div class='lf-finder-dead'><b>{esc(name)}</b>: dead input dims {_ranges(inputs)}"
+                         f"{esc(read)}; dead output dims {_ranges(dead['rows'] if inputs is dead['cols'] else dead['cols'])}</div>")
+        return "".join(lines)
+
+
+def _ranges(idx) -> str:
+    """[0, 1, 2, 5] -> '0–2, 5' ('none' when empty)."""
+    idx = sorted(idx)
+    if not idx:
+        return "none"
+    out, start = [], idx[0]
+    for a, b in zip(idx, idx[1:] + [None]):
+        if b != a + 1:
+            out.append(f"{start}" if start == a else f"{start}–{a}")
+            start = b
+    return ", ".join(out)
 
 
 def _short(name: str) -> str:

@@ -1,21 +1,27 @@
 """Comparing two models of the same shape (the audit game: find what was edited).
 
-weight_diff (prepare): for every parameter, ‖W_b − W_a‖, ‖W_a‖ and the singular values of the
-  delta, so a rank-one edit (ROME) shows as rank one; grouped by layer.
-model_kl (dataset): KL(P_a ‖ P_b) of the next-token distributions at every position of every
-  sample, in model a's fused pass (model b runs on the same batch): which texts changed most.
+Every figure reads from the node's `other` model (the reference: the model before the edit, e.g.
+the base) to its model (the suspect): a change is model − other, "rose" means higher in the model.
+
+weight_diff (prepare): for every parameter, ‖ΔW‖ (ΔW = W_model − W_other), ‖W‖ and the top singular
+  values of ΔW, so a rank-one edit (ROME) shows as rank one; grouped by layer. For the changed 2-D
+  matrices, their top singular directions and what each reads or writes in tokens (WeightDiffOp).
+model_kl (dataset): KL(P_model ‖ P_other) of the next-token distributions at every position of every
+  sample, in the model's fused pass (the other model runs on the same batch): which texts changed
+  most. text_kl_baseline says which of them changed beyond the dataset's noise.
 lens_residuals (focus): the rows the logit lens decodes (embed, every block's output) of the focused
   sample, a node of each model: memoized, and kept in the store like any focus result.
 pair_lens (lookup): at the focused sample and position, the logit lens of both models (from their
-  lens_residuals, all rows in one matmul), KL between them per row, and the tokens whose final
-  probability moved most.
+  lens_residuals, all rows in one matmul), KL(model ‖ other) per row, and the tokens whose final
+  probability moved most from other to model.
 
-A node names model a as its model and b as its `other` param; its store key covers both
-fingerprints (lensframe.compiler).
+A node names the suspect as its model and the reference as its `other` param; its store key covers
+both fingerprints (lensframe.compiler). In the arrays, tag a is the model and b the other.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,7 +32,12 @@ from .base import FilledRows, Op, Result
 from .lens import stream_hooks, stream_rows
 
 RANK_TOL = 1e-3  # singular values below this fraction of the largest count as zero (float32 noise is ~1e-7)
-TOP_SV = 4
+TOP_SV = 8  # singular values of ΔW kept per parameter
+DIRECTIONS = 3  # singular pairs kept per changed matrix (vectors and token readouts)
+READ_TOKENS = 8  # tokens kept per side of a readout
+MAX_MATRICES = 32  # changed matrices whose directions are kept, the most changed first
+NULL_DIRECTIONS = 64  # random unit directions read out like an edit's: the z an edit's direction must beat
+ROLES = ("writes", "reads", "other")  # readout_null's order
 
 
 def _same_tokens(a, b) -> None:
@@ -39,9 +50,114 @@ def numerical_rank(sv: torch.Tensor) -> int:
     return int((sv > sv[0] * RANK_TOL).sum()) if sv.numel() and sv[0] > 0 else 0
 
 
+def robust_z(x: np.ndarray) -> np.ndarray:
+    """(x − median) / (1.4826·MAD) along the last axis (1.4826·MAD estimates a normal's σ, and a
+    few outliers, the thing looked for, barely move it). A MAD of 0 gives ±inf off the median."""
+    x = np.asarray(x, np.float64)
+    med = np.median(x, -1, keepdims=True)
+    mad = 1.4826 * np.median(np.abs(x - med), -1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (x - med) / mad
+    return np.where(x == med, 0.0, z)
+
+
+def output_readout(adapter, u: torch.Tensor) -> torch.Tensor:
+    """What residual-stream directions u [K, d] say when read as the logit lens reads a vector:
+    W_U · (γ ⊙ u), γ the final norm's weight (a LayerNorm centres u first; the norm's scale and
+    bias, and the unembedding's bias, shift every token alike, so a direction leaves them out). [K, V]."""
+    norm = adapter.final_norm
+    u = u.float().to(adapter.unembed_weight.device)
+    if isinstance(norm, torch.nn.LayerNorm):
+        u = u - u.mean(-1, keepdim=True)
+    gamma = getattr(norm, "weight", None)
+    if gamma is not None:
+        u = u * gamma.float()
+    return u @ adapter.unembed_weight.float().T
+
+
+def input_readout(adapter, v: torch.Tensor) -> torch.Tensor:
+    """How well each token's embedding aligns with input directions v [K, d] of a matrix that
+    reads the residual stream: cos(W_E[t], v), [K, V]. A cosine, not W_E · v: the block's norm
+    rescales its input, so how long an embedding row is does not matter to the matrix."""
+    E = adapter.embed_weight.float()
+    v = v.float().to(E.device)
+    return (v @ E.T) / (E.norm(dim=1) * v.norm(dim=1, keepdim=True)).clamp_min(1e-12)
+
+
+def _as_linear(model, name: str, w: torch.Tensor) -> torch.Tensor:
+    """A weight as [out, in] (nn.Linear's layout): GPT-2's Conv1D stores [in, out]."""
+    module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else None
+    return w.T if type(module).__name__ == "Conv1D" else w
+
+
+def _role(family, layer: int, rel: str, d_in: int, d_model: int) -> str:
+    """writes: the matrix adds to the residual stream (the MLP's output projection, attention's
+    W_O); reads: it reads the residual (q, k, v, the MLP's input projections); other: outside
+    the blocks (embeddings) or neither."""
+    if layer < 0:
+        return "other"
+    module = rel[: -len(".weight")] if rel.endswith(".weight") else rel
+    if module in (family.mlp_down, family.attn_out):
+        return "writes"
+    return "reads" if d_in == d_model else "other"
+
+
+def _oriented(U: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Singular pairs (columns of U, rows of Vh) with each u_i's largest-|·| entry positive
+    (sklearn's svd_flip, the rule of lensframe.weight_directions): the sign of a pair is arbitrary,
+    u σ vᵀ = (−u) σ (−v)ᵀ, so a fixed rule makes the same ΔW give the same vectors."""
+    U, V = U.T.clone(), Vh.clone()  # [K, d_out], [K, d_in]
+    flip = torch.sign(U.gather(1, U.abs().argmax(1, keepdim=True)))
+    flip[flip == 0] = 1
+    return U * flip, V * flip
+
+
+def readout_tokens(scores: np.ndarray, k: int = READ_TOKENS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The k tokens of highest and of lowest score per row [K, V], with their robust z over the
+    vocabulary: (pos_ids, pos_z, neg_ids, neg_z), neg_z positive (how far below the median)."""
+    z = robust_z(scores)
+    pos = np.argsort(-z, -1, kind="stable")[:, :k]
+    neg = np.argsort(z, -1, kind="stable")[:, :k]
+    return (pos.astype(np.int32), np.take_along_axis(z, pos, -1).astype(np.float32),
+            neg.astype(np.int32), (-np.take_along_axis(z, neg, -1)).astype(np.float32))
+
+
+def readout_null(readout, d: int, device, n: int = NULL_DIRECTIONS) -> float:
+    """The largest robust z (either tail) that n random unit directions reach through `readout`:
+    the bar a direction's token must clear to stand out. Seeded: the same model gives the same bar."""
+    r = torch.randn(n, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    r = (r / r.norm(dim=1, keepdim=True)).float().to(device)
+    z = np.abs(robust_z(readout(r).cpu().numpy()))
+    return float(z.max())
+
+
 @register
 class WeightDiffOp(Op):
+    """ΔW = W_model − W_other for every parameter, and for the changed 2-D matrices what ΔW does.
+
+    Per parameter p (P rows, in named_parameters order; meta["params"]: names relative to the block):
+      layer [P] (−1 outside the blocks), delta [P] = ‖ΔW‖_F, norm [P] = ‖W_model‖_F,
+      rank [P] (numerical rank of ΔW: σ_i > RANK_TOL·σ₁), sv [P, TOP_SV] (top singular values of ΔW).
+    Per changed 2-D matrix m (M ≤ MAX_MATRICES rows, their layers ordered as layer_ranking orders them,
+    then by ‖ΔW‖ within a layer; meta["roles"][m] is "writes", "reads" or "other", see _role):
+      matrix [M]: its parameter row p.
+      u.{m} [k, d_out], v.{m} [k, d_in] (k = min(DIRECTIONS, rank)): ΔW's top singular pairs, unit
+        vectors in nn.Linear's [out, in] layout (GPT-2's Conv1D transposed), ΔW ≈ Σ σ_i u_i v_iᵀ with
+        σ_i = sv[p, i]; each pair oriented by _oriented (u_i's largest-|·| entry positive). An input x
+        changes the output by ΔW·x, whose part along u_i is σ_i (v_i·x): v_i is the input that drives
+        direction i, u_i what it writes. For dream targets and edit_search.
+      pos_ids, pos_z, neg_ids, neg_z [M, DIRECTIONS, READ_TOKENS] (−1 / NaN where there is no
+        readout): the tokens at either end of direction i's readout and their robust z over the
+        vocabulary. writes: the readout of u_i (output_readout: through the final norm's weight and
+        the unembedding): pos are the tokens +u_i promotes (when v_i·x > 0), neg those −u_i promotes
+        (v_i·x < 0). reads: the readout of v_i (input_readout: cosine with the embedding rows):
+        pos are the tokens aligned with +v_i, neg with −v_i. other: none.
+      readout_null [3] (by ROLES; NaN where unused): readout_null's bar for each readout: a direction
+        "stands out" when its top z beats what random directions reach.
+    """
+
     name = "weight_diff"
+    version = 2
     kind = "prepare"
 
     def estimate_bytes(self, node, info, n_samples, n_tokens):
@@ -51,14 +167,16 @@ class WeightDiffOp(Op):
     def compute(self, node, ctx) -> Result:
         a, b = ctx.load(node.model), ctx.load(node.param("other"))
         pb = dict(b.model.named_parameters())
-        layer_re = re.compile(rf"^{re.escape(a.adapter.family.layers)}\.(\d+)\.(.+)$")
+        fam = a.adapter.family
+        layer_re = re.compile(rf"^{re.escape(fam.layers)}\.(\d+)\.(.+)$")
         names, layers, delta, norm, rank, svs = [], [], [], [], [], []
+        svd = {}  # parameter row -> (U, S, Vh) of its ΔW, for the directions below
         for name, wa in a.model.named_parameters():
             wb = pb.get(name)
             if wb is None or wb.shape != wa.shape:
                 raise LensframeError(f"models {a.name!r} and {b.name!r} differ in shape at {name}: weight_diff needs "
                                      "two models of the same architecture")
-            d = (wb.float() - wa.float())
+            d = (wa.float() - wb.float())
             m = layer_re.match(name)
             names.append(m.group(2) if m else name)
             layers.append(int(m.group(1)) if m else -1)
@@ -66,16 +184,48 @@ class WeightDiffOp(Op):
             norm.append(float(wa.float().norm()))
             sv = torch.zeros(TOP_SV)
             if d.dim() == 2 and delta[-1] > 0:
-                s = torch.linalg.svdvals(d)
-                sv[: min(TOP_SV, len(s))] = s[:TOP_SV]
+                U, s, Vh = torch.linalg.svd(_as_linear(a.model, name, d), full_matrices=False)
+                sv[: min(TOP_SV, len(s))] = s[:TOP_SV].cpu()
                 rank.append(numerical_rank(s))
+                svd[len(names) - 1] = (U[:, :DIRECTIONS], s, Vh[:DIRECTIONS])
             else:
                 rank.append(int(delta[-1] > 0))
             svs.append(sv.numpy())
-        return Result({"layer": np.array(layers, np.int32), "delta": np.array(delta, np.float64),
-                       "norm": np.array(norm, np.float64), "rank": np.array(rank, np.int32),
-                       "sv": np.stack(svs).astype(np.float64)},
-                      {"params": names, "n_layers": a.info.n_layers})
+        arrays = {"layer": np.array(layers, np.int32), "delta": np.array(delta, np.float64),
+                  "norm": np.array(norm, np.float64), "rank": np.array(rank, np.int32),
+                  "sv": np.stack(svs).astype(np.float64)}
+        res = Result(arrays, {"params": names, "n_layers": a.info.n_layers})
+        arrays.update(self._directions(res, svd, a.adapter, a.info.d_model))
+        res.meta["roles"] = arrays.pop("_roles")
+        return res
+
+    def _directions(self, res: Result, svd: dict, adapter, d_model: int) -> dict:
+        order = {layer: i for i, (layer, _) in enumerate(layer_ranking(res))}
+        rows = sorted(svd, key=lambda p: (order[int(res["layer"][p])], -res["delta"][p]))[:MAX_MATRICES]
+        M, K, T = len(rows), DIRECTIONS, READ_TOKENS
+        out = {"matrix": np.array(rows, np.int32),
+               "pos_ids": np.full((M, K, T), -1, np.int32), "pos_z": np.full((M, K, T), np.nan, np.float32),
+               "neg_ids": np.full((M, K, T), -1, np.int32), "neg_z": np.full((M, K, T), np.nan, np.float32),
+               "readout_null": np.full(len(ROLES), np.nan, np.float64)}
+        roles = []
+        readouts = {"writes": lambda x: output_readout(adapter, x), "reads": lambda x: input_readout(adapter, x)}
+        for m, p in enumerate(rows):
+            U, s, Vh = svd[p]
+            k = min(K, int(res["rank"][p]))
+            u, v = _oriented(U[:, :k], Vh[:k])
+            out[f"u.{m}"], out[f"v.{m}"] = u.cpu().numpy().astype(np.float32), v.cpu().numpy().astype(np.float32)
+            role = _role(adapter.family, int(res["layer"][p]), res.meta["params"][p], v.shape[1], d_model)
+            roles.append(role)
+            if role == "other" or k == 0:
+                continue
+            scores = readouts[role](u if role == "writes" else v).cpu().numpy()
+            for key, value in zip(("pos_ids", "pos_z", "neg_ids", "neg_z"), readout_tokens(scores)):
+                out[key][m, :k] = value
+            r = ROLES.index(role)
+            if np.isnan(out["readout_null"][r]):
+                out["readout_null"][r] = readout_null(readouts[role], d_model, adapter.unembed_weight.device)
+        out["_roles"] = roles
+        return out
 
 
 def layer_ranking(res: Result) -> list[tuple[int, float]]:
@@ -87,6 +237,83 @@ def layer_ranking(res: Result) -> list[tuple[int, float]]:
         d, n = float(np.sqrt((res["delta"][sel] ** 2).sum())), float(np.sqrt((res["norm"][sel] ** 2).sum()))
         out[int(layer)] = d / n if n > 0 else d
     return sorted(out.items(), key=lambda kv: -kv[1])
+
+
+@dataclass(frozen=True)
+class ChangedMatrix:
+    """One changed matrix of a weight_diff result, as a view reads it (see WeightDiffOp)."""
+
+    row: int  # its parameter row
+    layer: int
+    name: str  # relative to the block
+    role: str
+    rank: int
+    rel_change: float  # ‖ΔW‖ / ‖W‖
+    sv: np.ndarray  # [TOP_SV]
+    u: np.ndarray  # [k, d_out]
+    v: np.ndarray  # [k, d_in]
+    pos_ids: np.ndarray  # [DIRECTIONS, READ_TOKENS]
+    pos_z: np.ndarray
+    neg_ids: np.ndarray
+    neg_z: np.ndarray
+    null_z: float  # the bar its readouts must beat (NaN: no readout)
+
+
+def changed_matrices(res: Result) -> list[ChangedMatrix]:
+    """The changed matrices of a weight_diff result, most changed first."""
+    out = []
+    for m, p in enumerate(res["matrix"].tolist()):
+        role = res.meta["roles"][m]
+        null = float(res["readout_null"][ROLES.index(role)])
+        n = res["norm"][p]
+        out.append(ChangedMatrix(p, int(res["layer"][p]), res.meta["params"][p], role, int(res["rank"][p]),
+                                 float(res["delta"][p] / n if n > 0 else res["delta"][p]), res["sv"][p],
+                                 res[f"u.{m}"], res[f"v.{m}"], res["pos_ids"][m], res["pos_z"][m],
+                                 res["neg_ids"][m], res["neg_z"][m], null))
+    return out
+
+
+# --- which texts moved beyond noise ----------------------------------------------------------------
+
+Z_MOVED = 5.0  # robust z of a text's log KL above which it moved beyond the dataset's noise (METHODS)
+KL_FLOOR = 1e-12  # nats: a KL of exactly 0 (the same numbers) is logged as this
+
+
+@dataclass(frozen=True)
+class TextBaseline:
+    """The dataset's per-text mean KL against its own spread: z per text (NaN for an empty text),
+    the median KL (nats), the MAD of ln KL, the threshold, and the texts beyond it, largest first."""
+
+    z: np.ndarray
+    median: float
+    mad_log: float
+    threshold: float
+    moved: np.ndarray
+    n: int
+
+    @property
+    def max_z(self) -> float:
+        return float(np.nanmax(self.z)) if self.n else float("nan")
+
+
+def text_kl_baseline(mean_kl, threshold: float = Z_MOVED) -> TextBaseline:
+    """Which texts' predictions changed beyond noise. Per text x = its mean KL(model ‖ other);
+    z = (ln x − median ln x) / (1.4826·MAD(ln x)) over the dataset's texts. In logs because KL is
+    positive and its noise spreads over orders of magnitude (a raw-KL z of the unrelated texts of a
+    ROME game reaches 12; in logs their largest is 3, as for a normal sample of 60). A text moved
+    when z > threshold."""
+    x = np.asarray(mean_kl, np.float64)
+    ok = np.isfinite(x)
+    z = np.full(x.shape, np.nan)
+    if not ok.any():
+        return TextBaseline(z, float("nan"), float("nan"), threshold, np.zeros(0, np.int64), 0)
+    lx = np.log(np.maximum(x[ok], KL_FLOOR))
+    med = float(np.median(lx))
+    mad = float(np.median(np.abs(lx - med)))
+    z[ok] = robust_z(lx)
+    moved = np.flatnonzero(np.nan_to_num(z, nan=-np.inf) > threshold)
+    moved = moved[np.argsort(-z[moved], kind="stable")]
+    return TextBaseline(z, float(np.exp(med)), mad, threshold, moved, int(ok.sum()))
 
 
 @register
@@ -190,8 +417,10 @@ class PairLensOp(Op):
     def lookup(self, node, executor, sample, position: int | None = None, top: int = 10) -> Result:
         """Both models at `position` (None = last) of `sample` (a dataset sample or a probe): per lens
         row (the logit lens's rows: embed, then blocks 0..n-1, the last being the model's output),
-        each model's top tokens and their probabilities and KL(P_a || P_b) in nats; and the tokens
-        whose final probability moved most.
+        each model's top tokens and their probabilities and KL(P_a || P_b) in nats (a: the model,
+        b: the other, the reference); and the tokens whose final probability moved most from b to
+        a: moved_ids holds the `top` most raised (p_a − p_b largest) then the `top` most lowered,
+        moved_a / moved_b their probabilities in each model.
 
         The rows come from each model's lens_residuals focus result (memoized or kept: no forward
         for a sample seen before). Each model's rows are decoded in one matmul, both models' in
@@ -230,7 +459,7 @@ class PairLensOp(Op):
         arrays["kl"] = kl.numpy().astype(np.float32)
         last_b = lp_b[-1] if len(differ) and int(differ[-1]) == L - 1 else lp_a[-1]
         finals = [lp_a[-1].exp(), last_b.exp()]  # the last row is the model's own next-token distribution
-        moved = finals[1] - finals[0]
+        moved = finals[0] - finals[1]  # other → model: what the change did (rose = higher in the model)
         up, down = moved.topk(top), (-moved).topk(top)
         order = torch.cat([up.indices, down.indices])
         arrays["moved_ids"] = order.numpy().astype(np.int32)

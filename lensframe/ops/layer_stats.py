@@ -23,5 +23,5 @@ class LayerStatsOp(Op):
         out = layer_stats(loaded.model, loaded.adapter.family.layers, loaded.info.n_layers,
                           window=int(node.param("window")))
         arrays = {k: np.asarray(v) for k, v in out["arrays"].items()}
-        return Result(arrays, {"names": out["names"], "stats": out["stats"], "window": out["window"],
+        return Result(arrays, {"names": out["names"], "stats": out["stats"], "window": out["window"], "dead_units": out["dead_units"],
                                "n_layers": loaded.info.n_layers})
