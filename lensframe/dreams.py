@@ -6,12 +6,18 @@ a text, or from random tokens; a finished dream is stored under a key made of ev
 determines it (model fingerprint, target, settings, start tokens), so the same dream is never run
 twice; each step holds the model's lock, so focus passes of other views interleave with a dream.
 A server whose store is read-only keeps its finished dreams in memory instead (this process only).
+
+Targets that compare two models (logit_diff, kl) also key on the reference model's fingerprint,
+hold both models' locks per step (never waiting for one while holding the other), and refuse
+two tokenizers that do not map text to the same ids. edit_target() makes the edit_direction target
+from the two models' weights (lensframe.weight_directions).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal, Optional
@@ -109,13 +115,127 @@ def resolve_start(board, model: str, target: DreamTarget, span: int, start: str 
 
 
 def check(board, model: str, target: DreamTarget, settings: DreamSettings, span: int, prefix: int = 0) -> None:
-    issues = check_dream(board.infos[model], target, settings, span, prefix)
+    issues = reference_issues(board, model, target.other) if target.two_models else []
+    if not issues:
+        other = board.infos.get(target.other) if target.other is not None else None
+        issues = check_dream(board.infos[model], target, settings, span, prefix, other=other)
     if issues:
         raise DreamError(issues)
 
 
+def reference_issues(board, model: str, other: str | None, same_shape: bool = False) -> list[tuple[str, str | None]]:
+    """What is wrong with `other` as the reference model of a dream of `model` (from the spec's
+    shapes, before any weight loads); same_shape: ΔW needs one architecture too."""
+    if other is None:
+        return [("this target compares two models: it needs the reference (base) model",
+                 "name it with `other:` (on the command line, --other)")]
+    if other not in board.infos:
+        from .errors import did_you_mean
+
+        return [(f"no model {other!r} to compare with", did_you_mean(other, board.infos) or
+                 f"models: {', '.join(board.infos)}")]
+    if other == model:
+        return [(f"compares model {model!r} with itself", "name the other model (e.g. the base)")]
+    a, b = board.infos[model], board.infos[other]
+    if a.vocab_size != b.vocab_size:
+        return [(f"models {model!r} and {other!r} have different vocabularies ({a.vocab_size} and {b.vocab_size} "
+                 "tokens): both must read the same soft tokens", None)]
+    if same_shape:
+        shape = lambda i: (i.family, i.n_layers, i.d_model, i.d_mlp)  # noqa: E731
+        if shape(a) != shape(b):
+            return [(f"models {model!r} and {other!r} differ in shape ({shape(a)} vs {shape(b)}): a weight change "
+                     "needs two versions of one model", None)]
+    return []
+
+
+def same_tokenizer(board, model: str, other: str) -> None:
+    """Both models must turn a text into the same ids (the soft one-hot means the same tokens to
+    both): raises DreamError if their vocabularies differ."""
+    a, b = board.executor.model(model).tokenizer, board.executor.model(other).tokenizer
+    if a.get_vocab() != b.get_vocab() or list(a.all_special_ids) != list(b.all_special_ids):
+        raise DreamError([(f"models {model!r} and {other!r} have different tokenizers: a dream that compares them "
+                           "needs one vocabulary", None)])
+
+
+def edit_target(board, model: str, other: str | None, layer: int, position: int = -1, flip: bool = False,
+                direction=None) -> DreamTarget:
+    """The edit_direction target at `layer`: ΔW's top input direction of the layer's MLP output
+    matrix between `model` and `other` (lensframe.weight_directions, oriented by its sign rule;
+    flip: the opposite side), or `direction` (length d_mlp) when given, which needs no base."""
+    if direction is None:
+        issues = reference_issues(board, model, other, same_shape=True)
+        if not issues and not 0 <= layer < board.infos[model].n_layers:
+            issues = [(f"layer {layer} is beyond the model's depth ({board.infos[model].n_layers} layers)", None)]
+        if issues:
+            raise DreamError(issues)
+        direction = _mlp_edit_direction(board, model, other, layer)
+    else:
+        other = None
+    return DreamTarget("edit_direction", layer=layer, direction=tuple(float(x) for x in direction), position=position,
+                       other=other, sign=-1 if flip else 1)
+
+
+_directions: OrderedDict[tuple, tuple] = OrderedDict()  # (fingerprints, layer) -> v, memoized: a focus change re-asks
+
+
+def _mlp_edit_direction(board, model: str, other: str, layer: int) -> tuple:
+    from .weight_directions import mlp_out_edit_direction
+
+    key = (board.sources[model].fingerprint(), board.sources[other].fingerprint(), layer)
+    with _kept_lock:
+        if key in _directions:
+            return _directions[key]
+    a, b = board.executor.model(model).adapter, board.executor.model(other).adapter
+    try:
+        found = mlp_out_edit_direction(a, b, layer)
+    except ValueError as err:
+        raise DreamError([(f"layer {layer}'s MLP output matrix: {err}", "pick a layer whose weights changed "
+                           "(model_diff lists them)")]) from None
+    v = tuple(float(x) for x in found.v.tolist())
+    with _kept_lock:
+        _directions[key] = v
+        while len(_directions) > KEPT_DREAMS:
+            _directions.popitem(last=False)
+    return v
+
+
+class ModelsLock:
+    """The locks of several models as one reusable context manager (a dream enters it every step).
+
+    Other code holds one model's lock while it waits for another's (model_kl's dataset pass holds its
+    model, then takes the reference's), in no global order, so this never waits while holding: it
+    takes the first lock, tries the others briefly, and if one is busy lets everything go and
+    starts again."""
+
+    def __init__(self, board, names):
+        self.locks = [board.executor.model_lock(name) for name in dict.fromkeys(names)]
+
+    def __enter__(self):
+        first, rest = self.locks[0], self.locks[1:]
+        while True:
+            first.acquire()
+            taken = []
+            for lock in rest:
+                if not lock.acquire(timeout=0.05):
+                    break
+                taken.append(lock)
+            if len(taken) == len(rest):
+                return self
+            for lock in reversed(taken):
+                lock.release()
+            first.release()
+            time.sleep(0.01)  # let the holder finish its step
+
+    def __exit__(self, *exc):
+        for lock in reversed(self.locks):
+            lock.release()
+
+
 def dream_key(board, model: str, target: DreamTarget, settings: DreamSettings, start: DreamStart) -> str:
-    doc = [STORE_FORMAT, "dream", VERSION, board.sources[model].fingerprint(), target.to_json(), asdict(settings),
+    t = target.to_json()
+    if target.other is not None:  # the reference model by what it is, not by the spec's name for it
+        t["other"] = board.sources[target.other].fingerprint()
+    doc = [STORE_FORMAT, "dream", VERSION, board.sources[model].fingerprint(), t, asdict(settings),
            start.prefix, start.ids]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -131,7 +251,7 @@ def trace_to_result(trace: DreamTrace, start: DreamStart) -> Result:
     }
     meta = {"target": trace.target.to_json(), "settings": asdict(trace.settings), "prefix": trace.prefix,
             "start": trace.start, "start_kind": start.kind, "start_note": start.note, "stopped": trace.stopped,
-            "seconds": trace.seconds}
+            "out_of_time": trace.out_of_time, "seconds": trace.seconds}
     return Result(arrays, meta)
 
 
@@ -139,7 +259,8 @@ def result_to_trace(res: Result) -> DreamTrace:
     t = dict(res.meta["target"])
     t["direction"] = tuple(t["direction"]) if t["direction"] is not None else None
     trace = DreamTrace(DreamTarget(**t), DreamSettings(**res.meta["settings"]), res.meta["prefix"], res.meta["start"],
-                       stopped=res.meta["stopped"], seconds=res.meta["seconds"])
+                       stopped=res.meta["stopped"], out_of_time=res.meta.get("out_of_time", False),
+                       seconds=res.meta["seconds"])
     trace.steps = [DreamStep(i, float(T), float(soft), float(snap), ids.tolist())
                    for i, (T, soft, snap, ids) in enumerate(zip(res["temperature"], res["soft"], res["snapped"], res["ids"]))]
     trace.top_ids, trace.top_probs = res["top_ids"], res["top_probs"]
@@ -169,20 +290,27 @@ def _keep(board, key: str, result: Result, label: str) -> None:
 
 def run(board, model: str, target: DreamTarget, settings: DreamSettings, start: DreamStart,
         on_step: Callable[[DreamStep], None] | None = None, should_stop: Callable[[], bool] | None = None,
-        reuse: bool = True) -> DreamTrace:
-    """Run (or load) a dream; a run that finished its step budget is stored, a stopped one is not."""
+        reuse: bool = True, budget_s: float | None = None) -> DreamTrace:
+    """Run (or load) a dream; a run that finished its step budget is stored, a stopped one (by the
+    caller or by the time budget `budget_s`, whose steps depend on the machine's speed) is not."""
     check(board, model, target, settings, len(start.ids), len(start.prefix))
     if reuse:
         done = stored(board, model, target, settings, start)
         if done is not None:
             return done
     loaded = board.executor.model(model)
+    other = None
+    if target.two_models:
+        same_tokenizer(board, model, target.other)
+        other = board.executor.model(target.other).adapter
+    names = [model, target.other] if target.two_models else [model]
     trace = dream(loaded.adapter, start.ids, target, settings, prefix=start.prefix,
                   allowed=allowed_tokens(loaded.tokenizer, loaded.adapter.embed_weight.shape[0]),
-                  lock=board.executor.model_lock(model), on_step=on_step, should_stop=should_stop)
+                  lock=ModelsLock(board, names), on_step=on_step, should_stop=should_stop,
+                  other=other, budget_s=budget_s)
     if not trace.stopped:
         _keep(board, dream_key(board, model, target, settings, start), trace_to_result(trace, start),
-              f"dream({target.label()}) @{model}")
+              f"dream({target.label(model)}) @{model}")
     return trace
 
 

@@ -6,11 +6,16 @@ text's against the best dataset example's: DreamChart says why in two panels), w
 snapped text, a Stop button, and at the end the best snapped text and the top tokens per position.
 A finished dream is stored: running it again with the same target and settings shows it at once.
 The optimiser runs in lensframe/; this view only draws it.
+
+Targets that compare the model with another (`other`, the audit game's base): logit_diff raises
+log p(model) − log p(other) of a token, kl the KL divergence of their next-token distributions,
+edit_direction the focused layer's neurons along the top input direction of the change to its MLP
+output matrix (lensframe.weight_directions).
 """
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,12 +43,18 @@ class DreamView(View):
     description = "optimise an input to excite the focused neuron (text deep dream), live, against its best example"
     reads = ("layer", "neuron", "text")
     sets = ("sample", "text", "position")
+    model_params: ClassVar[tuple[str, ...]] = ("other",)
 
     class Params(ViewParams):
-        target: Literal["neuron", "direction", "logit"] = Field(
+        target: Literal["neuron", "direction", "logit", "logit_diff", "kl", "edit_direction"] = Field(
             "neuron", description="neuron: the focused neuron's activation; direction: the residual after the "
-            "focused layer along that neuron's value vector; logit: the log-probability of `token`")
-        token: Optional[str] = Field(None, description="target: logit: the token, as text (e.g. ' Paris')")
+            "focused layer along that neuron's value vector; logit: the log-probability of `token`; logit_diff: "
+            "log p(model) − log p(other) of `token`; kl: KL(model ‖ other) of the next token; edit_direction: the "
+            "focused layer's neurons along the top input direction of the change to its MLP output matrix")
+        token: Optional[str] = Field(None, description="target: logit or logit_diff: the token, as text (e.g. ' Paris')")
+        other: Optional[str] = Field(None, description="logit_diff, kl, edit_direction: the model compared with "
+                                     "`model`, e.g. the base (default: the spec's other model)")
+        flip: bool = Field(False, description="edit_direction: raise the opposite side of the direction")
         start: Literal["example", "text", "random"] = Field(
             "example", description="the span starts as the neuron's best dataset example, a text, or random tokens")
         text: Optional[str] = Field(None, description="start: text: the starting text")
@@ -65,29 +76,55 @@ class DreamView(View):
         return DreamSettings(steps=self.p.steps, lr=self.p.lr, temp_start=t.start, warmup=t.warmup, decay=t.decay,
                              temp_floor=t.floor, gumbel=self.p.gumbel, seed=self.p.seed)
 
+    @property
+    def compares(self) -> bool:
+        """Whether the target compares the model with another."""
+        return self.p.target in TWO_MODEL_TARGETS
+
+    @property
+    def other(self) -> str | None:
+        """The reference model of a comparing target: `other`, else the spec's other model."""
+        if not self.compares:
+            return None
+        return self.p.other or next((name for name in self.infos if name != self.model), None)
+
     def target(self, layer: int | None, neuron: int | None, token_id: int | None = None, value_vector=None) -> DreamTarget:
         at = self.p.position
         if self.p.target == "logit":
             return DreamTarget("logit", index=token_id, position=at)
+        if self.p.target == "logit_diff":
+            return DreamTarget("logit_diff", index=token_id, position=at, other=self.other)
+        if self.p.target == "kl":
+            return DreamTarget("kl", position=at, other=self.other)
         if self.p.target == "direction":
             return DreamTarget("direction", layer=layer, direction=tuple(float(x) for x in value_vector), position=at)
         return DreamTarget("neuron", layer=layer, index=neuron, position=at)
 
-    def resolve_target(self, loaded, layer: int | None, neuron: int | None) -> DreamTarget:
-        """The target on a loaded model: the token's id for a logit target, the neuron's value vector
-        for a direction target (raises DreamError for a token that is not one token)."""
-        from lensframe.dreams import DreamError
+    def resolve_target(self, board, layer: int | None, neuron: int | None, direction=None) -> DreamTarget:
+        """The target on the loaded model: the token's id for a logit target, the neuron's value vector
+        for a direction target, ΔW's top input direction at `layer` for edit_direction (or
+        `direction` when given: no base needed). Raises DreamError for a token that is not one token,
+        or a layer whose MLP output matrix did not change."""
+        from lensframe import dreams
 
+        loaded = board.executor.model(self.model)
+        if self.p.target == "edit_direction":
+            return dreams.edit_target(board, self.model, self.other, layer, self.p.position, self.p.flip, direction)
         token_id, value_vector = None, None
-        if self.p.target == "logit":
+        if self.p.target in ("logit", "logit_diff"):
             ids = loaded.tokenizer(self.p.token, add_special_tokens=False)["input_ids"]
             if len(ids) != 1:
-                raise DreamError([(f"token {self.p.token!r} is {len(ids)} tokens for this tokenizer; a logit target "
-                                   "needs exactly one", None)])
+                pieces = " + ".join(repr(t) for t in loaded.tokenizer.batch_decode([[i] for i in ids]))
+                raise dreams.DreamError([(f"token {self.p.token!r} is {len(ids)} tokens for this tokenizer"
+                                          f"{f' ({pieces})' if ids else ''}; a {self.p.target} target needs exactly one",
+                                          "use one of its pieces, e.g. the first" if len(ids) > 1 else None)])
             token_id = ids[0]
         if self.p.target == "direction":
             value_vector = loaded.adapter.value_vectors(layer)[neuron].detach().float().cpu().numpy()
         return self.target(layer, neuron, token_id, value_vector)
+
+    def label(self, target: DreamTarget) -> str:
+        return target_label(target, self.model, self.p.token)
 
     def examples_node(self, max_tokens: int) -> Node:
         """The same node as a top_examples view with the same layers and k: shared, not recomputed."""
@@ -101,20 +138,50 @@ class DreamView(View):
         if self.p.pin.neuron is not None and self.p.pin.neuron >= info.d_mlp:
             issues.append((("pin", "neuron"), f"neuron {self.p.pin.neuron} is out of range ({info.d_mlp} neurons "
                            f"per layer: 0..{info.d_mlp - 1})", None))
-        if self.p.target == "logit" and not self.p.token:
-            issues.append((("token",), "target: logit needs a token", "set `token:` to the token's text, e.g. ' Paris'"))
+        if self.p.target in ("logit", "logit_diff") and not self.p.token:
+            issues.append((("token",), f"target: {self.p.target} needs a token",
+                           "set `token:` to the token's text, e.g. ' Paris'"))
+        if self.compares:
+            issues += self._other_issues(info)
+        elif self.p.other is not None:
+            issues.append((("other",), f"`other` is for the targets that compare models (target is {self.p.target})",
+                           "set target: logit_diff, kl or edit_direction, or remove it"))
+        if self.p.flip and self.p.target != "edit_direction":
+            issues.append((("flip",), f"`flip` is for target: edit_direction (target is {self.p.target})", None))
         if self.p.start == "text" and not self.p.text:
             issues.append((("text",), "start: text needs a text", "set `text:` to the starting text"))
         if self.p.start == "example" and self.p.target != "neuron":
             issues.append((("start",), f"start: example needs target: neuron (target is {self.p.target})",
                            "start from a text or from random tokens"))
         # the span against the context, the logit target against the head (targets come from the focus later)
-        probe = DreamTarget("logit", index=0, position=self.p.position) if self.p.target == "logit" else \
-            DreamTarget("neuron", layer=0, index=0, position=self.p.position)
+        probe = DreamTarget("logit", index=0, position=self.p.position) if self.p.target in ("logit", "logit_diff", "kl") \
+            else DreamTarget("neuron", layer=0, index=0, position=self.p.position)
         for msg, hint in check_dream(info, probe, self.settings(), self.p.span):
             key = "span" if "span" in msg or "context" in msg else "position" if "position" in msg else "target"
-            issues.append(((key,), msg, hint))
+            issues.append(((key,), msg.replace("a logit target", f"a {self.p.target} target"), hint))
         return issues
+
+    def _other_issues(self, info) -> list:
+        """The reference model: present, not the model itself, same vocabulary (edit_direction: same shape)."""
+        other = self.other
+        if other is None:
+            return [(("other",), f"target: {self.p.target} compares two models, and the spec has one",
+                     "add the base model under `models:` and name it with `other:`")]
+        if other == self.model:
+            return [(("other",), f"compares model {self.model!r} with itself", "name the other model (e.g. the base)")]
+        theirs = self.infos.get(other)
+        if theirs is None:
+            return []  # an unknown name is the spec validator's message
+        if theirs.vocab_size != info.vocab_size:
+            return [(("other",), f"models {self.model!r} and {other!r} have different vocabularies "
+                     f"({info.vocab_size} and {theirs.vocab_size} tokens): both must read the same soft tokens", None)]
+        shape = lambda i: (i.family, i.n_layers, i.d_model, i.d_mlp)  # noqa: E731
+        if self.p.target == "edit_direction" and shape(info) != shape(theirs):
+            return [(("other",), f"models {self.model!r} and {other!r} differ in shape ({shape(info)} vs "
+                     f"{shape(theirs)}): edit_direction needs two versions of one model", None)]
+        if self.p.target != "edit_direction" and not theirs.has_lm_head:
+            return [(("other",), f"model {other!r} has no LM head", None)]
+        return []
 
     # --- drawing -----------------------------------------------------------------------------
     def render(self, ctx):
@@ -128,11 +195,11 @@ class DreamView(View):
         settings = self.settings()
         state = ctx.state
         target = best = message = None
-        if self.p.target != "logit" and neuron is None:
+        if self.p.target in ("neuron", "direction") and neuron is None:
             message = "<div class='lf-hint'>click a neuron (in the neurons or ffn_vocab view) to dream of it</div>"
         else:
             try:
-                target = self.resolve_target(board.executor.model(model), layer, neuron)
+                target = self.resolve_target(board, layer, neuron)
             except dreams.DreamError as err:
                 message = f"<div class='lf-error'>{esc(err)}</div>"
         if target is not None and self.p.target == "neuron":
@@ -202,7 +269,7 @@ class DreamView(View):
             mine = ready and job is not None and job.target == target and job.settings == settings
             running = mine and not job.done
             run.disabled, stop.disabled = running or not ready, not running
-            chart.feed(job if mine else None, best.value if best else None, target)
+            chart.feed(job if mine else None, best.value if best else None, target, model)
             if not mine:
                 # a hidden part keeps no text: the page (and its tests) find nothing stale in it
                 status.param.update(visible=ready, object="<div class='lf-hint lf-dream-status'>press Run to dream</div>"
@@ -255,7 +322,7 @@ class DreamView(View):
     def _head(self, target: DreamTarget, best, settings: DreamSettings) -> str:
         against = (f" · best dataset example <b class='lf-dream-best'>{best.value:+.3f}</b> (sample {best.sample}, "
                    f"position {best.position})") if best else ""
-        return (f"<div class='lf-dream-head'>dream of <b class='lf-dream-target'>{esc(target_label(target))}</b>{against}<br>"
+        return (f"<div class='lf-dream-head'>dream of <b class='lf-dream-target'>{esc(self.label(target))}</b>{against}<br>"
                 f"<small>start: {esc(self.p.start)} · span {self.p.span} · {settings.steps} steps · Adam lr {settings.lr} · "
                 f"T {settings.temp_start}→{settings.temp_floor} (×{settings.decay} after {settings.warmup})"
                 f"{' · Gumbel' if settings.gumbel else ''}</small></div>")
@@ -288,15 +355,19 @@ def chip(token: str) -> str:
     return esc(token.replace("\n", "↵")) or "∅"
 
 
-def target_label(target: DreamTarget) -> str:
-    """The dream's target as the views write it (neuron ids as L7/N808)."""
+TWO_MODEL_TARGETS = ("logit_diff", "kl", "edit_direction")  # the view's targets that read `other`
+
+
+def target_label(target: DreamTarget, model: str | None = None, token: str | None = None) -> str:
+    """The dream's target as the views write it (neuron ids as L7/N808; the models by name, the
+    token as its text), e.g. "log p(suspect) − log p(base) of ' banana'"."""
     if target.kind != "neuron":
-        return target.label()
+        return target.label(model, token)
     at = "" if target.position == -1 else f" at position {target.position}"
     return f"neuron {neuron_label(target.layer, target.index)}{at}"
 
 
-def value_label(target: DreamTarget | None) -> str:
+def value_label(target: DreamTarget | None, model: str | None = None) -> str:
     """The chart's y-axis title: what the dream maximises."""
     if target is None:
         return "target"
@@ -304,6 +375,12 @@ def value_label(target: DreamTarget | None) -> str:
         return f"activation of {neuron_label(target.layer, target.index)}"
     if target.kind == "logit":
         return f"log p(token {target.index})"
+    if target.kind == "logit_diff":
+        return f"log p({model or 'model'}) − log p({target.other}) (nats)"
+    if target.kind == "kl":
+        return f"KL({model or 'model'} ‖ {target.other}) (nats)"
+    if target.kind == "edit_direction":
+        return f"L{target.layer} neurons · {'−' if target.sign < 0 else ''}v"
     return f"residual · v after layer {target.layer}"
 
 
@@ -370,9 +447,9 @@ class DreamChart:
             fontsize={"title": "10pt", "labels": "9pt", "ticks": "8pt"},
             hover_tooltips=[("step", "@step"), (column, f"@{column}{{+0.000}}"), ("temperature", "@temperature{0.000}")])
 
-    def feed(self, job, reference: float | None, target) -> None:
+    def feed(self, job, reference: float | None, target, model: str | None = None) -> None:
         """Show `job`'s steps (None: nothing), sending only those not sent yet."""
-        label = value_label(target)
+        label = value_label(target, model)
         if self.fed.get("job") is not job or self.labels["y"] != label:
             self.labels["y"] = label
             if self.fed.get("rows"):

@@ -10,6 +10,10 @@ Only Z is optimised: gradients are taken with torch.autograd.grad(loss, [Z]), so
 computes, let alone accumulates, a gradient for any weight. Everything model-specific comes from the
 Adapter (embedding matrix, hook names, where to stop the forward); there are no per-family branches.
 
+Two-model targets (logit_diff, kl) compare a model with a reference (the audit game's suspect with
+its base): both read the same soft tokens, each through its own embedding matrix (an edit may have
+touched one), so each step runs two forwards and the gradient reaches Z through both.
+
 This module is pure computation: no store, no Panel. lensframe.dreams runs it for a board.
 """
 from __future__ import annotations
@@ -34,26 +38,61 @@ class DreamTarget:
     logit:     log_softmax(logits[position])[index]          (the token's log-probability: a logit
                                                              normalised by the others, so raising it
                                                              cannot be done by inflating all logits)
+    logit_diff: log p_model(index) − log p_other(index) at position (two models, one soft input)
+    kl:        KL(P_model ‖ P_other) of the next-token distributions at position
+    edit_direction: mlp_post.{layer}[position] · d / |d|     (d over the layer's neurons, length d_mlp:
+                                                             ΔW's top input direction of the MLP output
+                                                             matrix, lensframe.weight_directions, or
+                                                             any direction given)
+
+    `other` names the reference model: needed at run time by logit_diff and kl; for edit_direction
+    it records which base the direction came from (None: a direction given without a base).
+    `sign` (direction, edit_direction): −1 raises the opposite side, −k · d / |d|. An SVD direction's
+    sign is a convention (lensframe.weight_directions), so the input that fires an edit may lie on
+    either side.
     """
 
-    kind: Literal["neuron", "direction", "logit"]
+    kind: Literal["neuron", "direction", "logit", "logit_diff", "kl", "edit_direction"]
     layer: Optional[int] = None
-    index: Optional[int] = None  # neuron index (neuron) or token id (logit)
+    index: Optional[int] = None  # neuron index (neuron) or token id (logit, logit_diff)
     position: int = -1
     direction: Optional[tuple] = None
+    other: Optional[str] = None
+    sign: int = 1
 
-    def label(self) -> str:
+    @property
+    def two_models(self) -> bool:
+        """Whether each step runs the reference model too."""
+        return self.kind in TWO_MODEL_KINDS
+
+    def label(self, model: str | None = None, token: str | None = None) -> str:
+        """What is raised, in words; `model` and `token` (the token's text) name them when known."""
         at = "" if self.position == -1 else f" at position {self.position}"
+        me, tok = model or "model", repr(token) if token is not None else f"token {self.index}"
         if self.kind == "neuron":
             return f"neuron L{self.layer}/N{self.index}{at}"  # as the views write it: not the number 7.808
         if self.kind == "logit":
-            return f"log-prob of token {self.index}{at}"
-        return f"residual direction after layer {self.layer}{at}"
+            return f"log-prob of {tok}{at}"
+        if self.kind == "logit_diff":
+            return f"log p({me}) − log p({self.other}) of {tok}{at}"
+        if self.kind == "kl":
+            return f"KL({me} ‖ {self.other}) of the next token{at}"
+        side = "−" if self.sign < 0 else ""
+        if self.kind == "edit_direction":
+            whence = f"ΔW's top input direction ({self.other} → {me})" if self.other else "a given direction"
+            return f"layer {self.layer} MLP neurons along {side}{whence}{at}"
+        return f"residual {side}direction after layer {self.layer}{at}"
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["direction"] = None if self.direction is None else [float(x) for x in self.direction]
+        for name, default in (("other", None), ("sign", 1)):  # so that older targets keep their store keys
+            if d[name] == default:
+                del d[name]
         return d
+
+
+TWO_MODEL_KINDS = ("logit_diff", "kl")
 
 
 @dataclass(frozen=True)
@@ -78,20 +117,38 @@ class DreamSettings:
         return max(self.temp_floor, self.temp_start * self.decay ** max(0, step - self.warmup))
 
 
-def check_dream(info, target: DreamTarget, settings: DreamSettings, span: int, prefix: int = 0) -> list[tuple[str, str | None]]:
-    """(message, hint) for a dream that cannot run on a model with `info`, before it loads."""
+def check_dream(info, target: DreamTarget, settings: DreamSettings, span: int, prefix: int = 0,
+                other=None) -> list[tuple[str, str | None]]:
+    """(message, hint) for a dream that cannot run on a model with `info` (and the reference model
+    with `other`, a ModelInfo, for two-model targets), before either loads."""
     issues = []
-    if target.kind in ("neuron", "direction"):
+    if target.kind in ("neuron", "direction", "edit_direction"):
         if target.layer is None or not 0 <= target.layer < info.n_layers:
             issues.append((f"layer {target.layer} is beyond the model's depth ({info.n_layers} layers: "
                            f"0..{info.n_layers - 1})", None))
     if target.kind == "neuron" and (target.index is None or not 0 <= target.index < info.d_mlp):
         issues.append((f"neuron {target.index} is out of range ({info.d_mlp} neurons per layer: 0..{info.d_mlp - 1})", None))
-    if target.kind == "logit":
-        if not info.has_lm_head:
-            issues.append(("a logit target needs a model with an LM head", "dream a neuron or a direction instead"))
+    if target.kind in ("logit", "logit_diff"):
         if target.index is None or not 0 <= target.index < info.vocab_size:
             issues.append((f"token id {target.index} is out of range (vocabulary of {info.vocab_size})", None))
+    if target.kind in ("logit", *TWO_MODEL_KINDS) and not info.has_lm_head:
+        issues.append((f"a {target.kind} target needs a model with an LM head", "dream a neuron or a direction instead"))
+    if target.two_models:
+        if other is None:
+            issues.append((f"a {target.kind} target compares two models: it needs the reference model",
+                           "name it with `other:` (on the command line, --other)"))
+        else:
+            if not other.has_lm_head:
+                issues.append((f"the reference model {target.other!r} has no LM head", None))
+            if other.vocab_size != info.vocab_size:
+                issues.append((f"the reference model {target.other!r} has another vocabulary ({other.vocab_size} "
+                               f"tokens against {info.vocab_size}): both models must read the same tokens", None))
+    if target.sign not in (1, -1):
+        issues.append((f"sign must be 1 or -1 (got {target.sign})", None))
+    if target.kind == "edit_direction" and (target.direction is None or len(target.direction) != info.d_mlp):
+        got = None if target.direction is None else len(target.direction)
+        issues.append((f"an edit_direction target needs a vector over the layer's neurons, length d_mlp = "
+                       f"{info.d_mlp} (got {got})", None))
     if target.kind == "direction" and (target.direction is None or len(target.direction) != info.d_model):
         got = None if target.direction is None else len(target.direction)
         issues.append((f"a direction target needs a vector of length d_model = {info.d_model} (got {got})", None))
@@ -132,6 +189,7 @@ class DreamTrace:
     top_ids: Optional[np.ndarray] = None  # [n, k] most probable tokens per position at the end
     top_probs: Optional[np.ndarray] = None
     stopped: bool = False  # stopped before its step budget
+    out_of_time: bool = False  # stopped by its time budget (then `stopped` too)
     seconds: float = 0.0
 
     @property
@@ -156,20 +214,43 @@ def _objective(adapter, target: DreamTarget):
     if target.kind == "neuron":
         hook = f"mlp_post.{target.layer}"
         return {hook}, target.layer, lambda cap, logits: cap[hook][:, pos, target.index].float()
-    if target.kind == "direction":
-        hook = f"resid_post.{target.layer}"
+    if target.kind in ("direction", "edit_direction"):
+        hook = f"{'resid_post' if target.kind == 'direction' else 'mlp_post'}.{target.layer}"
         d = torch.as_tensor(target.direction, dtype=torch.float32, device=adapter.embed_weight.device)
-        d = d / d.norm()
+        d = target.sign * d / d.norm()
         return {hook}, target.layer, lambda cap, logits: cap[hook][:, pos].float() @ d
     return set(), None, lambda cap, logits: torch.log_softmax(logits[:, pos].float(), -1)[:, target.index]
 
 
-def evaluate(adapter, input_ids, target: DreamTarget) -> np.ndarray:
-    """The target on real token ids [B, T] (no gradients): what the snapped text scores."""
+def compare_logits(target: DreamTarget, logits, other_logits):
+    """A two-model target from both models' logits [B, T, V]: [B] values."""
+    import torch
+
+    a = torch.log_softmax(logits[:, target.position].float(), -1)
+    b = torch.log_softmax(other_logits[:, target.position].float().to(a.device), -1)
+    if target.kind == "logit_diff":
+        return a[:, target.index] - b[:, target.index]
+    return (a.exp() * (a - b)).sum(-1)  # KL(P ‖ Q) = Σ p (log p − log q)
+
+
+def evaluate(adapter, input_ids, target: DreamTarget, other=None) -> np.ndarray:
+    """The target on real token ids [B, T] (no gradients): what the snapped text scores. `other`:
+    the reference model's Adapter, for a two-model target (it embeds the ids with its own W_E)."""
     import torch
 
     with torch.no_grad():
+        if target.two_models:
+            ids_b = input_ids.to(other.embed_weight.device)
+            return _value(adapter, other, target, {"input_ids": input_ids}, {"input_ids": ids_b}).cpu().numpy()
         return _run(adapter, target, input_ids=input_ids).cpu().numpy()
+
+
+def _value(adapter, other, target: DreamTarget, inputs: dict, other_inputs: dict | None = None):
+    """The target for one batch of inputs (the reference model reads `other_inputs`)."""
+    if target.two_models:
+        logits = adapter.model(**inputs, use_cache=False).logits
+        return compare_logits(target, logits, other.model(**other_inputs, use_cache=False).logits)
+    return _run(adapter, target, **inputs)
 
 
 def _run(adapter, target: DreamTarget, **inputs):
@@ -194,12 +275,15 @@ def allowed_tokens(tokenizer, vocab: int) -> np.ndarray:
 
 def dream(adapter, start: list[int], target: DreamTarget, settings: DreamSettings, *, prefix: list[int] = (),
           allowed: np.ndarray | None = None, top_k: int = 20, lock=None,
-          on_step: Callable[[DreamStep], None] | None = None, should_stop: Callable[[], bool] | None = None) -> DreamTrace:
+          on_step: Callable[[DreamStep], None] | None = None, should_stop: Callable[[], bool] | None = None,
+          other=None, budget_s: float | None = None) -> DreamTrace:
     """Optimise a span that starts as `start` (token ids) after a fixed `prefix`.
 
     lock: a context manager held around each step's forwards (the server shares the model with
-    focus passes, and hooks live on the shared modules). on_step is called after every step;
-    should_stop is polled before each, and ends the run early (trace.stopped).
+    focus passes, and hooks live on the shared modules; for a two-model target it must hold both
+    models). on_step is called after every step; should_stop is polled before each, and ends the
+    run early (trace.stopped). other: the reference model's Adapter (two-model targets). budget_s:
+    seconds of optimisation after which the run stops with what it has (trace.out_of_time).
     """
     import torch
 
@@ -207,6 +291,13 @@ def dream(adapter, start: list[int], target: DreamTarget, settings: DreamSetting
     lock = lock if lock is not None else nullcontext()
     W = adapter.embed_weight.detach()
     V, dev = W.shape[0], W.device
+    W_other = prefix_emb_other = None
+    if target.two_models:
+        if other is None:
+            raise ValueError(f"a {target.kind} target needs the reference model's adapter (other=)")
+        W_other = other.embed_weight.detach()
+        if W_other.shape[0] != V:
+            raise ValueError(f"the models' vocabularies differ ({V} and {W_other.shape[0]} embedding rows)")
     n, prefix = len(start), list(prefix)
     allowed_t = torch.as_tensor(allowed if allowed is not None else np.ones(V, bool), device=dev)
     gen = torch.Generator(device="cpu").manual_seed(settings.seed)
@@ -219,6 +310,8 @@ def dream(adapter, start: list[int], target: DreamTarget, settings: DreamSetting
     opt = torch.optim.Adam([Z], lr=settings.lr)
     mask = torch.where(allowed_t, 0.0, -1e9)
     prefix_emb = adapter.embed(torch.as_tensor([prefix], dtype=torch.long, device=dev)).detach() if prefix else None
+    if W_other is not None and prefix:
+        prefix_emb_other = other.embed(torch.as_tensor([prefix], dtype=torch.long, device=W_other.device)).detach()
     trace = DreamTrace(target, settings, prefix, list(map(int, start)))
 
     def snapped_ids():
@@ -230,7 +323,7 @@ def dream(adapter, start: list[int], target: DreamTarget, settings: DreamSetting
         key = tuple(ids.tolist())
         if key not in scored:
             full = torch.cat([torch.as_tensor(prefix, dtype=torch.long, device=dev), ids])[None]
-            scored[key] = float(evaluate(adapter, full, target)[0])
+            scored[key] = float(evaluate(adapter, full, target, other)[0])
         return scored[key]
 
     with lock:
@@ -239,9 +332,13 @@ def dream(adapter, start: list[int], target: DreamTarget, settings: DreamSetting
     trace.steps.append(first)
     if on_step:
         on_step(first)
+    began = time.perf_counter()  # the time budget counts optimisation, not the setup and step 0
     for step in range(1, settings.steps + 1):
         if should_stop and should_stop():
             trace.stopped = True
+            break
+        if budget_s is not None and time.perf_counter() - began >= budget_s:
+            trace.stopped = trace.out_of_time = True
             break
         T = settings.temperature(step - 1)
         with torch.enable_grad():  # also when the caller runs under no_grad (a notebook might)
@@ -253,9 +350,14 @@ def dream(adapter, start: list[int], target: DreamTarget, settings: DreamSetting
             emb = (soft @ W.to(soft.dtype)).to(W.dtype)[None]
             if prefix_emb is not None:
                 emb = torch.cat([prefix_emb, emb], 1)
+            emb_other = None
+            if W_other is not None:  # the same soft tokens, through the reference model's own W_E
+                emb_other = (soft.to(W_other.device) @ W_other.to(soft.dtype)).to(W_other.dtype)[None]
+                if prefix_emb_other is not None:
+                    emb_other = torch.cat([prefix_emb_other, emb_other], 1)
         with lock:
             with torch.enable_grad():
-                value = _run(adapter, target, inputs_embeds=emb)[0]
+                value = _value(adapter, other, target, {"inputs_embeds": emb}, {"inputs_embeds": emb_other})[0]
                 (grad,) = torch.autograd.grad(-value, [Z])
             ids = snapped_ids()
             record = DreamStep(step, T, float(value.detach()), snap_value(ids), ids.tolist())
