@@ -128,25 +128,27 @@ def score(answer: dict, guess: dict) -> dict:
 
 
 def audit_spec(base_source: str, easy: bool, texts_limit: int = 60) -> str:
-    """The auditor's spec: the suspect model with the views that find edits; in the easy mode also the
-    base model, a model_diff view and the two models' lenses side by side."""
+    """The auditor's spec. Blind: the suspect alone, with the views that find an edit without the
+    base: the layer finder (weight statistics), causal traces, probes and continuations. Easy: also
+    the base model, model_diff (what changed, base → suspect) and edit_search (what fires it)."""
     models = "  suspect: {source: path:model}\n" + (f"  base: {{source: {base_source!r}}}\n" if easy else "")
     views = [
+        "  finder: {type: layer_finder, model: suspect, title: Which layer was edited (suspect alone)}",
+        "  trace: {type: causal_trace, model: suspect, title: Causal trace (suspect)}",
+        "  probes: {type: probes, title: Probes}",
+        "  gen: {type: generate, tokens: 12, title: Continuations}",
         "  text: {type: text, title: Texts}",
         "  lens: {type: logit_lens, model: suspect, metric: prob, top_k: 5, title: Logit lens (suspect)}",
-        "  neurons: {type: neurons, model: suspect, top_n: 12, title: Neurons (suspect)}",
     ]
-    layout = ["text lens neurons"]
+    layout = ["finder trace probes", "text lens gen"]
     if easy:
-        views += ["  lens_base: {type: logit_lens, model: base, metric: prob, top_k: 5, title: Logit lens (base)}",
-                  "  diff: {type: model_diff, model: suspect, other: base, title: What changed}"]
-        layout = ["text lens lens_base", "diff diff neurons"]
-    else:
-        views += ["  top: {type: top_examples, model: suspect, layers: all, k: 5, title: Top examples (suspect)}"]
-        layout.append("top top neurons")
+        views += ["  diff: {type: model_diff, model: suspect, other: base, title: What changed (base → suspect)}",
+                  "  search: {type: edit_search, model: suspect, other: base, title: What fires the edit}"]
+        layout = ["diff diff finder", "search probes trace", "text lens gen"]
     return ("# The auditor's dashboard: find what was edited in `suspect`, then write a guess file\n"
             "# (kind: rome|trigger|knockout, layer: N, and subject / trigger / heads / neurons) and run\n"
             "#   lensframe audit check <this folder> --guess guess.yaml\n"
+            "# How to play it step by step: docs/AUDIT.md\n"
             "lensframe: 1\ntitle: Audit game" + (" (with the base model)" if easy else "") + "\n"
             f"models:\n{models}"
             f"dataset:\n  source: builtin:fortunes\n  label: topic\n  limit: {texts_limit}\n  max_tokens: 32\n"

@@ -168,7 +168,13 @@ class EditSearchView(View):
             return running
 
         def poll():
-            if not draw() and state.get("poll") is not None:
+            # under hold(): a component changed in a periodic callback otherwise reaches the page
+            # only with the next document message, so the last update (the results) would not show
+            from panel.io import hold
+
+            with hold():
+                running = draw()
+            if not running and state.get("poll") is not None:
                 state["poll"].stop()
                 state["poll"] = None
 

@@ -119,7 +119,11 @@ class GenerateView(View):
             return running
 
         def poll():
-            if not draw() and state.get("poll") is not None:
+            from panel.io import hold
+
+            with hold():  # sent when it ends: a JSComponent changed in a periodic callback would wait for the next message
+                running = draw()
+            if not running and state.get("poll") is not None:
                 state["poll"].stop()
                 state["poll"] = None
 
