@@ -12,9 +12,11 @@ blind (the suspect alone): the layer_finder view's first ranked layer; the kind 
   detail otherwise (without the base, nothing here names a subject or a trigger).
 easy (with the base): model_diff's most changed layer; the kind from what changed there (zeroed
   units: knockout; the MLP's input projections: trigger; the MLP output matrix alone: ROME); the
-  detail from edit_search: its top vocabulary tokens and n-grams are probed (the probes view's numbers:
-  KL(suspect ‖ base) of the next token after each candidate as the search read it), and the candidate
-  that moves the models apart most is the guess.
+  detail from edit_search. ROME: its top vocabulary token, extended leftwards while a token before
+  it makes the edit fire more (lensframe.edit_search.extend_left: a vocabulary scan with the phrase
+  after each token). Trigger: of its top 20 tokens and n-grams, the one after which the models'
+  next tokens differ most (the probes view's KL), grown by a top token on either side while the KL
+  rises by 10%.
 
 Each guess is scored by `lensframe audit check` (3 points: kind, layer, detail). Reported: the mean
 per kind and mode, each game's guess and score, and where the edit's own subject or trigger token
@@ -106,11 +108,8 @@ def easy_guess(board, answer_tokens) -> tuple[dict, dict]:
     import numpy as np
 
     from lensframe.edit_search_job import run_search
-    from lensframe.layer_stats import ranked_layers
     from lensframe.models.adapters import family_for
     from lensframe.ops.compare import layer_ranking
-    from lensframe.probes import Probe, compare_probes
-
     w = board.result(board.views["diff"].weights_node())
     layer = layer_ranking(w)[0][0]
     info = board.infos["suspect"]
@@ -122,21 +121,67 @@ def easy_guess(board, answer_tokens) -> tuple[dict, dict]:
     changed = {w.meta["params"][i] for i in np.flatnonzero((w["layer"] == layer) & (w["delta"] > 0))}
     kind = "trigger" if changed & {p + ".weight" for p in fam.mlp_in} else "rome"
     view = board.views["search"]
-    res = run_search(board, "suspect", "base", layer, view.p.prefix)
+    prefix = view.p.prefix
+    res = run_search(board, "suspect", "base", layer, prefix)
     tok = board.executor.model("suspect").tokenizer
-    order = np.argsort(-np.nan_to_num(res["vocab_change"], nan=-1))
+    change = np.nan_to_num(res["vocab_change"], nan=-1)
+    order = np.argsort(-change)
     ranks = {tok.decode([t]): int((res["vocab_change"] > res["vocab_change"][t]).sum()) for t in answer_tokens}
-    candidates = [(tok.decode([int(t)]), view.p.prefix + tok.decode([int(t)])) for t in order[:CANDIDATES]]
-    for i in range(min(CANDIDATES, len(res["ngram_change"]))):
-        s, p = int(res["ngram_sample"][i]), int(res["ngram_position"][i])
-        ids = [int(t) for t in res["ngram_ids"][i] if t >= 0]
-        context = tok.decode([int(x) for x in board.executor.sample_ids("suspect", s)[: p + 1]], skip_special_tokens=True)
-        candidates.append((tok.decode(ids), context))
-    rows = compare_probes(board.executor, ["suspect", "base"], [Probe(text) for _, text in candidates])
-    best = int(np.argmax([r["kl"] for r in rows]))
-    phrase = candidates[best][0].strip()
-    guess = {"kind": kind, "layer": layer, ("subject" if kind == "rome" else "trigger"): phrase}
-    return guess, {"ranks": ranks, "probed": len(candidates), "best_kl": rows[best]["kl"], "top": [c[0] for c in candidates[:10]]}
+    top_ids = [int(t) for t in order[:CANDIDATES]]
+    if kind == "rome":
+        phrase, steps = rome_phrase(board, layer, prefix, top_ids[0], float(change[top_ids[0]]))
+    else:
+        phrase, steps = trigger_phrase(board, res, prefix, top_ids)
+    guess = {"kind": kind, "layer": layer, ("subject" if kind == "rome" else "trigger"): tok.decode(phrase).strip()}
+    return guess, {"ranks": ranks, "top": [tok.decode([t]) for t in top_ids[:10]], "steps": steps}
+
+
+def rome_phrase(board, layer: int, prefix: str, first: int, score: float, grow: int = 2) -> tuple[list[int], list]:
+    """A ROME subject from edit_search: its top vocabulary token, extended leftwards while a token
+    placed before it makes the edit fire more (the subject's key needs the whole name)."""
+    import numpy as np
+
+    from lensframe.edit_search import extend_left
+
+    ex = board.executor
+    suspect, base = ex.model("suspect"), ex.model("base")
+    phrase, steps = [first], [score]
+    for _ in range(grow):
+        change = np.nan_to_num(extend_left(suspect, base, layer, phrase, prefix, lock=ex.model_lock("suspect")), nan=-1)
+        best = int(np.argmax(change))
+        if change[best] <= 1.1 * steps[-1]:
+            break
+        phrase, steps = [best] + phrase, steps + [float(change[best])]
+    return phrase, [round(x, 4) for x in steps]
+
+
+def trigger_phrase(board, res, prefix: str, top_ids: list[int], grow: int = 2) -> tuple[list[int], list]:
+    """A trigger from edit_search: of its top vocabulary tokens and n-grams, the one after which the
+    suspect's next token departs most from the base's (the probes view's KL), then grown by one of
+    the top tokens on either side while that raises the KL."""
+    import numpy as np
+
+    from lensframe.probes import Probe, compare_probes
+
+    ex = board.executor
+    tok = ex.model("suspect").tokenizer
+
+    def kl(phrases):
+        rows = compare_probes(ex, ["suspect", "base"], [Probe(prefix + tok.decode(p)) for p in phrases])
+        return [r["kl"] for r in rows]
+
+    seeds = [[t] for t in top_ids] + [[int(t) for t in row if t >= 0] for row in res["ngram_ids"][:CANDIDATES]]
+    scores = kl(seeds)
+    best = int(np.argmax(scores))
+    phrase, steps = seeds[best], [scores[best]]
+    for _ in range(grow):
+        options = [phrase + [t] for t in top_ids] + [[t] + phrase for t in top_ids]
+        scores = kl(options)
+        best = int(np.argmax(scores))
+        if scores[best] <= 1.1 * steps[-1]:
+            break
+        phrase, steps = options[best], steps + [scores[best]]
+    return phrase, [round(x, 4) for x in steps]
 
 
 def answer_tokens(tok, answer: dict) -> list[int]:

@@ -21,6 +21,7 @@ Pure torch: no store, no Panel. lensframe.ops.edit_search binds it to a board.
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -50,9 +51,13 @@ def changed_directions(suspect, base, layer: int) -> tuple[torch.Tensor | None, 
 
 @torch.no_grad()
 def vocab_inputs(loaded, layer: int, prefix: str = PREFIX, batch_size: int = VOCAB_BATCH, progress=None,
-                 stop=None) -> torch.Tensor:
-    """mlp_in.{layer} at each vocabulary token placed after `prefix`, [V, d_model] (float32).
-    The prefix runs once; its cache is copied for each batch of tokens (the tokens attend to it)."""
+                 stop=None, suffix: list[int] | tuple = (), lock=None) -> torch.Tensor:
+    """mlp_in.{layer} at the last token of prefix + t + suffix for each vocabulary token t,
+    [V, d_model] (float32). The prefix runs once; its cache is copied for each batch of tokens (the
+    tokens attend to it). With a suffix (token ids), this extends a candidate leftwards: which token
+    before it makes the edit fire most. `lock` (the model's) is held per batch, not for the whole
+    scan, so the dashboard's other views run their forwards in between."""
+    lock = lock or nullcontext()
     model, tok, ad = loaded.model, loaded.tokenizer, loaded.adapter
     dev = next(model.parameters()).device
     prefix_ids = list(tok(prefix).input_ids) if prefix else []
@@ -61,20 +66,23 @@ def vocab_inputs(loaded, layer: int, prefix: str = PREFIX, batch_size: int = VOC
     V = ad.unembed_weight.shape[0]
     name = f"mlp_in.{layer}"
     out = torch.empty(V, ad.d_model)
-    first = model(input_ids=torch.tensor([prefix_ids], device=dev), use_cache=True) if prefix_ids else None
+    with lock:
+        first = model(input_ids=torch.tensor([prefix_ids], device=dev), use_cache=True) if prefix_ids else None
     cache = _cache_of(first) if first is not None else None
     for start in range(0, V, batch_size):
         if stop is not None and stop():
             raise InterruptedError("edit search stopped")
         ids = torch.arange(start, min(V, start + batch_size), device=dev)[:, None]
+        if suffix:
+            ids = torch.cat([ids, torch.tensor([list(suffix)], device=dev).expand(len(ids), -1)], 1)
         kwargs = {}
         if cache is not None:
             c = copy.deepcopy(cache)
             c.batch_repeat_interleave(len(ids))
-            n = len(prefix_ids)
-            kwargs = {"cache": c, "attention_mask": torch.ones(len(ids), n + 1, dtype=torch.long, device=dev),
-                      "position_ids": torch.full((len(ids), 1), n, dtype=torch.long, device=dev)}
-        with ad.capture([name]) as cap, ad.stop_after(layer, StopForward):
+            n, width = len(prefix_ids), ids.shape[1]
+            kwargs = {"cache": c, "attention_mask": torch.ones(len(ids), n + width, dtype=torch.long, device=dev),
+                      "position_ids": torch.arange(n, n + width, device=dev).expand(len(ids), -1)}
+        with lock, ad.capture([name]) as cap, ad.stop_after(layer, StopForward):
             try:
                 model(input_ids=ids, use_cache=cache is not None, **kwargs)
             except StopForward:
@@ -85,6 +93,14 @@ def vocab_inputs(loaded, layer: int, prefix: str = PREFIX, batch_size: int = VOC
     return out
 
 
+def extend_left(suspect, base, layer: int, ids: list[int], prefix: str = PREFIX, progress=None, stop=None,
+                lock=None) -> np.ndarray:
+    """`change` of prefix + t + ids for every vocabulary token t, [V]: the token that, placed before
+    a candidate, makes the edit fire most (a multi-token subject's key needs its earlier tokens)."""
+    x = vocab_inputs(suspect, layer, prefix, progress=progress, stop=stop, suffix=list(ids), lock=lock)
+    return change_scores(suspect, base, layer, x)["change"]
+
+
 def _cache_of(output):
     """The key/value cache a forward returned (transformers 5 names it `cache`; older, past_key_values)."""
     cache = output.get("cache") if hasattr(output, "get") else None
@@ -93,9 +109,10 @@ def _cache_of(output):
 
 @torch.no_grad()
 def dataset_inputs(loaded, layer: int, ids: np.ndarray, lengths: np.ndarray, batch_size: int = 16,
-                   progress=None, stop=None) -> tuple[torch.Tensor, np.ndarray]:
+                   progress=None, stop=None, lock=None) -> tuple[torch.Tensor, np.ndarray]:
     """mlp_in.{layer} at every real position of every dataset text, [N, d_model], and the
-    (sample, position) of each row, [N, 2]."""
+    (sample, position) of each row, [N, 2]; `lock` held per batch."""
+    lock = lock or nullcontext()
     model, tok, ad = loaded.model, loaded.tokenizer, loaded.adapter
     dev = next(model.parameters()).device
     pad = tok.pad_token_id or 0
@@ -110,7 +127,7 @@ def dataset_inputs(loaded, layer: int, ids: np.ndarray, lengths: np.ndarray, bat
         batch = torch.as_tensor(ids[samples, :T], dtype=torch.long)
         mask = batch >= 0
         batch = batch.masked_fill(~mask, pad).to(dev)
-        with ad.capture([name]) as cap, ad.stop_after(layer, StopForward):
+        with lock, ad.capture([name]) as cap, ad.stop_after(layer, StopForward):
             try:
                 model(input_ids=batch, attention_mask=mask.long().to(dev), use_cache=False)
             except StopForward:

@@ -58,11 +58,11 @@ def run_search(board, model: str, other: str, layer: int, prefix: str = es.PREFI
         raise LensframeError(f"layer {layer}'s MLP is the same in {model!r} and {other!r}: nothing to search for",
                              )
     report = progress or (lambda f, m: None)
-    with ex.model_lock(model):
-        x_vocab = es.vocab_inputs(suspect, layer, prefix, progress=lambda f, m: report(0.8 * f, m), stop=stop)
-        tok = ex.tokens(model)
-        x_data, where = es.dataset_inputs(suspect, layer, tok["ids"], tok["lengths"],
-                                          progress=lambda f, m: report(0.8 + 0.15 * f, m), stop=stop)
+    lock = ex.model_lock(model)  # per batch: the dashboard's other views run their forwards in between
+    x_vocab = es.vocab_inputs(suspect, layer, prefix, progress=lambda f, m: report(0.8 * f, m), stop=stop, lock=lock)
+    tok = ex.tokens(model)
+    x_data, where = es.dataset_inputs(suspect, layer, tok["ids"], tok["lengths"],
+                                      progress=lambda f, m: report(0.8 + 0.15 * f, m), stop=stop, lock=lock)
     with ex.model_lock(other):
         report(0.95, f"edit search: scoring at layer {layer}")
         vocab = es.change_scores(suspect, base, layer, x_vocab)

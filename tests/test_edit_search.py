@@ -150,3 +150,23 @@ def test_the_view_lists_rows_and_a_click_adds_a_probe(pair):
     focus.update(layer=0)
     text = html_of(app)
     assert "the MLP of layer 0 did not change" in text and f"layer <b class='lf-layer'>{EDIT_LAYER}</b>" in text
+
+
+def test_extending_a_candidate_leftwards_reads_prefix_token_and_candidate(pair):
+    import torch
+
+    from lensframe.edit_search import extend_left
+
+    kind, board = pair
+    ex = board.executor
+    suspect, base = ex.model("edited"), ex.model("base")
+    tok = suspect.tokenizer
+    tail = [int(t) for t in tok(" cat sat").input_ids][-2:]
+    change = extend_left(suspect, base, EDIT_LAYER, tail, PREFIX)
+    prefix = list(tok(PREFIX).input_ids)
+    for t in (3, 42):
+        x = _mlp_input(kind, suspect.model, prefix + [t] + tail)
+        with torch.no_grad():
+            ys, _ = _hand_mlp(kind, suspect.model, EDIT_LAYER, x)
+            yb, _ = _hand_mlp(kind, base.model, EDIT_LAYER, x)
+        assert change[t] == pytest.approx(float((ys - yb).norm() / yb.norm()), rel=1e-3, abs=1e-6)

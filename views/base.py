@@ -85,6 +85,35 @@ class View:
         raise NotImplementedError
 
 
+class ComparesModels:
+    """For a view of two versions of one model (model_diff, edit_search): `other`, the reference
+    (the base, before the edit; default: the spec's other model), their weight diff, and the checks
+    that the pair can be compared. Mixed into a View whose Params have `other`."""
+
+    @property
+    def other(self) -> str | None:
+        if self.p.other:
+            return self.p.other
+        return next((name for name in self.infos if name != self.model), None)
+
+    def weights_node(self) -> Node:
+        return Node.make("weight_diff", self.model, other=self.other)
+
+    def pair_issues(self, info, missing: tuple[str, str]) -> list[tuple[tuple, str, str | None]]:
+        """What stops the comparison: no other model (`missing`: message and hint), the model
+        compared with itself, or two models of different shapes."""
+        if self.other is None:
+            return [((), *missing)]
+        if self.other == self.model:
+            return [(("other",), f"compares model {self.model!r} with itself", "name the other model (the base)")]
+        theirs = self.infos.get(self.other)
+        shape = lambda i: (i.family, i.n_layers, i.d_model, i.d_mlp, i.n_heads, i.vocab_size)  # noqa: E731
+        if theirs is not None and shape(info) != shape(theirs):
+            return [(("other",), f"models {self.model!r} and {self.other!r} differ in shape ({shape(info)} vs "
+                     f"{shape(theirs)}): {self.type} compares two versions of one model", None)]
+        return []
+
+
 def beyond_depth(layer: int, info) -> tuple[str, None]:
     """The (message, hint) of a layer the model does not have."""
     return f"layer {layer} is beyond the model's depth ({info.n_layers} layers: 0..{info.n_layers - 1})", None

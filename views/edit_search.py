@@ -15,14 +15,12 @@ from typing import ClassVar, Optional
 import numpy as np
 from pydantic import Field
 
-from lensframe.graph import Node
-
-from .base import View, ViewParams, esc, html_part, layout_part
+from .base import ComparesModels, View, ViewParams, esc, html_part, layout_part
 
 POLL_MS = 300
 
 
-class EditSearchView(View):
+class EditSearchView(ComparesModels, View):
     type = "edit_search"
     default_title = "What fires the edit"
     description = ("at a layer whose MLP changed, every vocabulary token and dataset n-gram ranked by how much the "
@@ -38,34 +36,15 @@ class EditSearchView(View):
         top: int = Field(15, ge=1, le=100, description="rows listed per list (vocabulary tokens, dataset n-grams)")
         auto: bool = Field(True, description="start the search when a changed layer is focused (else a Run button)")
 
-    @property
-    def other(self) -> str | None:
-        if self.p.other:
-            return self.p.other
-        return next((name for name in self.infos if name != self.model), None)
-
-    def weights_node(self) -> Node:
-        return Node.make("weight_diff", self.model, other=self.other)
-
     def needs(self, max_tokens):
         if self.other is None:
             return []
         return [self.tokens_node(max_tokens), self.weights_node()]
 
     def check(self, info):
-        issues = super().check(info)
-        if self.other is None:
-            return issues + [((), "edit_search needs the base model to compare with",
-                              "add the base under `models:`; without it, use layer_finder and causal_trace")]
-        if self.other == self.model:
-            return issues + [(("other",), f"compares model {self.model!r} with itself", "name the base model")]
-        theirs = self.infos.get(self.other)
-        if theirs is not None:
-            shape = lambda i: (i.family, i.n_layers, i.d_model, i.d_mlp, i.vocab_size)  # noqa: E731
-            if shape(info) != shape(theirs):
-                issues.append((("other",), f"models {self.model!r} and {self.other!r} differ in shape: edit_search "
-                               "compares two versions of one model", None))
-        return issues
+        return super().check(info) + self.pair_issues(
+            info, ("edit_search needs the base model to compare with",
+                   "add the base under `models:`; without it, use layer_finder and causal_trace"))
 
     # --- which layer -----------------------------------------------------------------------------
     def changed_mlp_layers(self, weights, mlp_path: str) -> list[int]:

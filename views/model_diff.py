@@ -25,7 +25,7 @@ from lensframe.graph import Node
 from lensframe.ops.compare import (DIRECTIONS, NULL_DIRECTIONS, TOP_SV, changed_matrices, layer_ranking,
                                    text_kl_baseline)
 
-from .base import VIEW_CSS, View, ViewParams, esc, html_part, layout_part
+from .base import ComparesModels, VIEW_CSS, View, ViewParams, esc, html_part, layout_part
 
 # Chips' hover tips drawn by the page (an HTML pane runs no script, so CSS draws them: a native
 # `title` shows late and unstyled). Fixed with no offsets, a tip sits where it would in the text
@@ -62,7 +62,7 @@ SHOWN_MATRICES = 12  # changed matrices drawn in the spectrum column
 SUB = "₁₂₃₄₅₆₇₈₉"
 
 
-class ModelDiffView(View):
+class ModelDiffView(ComparesModels, View):
     type = "model_diff"
     default_title = "Model diff"
     description = ("what an edit did, from the reference model (`other`) to `model`: weight change per layer (with "
@@ -79,15 +79,6 @@ class ModelDiffView(View):
         top: int = Field(8, ge=1, le=50, description="tokens listed whose probability rose, and fell, the most")
 
     _max_tokens: Optional[int] = None  # the dataset's, remembered by needs() for lens_node()
-
-    @property
-    def other(self) -> str | None:
-        if self.p.other:
-            return self.p.other
-        return next((name for name in self.infos if name != self.model), None)
-
-    def weights_node(self) -> Node:
-        return Node.make("weight_diff", self.model, other=self.other)
 
     def kl_node(self, max_tokens: int) -> Node:
         return Node.make("model_kl", self.model, inputs=(self.tokens_node(max_tokens),), other=self.other)
@@ -114,18 +105,8 @@ class ModelDiffView(View):
                 self.weights_node(), self.kl_node(max_tokens), *lens.inputs, lens]
 
     def check(self, info):
-        issues = super().check(info)
-        if self.other is None:
-            return issues + [((), "model_diff needs two models", "add a second model under `models:` (e.g. the base model)")]
-        if self.other == self.model:
-            return issues + [(("other",), f"compares model {self.model!r} with itself", "name the other model")]
-        theirs = self.infos.get(self.other)
-        if theirs is not None:
-            shape = lambda i: (i.family, i.n_layers, i.d_model, i.d_mlp, i.n_heads, i.vocab_size)  # noqa: E731
-            if shape(info) != shape(theirs):
-                issues.append((("other",), f"models {self.model!r} and {self.other!r} differ in shape "
-                               f"({shape(info)} vs {shape(theirs)}): model_diff compares two versions of one model", None))
-        return issues
+        return super().check(info) + self.pair_issues(
+            info, ("model_diff needs two models", "add a second model under `models:` (e.g. the base model)"))
 
     # --- rendering ------------------------------------------------------------------------------
     def render(self, ctx):
