@@ -250,6 +250,21 @@ def main(argv=None) -> int:
     for (kind, mode), scores in means.items():
         lines.append(f"| {kind} | {mode} | {len(scores)} | {sum(scores) / len(scores):.2f} | "
                      f"{', '.join(f'{s:g}' for s in scores)} |")
+    goals = []  # the goals, each with what this run measured
+    for (kind, mode), want, every in ((("rome", "easy"), 3.0, True), (("rome", "blind"), 2.5, False),
+                                      (("trigger", "blind"), 2.0, False), (("knockout", "easy"), 2.0, False),
+                                      (("knockout", "blind"), 2.0, False)):
+        got = means.get((kind, mode))
+        if got:
+            value = min(got) if every else sum(got) / len(got)
+            goals.append(f"- {kind} {mode}: goal {'3/3 on every seed' if every else f'≥ {want:g}/3 mean'}; measured "
+                         f"{'lowest ' if every else 'mean '}{value:.2f}: **{'met' if value >= want else 'missed'}**")
+    found = [r for r in rows if r.get("ranks")]
+    for r in found:
+        best = min(r["ranks"].values())
+        limit = 10 if r["kind"] == "rome" else 20
+        goals.append(f"- {r['kind']}-{r['seed']}: the {'subject' + chr(39) + 's best' if r['kind'] == 'rome' else 'trigger' + chr(39) + 's first'} token "
+                     f"ranks {best} in edit_search (goal: top {limit}): **{'met' if best < limit else 'missed'}**")
     detail = ["| game | mode | guess | score | answer | answer's rank in edit_search |", "|---|---|---|---|---|---|"]
     for r in rows:
         detail.append(f"| {r['kind']}-{r['seed']} | {r['mode']} | `{json.dumps(r['guess'])}` | {r['score']:g} | "
@@ -259,7 +274,7 @@ def main(argv=None) -> int:
             f"({m['cpu']}), torch {m['torch']}, {m['torch_threads']} threads, load {m['load']} · "
             f"{time.perf_counter() - t0:.0f} s in all.\n\n"
             f"Baseline: a random kind at a random layer scores {baseline:.2f}/3 on average.\n\n"
-            + "\n".join(lines) + "\n\n" + "\n".join(detail) + "\n")
+            + "\n".join(lines) + "\n\n" + "\n".join(goals) + "\n\n" + "\n".join(detail) + "\n")
     write_section(SECTION, body, Path(args.out))
     return 0
 
