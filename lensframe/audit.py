@@ -140,11 +140,13 @@ def audit_spec(base_source: str, easy: bool, texts_limit: int = 60) -> str:
         "  text: {type: text, title: Texts}",
         "  lens: {type: logit_lens, model: suspect, metric: prob, top_k: 5, title: Logit lens (suspect)}",
     ]
-    layout = ["finder trace probes", "text lens gen"]
-    if easy:
+    # the causal trace gets two columns: its three maps of layers × positions need the width
+    layout = ["finder trace trace", "probes trace trace", "text lens gen"]
+    if easy:  # model_diff lists the texts, so the text view makes room for it and edit_search
+        views = [v for v in views if not v.startswith("  text:")]
         views += ["  diff: {type: model_diff, model: suspect, other: base, title: What changed (base → suspect)}",
                   "  search: {type: edit_search, model: suspect, other: base, title: What fires the edit}"]
-        layout = ["diff diff finder", "search probes trace", "text lens gen"]
+        layout = ["diff diff finder", "search trace trace", "probes lens gen"]
     return ("# The auditor's dashboard: find what was edited in `suspect`, then write a guess file\n"
             "# (kind: rome|trigger|knockout, layer: N, and subject / trigger / heads / neurons) and run\n"
             "#   lensframe audit check <this folder> --guess guess.yaml\n"

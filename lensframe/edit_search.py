@@ -21,6 +21,7 @@ Pure torch: no store, no Panel. lensframe.ops.edit_search binds it to a board.
 from __future__ import annotations
 
 import copy
+import time
 from contextlib import nullcontext
 
 import numpy as np
@@ -32,6 +33,7 @@ PREFIX = "Here is a word:"  # neutral context for a lone token (the scan's keys 
 MAX_RANK = 8
 RANK_TOL = 1e-3  # as lensframe.ops.compare: singular values below this fraction of σ₁ are float noise
 VOCAB_BATCH = 512
+YIELD_S = 0.002  # pause between batches, outside the model's lock
 
 
 def mlp_module(loaded, layer: int):
@@ -88,6 +90,7 @@ def vocab_inputs(loaded, layer: int, prefix: str = PREFIX, batch_size: int = VOC
             except StopForward:
                 pass
         out[start:start + len(ids)] = cap[name][:, -1].float().cpu()
+        time.sleep(YIELD_S)  # a lock is not fair: let a view waiting for the model take it between batches
         if progress is not None:
             progress(min(V, start + batch_size) / V, f"edit search: vocabulary at layer {layer}")
     return out
@@ -133,6 +136,7 @@ def dataset_inputs(loaded, layer: int, ids: np.ndarray, lengths: np.ndarray, bat
             except StopForward:
                 pass
         x = cap[name].float().cpu()
+        time.sleep(YIELD_S)
         for i, s in enumerate(samples):
             L = int(lengths[s])
             rows.append(x[i, :L])

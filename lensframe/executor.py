@@ -130,6 +130,9 @@ class Executor:
             return self._model_locks.setdefault(name, threading.RLock())
 
     def model(self, name: str):
+        loaded = self._models.get(name)
+        if loaded is not None:  # loaded: no lock (a job may hold it for a batch; a page waiting here hangs)
+            return loaded
         with self.model_lock(name):
             if name not in self._models:
                 self._models[name] = self.board.sources[name].load(self.board.device)

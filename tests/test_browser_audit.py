@@ -42,8 +42,8 @@ def test_paired_views_follow_one_focus(audit_server, audit_example, browser, exp
     page.on("pageerror", lambda exc: js_errors.append(str(exc)))
     try:
         page.goto(audit_server)
-        text, lens, diff = (page.locator(f".lf-card-{v}") for v in ("text", "lens", "diff"))
-        expect(text.locator(".lf-token").first).to_be_visible()
+        lens, diff = (page.locator(f".lf-card-{v}") for v in ("lens", "diff"))
+        expect(lens.locator(".lf-lens-head").first).to_be_visible()
         expect(lens).to_contain_text(re.compile(r"Logit lens.* · suspect"))  # with two models, a card says whose it is
         # model_diff finds the planted layer, with a rank-one change, reading base → suspect
         expect(diff.locator(".lf-top-layer")).to_have_text(f"layer {answer['layer']}")
@@ -53,17 +53,16 @@ def test_paired_views_follow_one_focus(audit_server, audit_example, browser, exp
         no_errors(page, expect, js_errors)
         _shot(page, "-start")
 
-        # one click on a token moves the lens and the paired lens
-        text.locator('.lf-token[data-position="4"]').click()
-        for card in (text, lens):
-            expect(card.locator(".lf-position")).to_have_text("4")
+        # one click on a position of the lens moves the paired lens too
+        lens.locator('.lf-grid td[data-row="0"][data-col="4"]').first.click()
+        expect(lens.locator(".lf-position")).to_have_text("4")
+        expect(diff.locator(".lf-diff-focus-head .lf-position")).to_have_text("4")
         expect(diff.locator(".lf-moved-up .lf-moved").first).to_be_visible()
 
         # a text in model_diff's list focuses that sample everywhere
         item = diff.locator(".lf-sample").nth(2)
         index = item.get_attribute("data-sample")
         item.click()
-        expect(text.locator(".lf-sample-head b").first).to_have_text(index)
         expect(lens.locator(".lf-lens-head b").first).to_have_text(index)
         no_errors(page, expect, js_errors)
         _shot(page, "-clicked")
@@ -98,7 +97,7 @@ def test_from_the_layer_finder_to_a_probe_its_trace_and_its_continuation(audit_s
         _shot(page, "-search")
         # a row joins the probe set and is focused: the probes view compares the models on it
         rows.first.click()
-        expect(probes.locator(".lf-probes-table, table").first).to_be_visible(timeout=120_000)
+        expect(probes.locator(".lf-probes-count")).to_have_text("1", timeout=120_000)
         expect(trace.locator(".lf-probe-name").first).to_be_visible(timeout=120_000)
         # the probe's causal trace: three grids once the restored runs are done
         mlp = trace.locator(".lf-trace-grid-mlp")

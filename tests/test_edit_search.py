@@ -140,11 +140,11 @@ def test_the_view_lists_rows_and_a_click_adds_a_probe(pair):
     ngrams = next(o for o in lists if o.kind == "search-ngram")
     assert len(vocab.items) == 5 and len(ngrams.items) == 5
     top = vocab.items[0]["key"]
-    vocab.on_click(top)
+    vocab._clicked(type('Msg', (), {'data': {'key': top}})())  # as the page sends it: {key: ...}
     tok = board.executor.model("edited").tokenizer
     want = PREFIX + tok.decode([top])
     assert focus.text == want and [p.text for p in focus.probes] == [want]
-    ngrams.on_click(0)
+    ngrams._clicked(type('Msg', (), {'data': {'key': 0}})())
     assert len(focus.probes) == 2 and focus.text == focus.probes[-1].text
     # a focused layer whose MLP did not change: the view says so and shows the changed one
     focus.update(layer=0)

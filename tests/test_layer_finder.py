@@ -129,7 +129,7 @@ def test_the_view_flags_the_layer_and_a_click_focuses_it(edited_models, tmp_path
     bars = next(o for o in app.select(lambda o: type(o).__name__ == "BarList"))
     first = next(it for it in bars.items if it["key"] == EDITED)
     assert first["label"].startswith("⚑") and "2 dead rows/cols (down_proj)" in first["note"]
-    bars.on_click(2)
+    bars._clicked(type('Msg', (), {'data': {'key': 2}})())  # as the page sends it
     assert focus.layer == 2
     assert "layer <b class='lf-layer'>2</b>" in html_of(app)
 

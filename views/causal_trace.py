@@ -162,6 +162,7 @@ class CausalTraceView(View):
                 f"grid-{kind}", HeatGrid, selected_row=sel_row, selected_col=pos,
                 init=dict(kind=f"trace-grid-{kind}", fit="both", cell_width=40, min_cell_width=8, cell_height=20,
                           min_cell_height=4, vertical_cols=True, row_title=ROW_TITLE, sizing_mode="stretch_both",
+                          min_height=220,  # in a short card the head takes the room: the card scrolls instead
                           css_classes=[f"lf-trace-grid-{kind}", "lf-trace-grid"]),
                 on_click=lambda row, col: ctx.set(layer=L - 1 - row, position=col))
             columns.append(layout_part(ctx, f"column-{kind}", titles[kind], grids[kind], sizing_mode="stretch_both",
@@ -198,7 +199,7 @@ class CausalTraceView(View):
         state["draw"] = draw
         if draw() and streaming and state.get("poll") is None:
             state["poll"] = pn.state.add_periodic_callback(poll, period=POLL_MS)
-        return layout_part(ctx, "layout", head, controls, row, sizing_mode="stretch_both",
+        return layout_part(ctx, "layout", head, controls, row, sizing_mode="stretch_both", scroll=True,
                            css_classes=["lf-view-causal-trace"])
 
     def _title(self, kind: str, n: dict | None) -> str:

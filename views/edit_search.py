@@ -113,12 +113,12 @@ class EditSearchView(ComparesModels, View):
         status = html_part(ctx, "status", "", sizing_mode="stretch_width")
         vocab_head = html_part(ctx, "vocab-head", "", sizing_mode="stretch_width")
         vocab = ctx.part("vocab", BarList, init={"kind": "search-vocab", "items": [], "sizing_mode": "stretch_both",
-                                                 "min_height": 80},
-                         on_click=lambda tid: self._probe(ctx, self._vocab_text(ctx, tid)))
+                                                 "min_height": 150},
+                         on_click=lambda key: self._probe(ctx, self._vocab_text(ctx, key)))  # key: the token id
         ngram_head = html_part(ctx, "ngram-head", "", sizing_mode="stretch_width")
         ngrams = ctx.part("ngrams", BarList, init={"kind": "search-ngram", "items": [], "sizing_mode": "stretch_both",
-                                                   "min_height": 80},
-                          on_click=lambda row: self._probe(ctx, self._ngram_text(ctx, state.get("shown"), row)))
+                                                   "min_height": 150},
+                          on_click=lambda key: self._probe(ctx, self._ngram_text(ctx, state.get("shown"), key)))  # key: the row
 
         def draw():
             job = state.get("job")
@@ -174,7 +174,7 @@ class EditSearchView(ComparesModels, View):
         lists = layout_part(ctx, "lists", layout_part(ctx, "vocab-col", vocab_head, vocab, sizing_mode="stretch_both"),
                             layout_part(ctx, "ngram-col", ngram_head, ngrams, sizing_mode="stretch_both"),
                             cls=pn.Row, sizing_mode="stretch_both")
-        return layout_part(ctx, "layout", head, controls, lists, sizing_mode="stretch_both",
+        return layout_part(ctx, "layout", head, controls, lists, sizing_mode="stretch_both", scroll=True,
                            css_classes=["lf-view-edit-search"])
 
     # --- parts -----------------------------------------------------------------------------------
@@ -192,9 +192,8 @@ class EditSearchView(ComparesModels, View):
         return (f"<div class='lf-search-title'>layer <b class='lf-layer'>{layer}</b> · MLP changed ({b} → {a}){what}"
                 + (f" · other changed MLPs: {others}" if others else "") + "</div>"
                 + (f"<div class='lf-hint lf-search-note'>{esc(note)}</div>" if note else "")
-                + "<div class='lf-sub'>each input x ranked by change = ‖MLP<sub>" + a + "</sub>(x) − MLP<sub>" + b
-                + "</sub>(x)‖ / ‖MLP<sub>" + b + "</sub>(x)‖ (no unit; ×: times the median); align = share of the "
-                "MLP key in ΔW's input directions (0–1). Click a row to probe it.</div>")
+                + "<div class='lf-sub'>change = ‖ΔMLP(x)‖/‖MLP<sub>" + b + "</sub>(x)‖ (×: times the median) · "
+                "align = share of the key in ΔW's input directions · click a row to probe it</div>")
 
     def _vocab_rows(self, ctx, res) -> tuple[str, list]:
         change, align = res["vocab_change"], res["vocab_alignment"]

@@ -63,7 +63,7 @@ class LayerFinderView(View):
                         on_click=lambda key: ctx.set(layer=key))
         detail = html_part(ctx, "detail", self._detail(ctx, res, names, focused if focused is not None else ranked[0], SPECTRAL),
                            sizing_mode="stretch_width", css_classes=["lf-finder-detail"], styles={"overflow": "auto"})
-        return layout_part(ctx, "layout", head, bars, detail, sizing_mode="stretch_both",
+        return layout_part(ctx, "layout", head, bars, detail, sizing_mode="stretch_both", scroll=True,
                            css_classes=["lf-view-layer-finder"])
 
     def _why(self, res, names, layer: int) -> str:
@@ -89,10 +89,9 @@ class LayerFinderView(View):
                 f"{', '.join(map(str, ranked[1:3]))} <span class='lf-hint'>(trained models have outliers too, often the "
                 "first and last layers: check with causal_trace or the base)</span>")
         return (f"<div class='lf-finder-lead'>{lead} · flagged ⚑: {', '.join(map(str, flagged))}</div>"
-                "<div class='lf-sub'>bars: spectral score, the largest |robust z| (in MADs) of a matrix's σ₁, σ₁/σ₂, "
-                f"stable rank or ‖W‖F against the {res.meta['window']} layers on each side; dead = all-zero rows or "
-                "columns (a knockout); off grid = ≥4× the distinct values of the same matrix nearby (written after "
-                "the model was quantized)</div>")
+                "<div class='lf-sub'>bars: largest |robust z| (MADs) of σ₁, σ₁/σ₂, stable rank or ‖W‖F against "
+                f"±{res.meta['window']} layers · dead: all-zero rows/cols · off grid: ≥4× the distinct values of the "
+                "same matrix nearby</div>")
 
     def _detail(self, ctx, res, names, layer: int, spectral) -> str:
         rows = []
