@@ -62,27 +62,31 @@ class ProbesView(View):
         if ctx.state.get("watched") is not box:  # once per component, not per render
             box.param.watch(on_token, "value")
             ctx.state["watched"] = box
-        empty = html_part(
-            ctx, "empty",
+        empty = html_part(  # a hidden part keeps no text: the page (and its tests) find nothing stale in it
+            ctx, "empty", "" if probes else
             "<div class='lf-hint lf-probes-empty'>no probe set yet: type prompts in the probe box above, one per "
             "line, or a template with <code>{}</code> and fillers, and press Ask; or keep them in the spec "
-            "under <code>probes:</code></div>", sizing_mode="stretch_width")
-        if not probes:
-            return layout_part(ctx, "layout", empty, sizing_mode="stretch_both", css_classes=["lf-view-probes"])
+            "under <code>probes:</code></div>", visible=not probes, sizing_mode="stretch_width")
+        # The table exists from the first render, hidden while there is no probe set: a Tabulator
+        # first made after the page loaded finds no Tabulator script in the page ("Tabulator is not
+        # defined"), since Panel sends a widget's scripts with the page that first holds one.
         models = self.compared()
-        rows = compare_probes(ctx.board.executor, models, probes, token)
+        rows = compare_probes(ctx.board.executor, models, probes, token) if probes else []
         table, columns = _table(rows, models, token)
         frame = pd.DataFrame(table, columns=list(columns))
         focused = ctx.focus.text
         selected = [i for i, r in enumerate(rows) if r["probe"] == focused]
         grid = ctx.part(
-            "grid", pn.widgets.Tabulator, value=frame, selection=selected, titles=columns,
+            "grid", pn.widgets.Tabulator, value=frame, selection=selected, titles=columns, visible=bool(probes),
             formatters={c: {"type": "money", "precision": 4} for c in frame.columns if frame[c].dtype.kind == "f"},
-            on_click=lambda event: ctx.set(text=rows[event.row]["probe"], position=None),
+            on_click=lambda event: rows and ctx.set(text=rows[event.row]["probe"], position=None),
             init={"show_index": False, "disabled": True, "selectable": 1, "sizing_mode": "stretch_both",
                   "layout": "fit_data_fill", "css_classes": ["lf-probes-table"], "min_height": 120})
-        note = html_part(ctx, "note", _caption(models, rows, token), sizing_mode="stretch_width")
-        return layout_part(ctx, "layout", note, box, grid, sizing_mode="stretch_both", css_classes=["lf-view-probes"])
+        note = html_part(ctx, "note", _caption(models, rows, token) if probes else "", visible=bool(probes),
+                         sizing_mode="stretch_width")
+        box.visible = bool(probes)
+        return layout_part(ctx, "layout", empty, note, box, grid, sizing_mode="stretch_both",
+                           css_classes=["lf-view-probes"])
 
 
 def _table(rows: list[dict], models: list[str], token: str | None) -> tuple[list[list], dict]:
