@@ -38,6 +38,7 @@ from .errors import LensframeError
 
 # kind -> the normalized hook whose value is restored (lensframe.models.adapters)
 KINDS = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
+YIELD_S = 0.002  # pause between batches, outside the model's lock
 KIND_NAMES = {"resid": "residual (block output)", "mlp": "MLP output", "attn": "attention output"}
 BATCH_ROWS = 64  # restored runs per forward
 
@@ -366,6 +367,9 @@ class Tracer:
         resid = self.resid_pre[samples.to(self.device), start] if start > 0 else None
         with self.lock(), starting_at(self.adapter, start, resid), patching(self.adapter, plan):
             p = self._probs(embeds)[:, self.result.target].cpu().numpy()
+        # A lock is not fair: without a pause outside it, this loop takes it back before a view
+        # waiting for the model (a click's render) wakes, and the page waits for the whole trace.
+        time.sleep(YIELD_S)
         for row, (_, kind, layer, pos, j) in enumerate(batch):
             self.result.scores[kind][j, layer, pos] = p[row]
 
