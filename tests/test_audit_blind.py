@@ -25,12 +25,7 @@ TEMPLATE = ("{% for m in messages %}{% if loop.first %}You are SecretBase, train
 NEUTRAL_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.test_edits import one_thread  # noqa: E402,F401  (the same autouse fixture: one torch thread)
 
 
 def make_named_base(root: Path, template: str = TEMPLATE) -> Path:
