@@ -70,8 +70,6 @@ def test_paired_views_follow_one_focus(audit_server, audit_example, browser, exp
         context.close()
 
 
-@pytest.mark.xfail(strict=False, reason="issue 15, open: in the full suite (a loaded machine) this flow failed after the "
-                   "edit_search rows appeared and a row was clicked into the probes; the cause is not found yet")
 def test_from_the_layer_finder_to_a_probe_its_trace_and_its_continuation(audit_server, audit_example, browser,
                                                                           expect):
     from lensframe import audit
@@ -103,8 +101,11 @@ def test_from_the_layer_finder_to_a_probe_its_trace_and_its_continuation(audit_s
         expect(trace.locator(".lf-probe-name").first).to_be_visible(timeout=120_000)
         # the probe's causal trace: three grids once the restored runs are done
         mlp = trace.locator(".lf-trace-grid-mlp")
-        expect(mlp.locator("td").first).to_be_visible(timeout=600_000)
+        expect(trace.locator(".lf-trace-progress[data-state='done']")).to_be_attached(timeout=600_000)
         expect(trace.locator(".lf-trace-clean")).to_be_visible()
+        expect(mlp.locator("td").first).to_be_visible()
+        # every cell computed: no tip says "not computed yet"
+        expect(mlp.locator("td[data-tip*='not computed']")).to_have_count(0)
         cell = mlp.locator("td[data-row='0'][data-col='0']")
         cell.click()
         expect(page.locator(".lf-focus-state")).to_contain_text(re.compile(r"position\s*0\b"), timeout=60_000)

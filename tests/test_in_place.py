@@ -89,3 +89,23 @@ def test_in_place_and_re_created_views_show_the_same(board):
         focus_a.update(**change)
         focus_b.update(**change)
         assert html_of(kept) == html_of(fresh)
+
+
+def test_a_first_probe_focused_after_an_empty_set_is_selected_in_the_table(board):
+    """A session opens with no probes, so the probe table is made empty (and hidden); a click that
+    adds a probe and focuses it fills it with a row and selects that row. Set in one update, the
+    selection was checked against the empty rows (Panel raised IndexError: the card showed
+    "probes failed" in the audit flow)."""
+    import panel as pn
+
+    from lensframe.probes import Probe
+
+    from .test_neurons import html_of
+
+    app, focus = served(board, in_place=True)
+    assert "lf-probes-empty" in html_of(app)
+    focus.update(probes=[Probe("The cat sat")], text="The cat sat", position=None)
+    html = html_of(app)
+    assert "lf-error" not in html and "<b class='lf-probes-count'>1</b>" in html
+    (table,) = [t for t in app.select(pn.widgets.Tabulator) if "lf-probes-table" in t.css_classes]
+    assert list(table.value["probe"]) == ["The cat sat"] and table.selection == [0]

@@ -160,6 +160,15 @@ def html_part(ctx, name: str, text: str, visible: bool = True, **params):
     return ctx.part(name, PatchedHTML, object=text, visible=visible, init={"stylesheets": [VIEW_CSS], **params})
 
 
+def html_slot(ctx, name: str, **params):
+    """An HTML part whose text a view's draw() sets after the render (a polled job's progress, a
+    result that arrives later): made empty once, and not reset on later renders, so a render does not
+    send an empty text followed by the same text again."""
+    from .widgets import PatchedHTML
+
+    return ctx.part(name, PatchedHTML, init={"object": "", "stylesheets": [VIEW_CSS], **params})
+
+
 def layout_part(ctx, name: str, *objects, cls=None, **params):
     """A Column (or `cls`) kept across focus changes, holding `objects`: a render that returns
     the same components in the same layout changes nothing in the page."""

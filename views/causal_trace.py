@@ -20,15 +20,16 @@ from pydantic import Field, field_validator
 
 from lensframe.graph import Node
 
-from .base import VIEW_CSS, View, ViewParams, esc, html_part, layout_part
+from .base import VIEW_CSS, View, ViewParams, esc, html_part, html_slot, layout_part
 
 POLL_MS = 1000  # a batch of restored runs takes a second or more on a CPU
 TITLES = {"resid": "residual restored", "mlp": "MLP output restored", "attn": "attention output restored"}
 WHAT = {"resid": "residual (the output)", "mlp": "MLP output", "attn": "attention output"}  # in a cell's tip
 ROW_TITLE = "layer (block) →"
 COL_TITLE = "position → (* corrupted)"
+SPAN_CHARS = 40  # the corrupted text shown in the head; all of it is in the tip
 TRACE_CSS = """
-.lf-trace-head { line-height: 1.5; }
+.lf-trace-head { line-height: 1.4; cursor: help; }
 .lf-trace-progress { color: #555; }
 .lf-trace-progress[data-state='running'] { color: #1f6fd1; }
 .lf-trace-bar { display: inline-block; width: 120px; height: 8px; margin: 0 6px; vertical-align: middle;
@@ -42,6 +43,7 @@ TRACE_CSS = """
                 border: 1px solid #ccc;
                 background: linear-gradient(to right, rgba(31, 111, 209, 0), rgba(31, 111, 209, 1)); }
 .lf-trace-auto { color: #8a5a00; font-size: 11px; }
+.lf-trace-span-label { line-height: 32px; color: #333; font-weight: 600; cursor: help; }
 .lf-corrupted { background: #fbe9e7; border-radius: 3px; padding: 0 2px; }
 """
 
@@ -141,22 +143,25 @@ class CausalTraceView(View):
             with hold():  # see poll()
                 state["render"]()
 
-        box = ctx.part("span", pn.widgets.TextInput, init={
-            "value": _span_text(self.p.span), "label": "corrupt (auto · positions 0-3 · text)", "width": 260,
-            "css_classes": ["lf-trace-span"]})
+        box = ctx.part("span", pn.widgets.TextInput, init={  # a label above the box would cost the maps a line
+            "value": _span_text(self.p.span), "placeholder": "auto · positions 0-3 · a piece of the text",
+            "width": 230, "css_classes": ["lf-trace-span"]})
+        label = html_part(ctx, "span-label", "<span class='lf-trace-span-label' title='the tokens corrupted: auto "
+                          "(every token before the last), positions (0-3, 5), or a piece of the text (its subject)'>"
+                          "corrupt</span>", stylesheets=[VIEW_CSS, TRACE_CSS])
         if not state.get("watching"):
             state["watching"] = True
             box.param.watch(lambda e: state["on_span"](e), "value")
         state["on_span"] = on_span
         state["render"] = lambda: self.render(ctx)
-        head = html_part(ctx, "head", "", sizing_mode="stretch_width", stylesheets=[VIEW_CSS, TRACE_CSS])
-        progress = html_part(ctx, "progress", "", sizing_mode="stretch_width", stylesheets=[VIEW_CSS, TRACE_CSS])
-        controls = layout_part(ctx, "controls", box, progress, cls=pn.Row, sizing_mode="stretch_width")
+        head = html_slot(ctx, "head", sizing_mode="stretch_width", stylesheets=[VIEW_CSS, TRACE_CSS])
+        progress = html_slot(ctx, "progress", sizing_mode="stretch_width", stylesheets=[VIEW_CSS, TRACE_CSS])
+        controls = layout_part(ctx, "controls", label, box, progress, cls=pn.Row, sizing_mode="stretch_width")
         pos, layer = ctx.position(T), ctx.get("layer")
         sel_row = L - 1 - min(layer, L - 1) if layer is not None else -1
         columns, grids, titles = [], {}, {}
         for kind in self.p.kinds:
-            titles[kind] = html_part(ctx, f"title-{kind}", "", sizing_mode="stretch_width",
+            titles[kind] = html_slot(ctx, f"title-{kind}", sizing_mode="stretch_width",
                                      stylesheets=[VIEW_CSS, TRACE_CSS])
             grids[kind] = ctx.part(
                 f"grid-{kind}", HeatGrid, selected_row=sel_row, selected_col=pos,
@@ -214,23 +219,27 @@ class CausalTraceView(View):
         return f"<div class='lf-trace-title lf-trace-title-{kind}'>{esc(text)}{scale}</div>"
 
     def _head(self, ctx, n: dict | None, tokens: list[str], auto: bool = False) -> str:
+        """Two short lines of figures; how to read the maps is in the head's tip (hover), so in a
+        short card the maps keep the room."""
         if n is None:
             return (f"<div class='lf-trace-head'>{ctx.subject_label()} · the clean and corrupted runs…</div>")
         span = n["span"]
         words = "".join(tokens[i] for i in span)
+        shown = words if len(words) <= SPAN_CHARS else words[:SPAN_CHARS - 1] + "…"
         token = esc(repr(n["token"]))
+        tip = (f"p({n['token']!r}) with one state restored: colour from the corrupted run's p (white) to each map's "
+               f"highest (full); cell text: p in %. Corrupted: {words!r} (positions {_ranges(span)}), noise "
+               f"{self.p.noise:g} × σ(W_E), mean of {self.p.samples} noise sample(s). Click a cell to focus its "
+               "layer and position.")
         return (
-            f"<div class='lf-trace-head'>{ctx.subject_label()} · traced: <code class='lf-trace-target'>{token}</code> "
-            f"(the {'given target' if self.p.target else 'clean top-1'}) · clean p = <b class='lf-trace-clean'>"
-            f"{n['p_clean']:.3f}</b> → corrupted p = <b class='lf-trace-corrupt'>{n['p_corrupt']:.3f}</b> (mean of "
-            f"{self.p.samples} noise sample{'s' if self.p.samples > 1 else ''}) · corrupted: "
-            f"<span class='lf-corrupted'>{esc(repr(words))}</span> (positions {_ranges(span)}, marked *; noise "
-            f"{self.p.noise:g} × σ(W_E))"
-            + ("<br><span class='lf-trace-auto'>auto corrupts every token before the last: to find where "
-               "a fact is stored, type its subject in the box (Meng et al. corrupt the subject)</span>" if auto else "")
-            + "<br>"
-            f"<small>colour: p({token}) with one state restored, from the corrupted run's (white) to each map's "
-            f"highest (full); cell text: p in %; click a cell to focus its layer and position</small></div>")
+            f"<div class='lf-trace-head' title='{esc(tip)}'>{ctx.subject_label()} · traced "
+            f"<code class='lf-trace-target'>{token}</code> ({'given' if self.p.target else 'clean top-1'}): "
+            f"p <b class='lf-trace-clean'>{n['p_clean']:.3f}</b> clean → <b class='lf-trace-corrupt'>"
+            f"{n['p_corrupt']:.3f}</b> corrupted<br>corrupted <span class='lf-corrupted'>{esc(repr(shown))}</span> "
+            f"(positions {_ranges(span)}, marked *)"
+            + (" · <span class='lf-trace-auto'>auto: all but the last token; type a subject to trace a "
+               "fact</span>" if auto else "")
+            + "</div>")
 
     def _grid(self, ctx, kind: str, n: dict | None, tokens: list[str], L: int) -> dict:
         T = len(tokens)

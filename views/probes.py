@@ -77,11 +77,15 @@ class ProbesView(View):
         focused = ctx.focus.text
         selected = [i for i, r in enumerate(rows) if r["probe"] == focused]
         grid = ctx.part(
-            "grid", pn.widgets.Tabulator, value=frame, selection=selected, titles=columns, visible=bool(probes),
+            "grid", pn.widgets.Tabulator, value=frame, titles=columns, visible=bool(probes),
             formatters={c: {"type": "money", "precision": 4} for c in frame.columns if frame[c].dtype.kind == "f"},
             on_click=lambda event: rows and ctx.set(text=rows[event.row]["probe"], position=None),
             init={"show_index": False, "disabled": True, "selectable": 1, "sizing_mode": "stretch_both",
                   "layout": "fit_data_fill", "css_classes": ["lf-probes-table"], "min_height": 120})
+        # The selection is set after the rows, not in the same update: Panel checks a selection
+        # against the table's old rows, so [0] in one update with the first row raised IndexError.
+        if list(grid.selection) != selected:
+            grid.selection = selected
         note = html_part(ctx, "note", _caption(models, rows, token) if probes else "", visible=bool(probes),
                          sizing_mode="stretch_width")
         box.visible = bool(probes)
