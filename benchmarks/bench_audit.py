@@ -109,7 +109,7 @@ def easy_guess(board, answer_tokens) -> tuple[dict, dict]:
 
     from lensframe.edit_search_job import run_search
     from lensframe.models.adapters import family_for
-    from lensframe.ops.compare import layer_ranking
+    from lensframe.model_compare import layer_ranking
     w = board.result(board.views["diff"].weights_node())
     layer = layer_ranking(w)[0][0]
     info = board.infos["suspect"]

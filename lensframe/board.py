@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .checks import check_spec
 from .compiler import compile_plan
-from .data import load_dataset
-from .errors import SpecError
 from .focus import Focus
-from .models.sources import resolve_source
 from .spec.validate import Spec, load_spec, validate_spec
 from .store import Store
 
@@ -20,44 +18,9 @@ class Board:
         self.spec = spec
         self.device = device
         self.trust_remote_code = trust_remote_code  # kept so a rebuild (Board.rebuilt) asks the same
-        issues = []
-        self.sources = {}
-        for name, mspec in spec.models.items():
-            where = ("models", name, "source") if name in _models_block(spec) else ("model",)
-            if mspec.trust_remote_code and not trust_remote_code:
-                issues.append(spec.issue("trust_remote_code needs the command line to ask for it too", where[:-1] + ("trust_remote_code",) if where != ("model",) else where,
-                                         "pass --trust-remote-code, or remove it from the spec"))
-                continue
-            try:
-                self.sources[name] = resolve_source(name, mspec, spec.base_dir, where)
-            except SpecError as err:
-                issues += spec.locate(err).issues
-        try:
-            self.dataset = load_dataset(spec.dataset, spec.base_dir)
-        except SpecError as err:
-            issues += spec.locate(err).issues
-            self.dataset = None
-        self.infos = {}
-        for name, src in self.sources.items():
-            try:
-                self.infos[name] = src.info()
-            except SpecError as err:
-                issues += spec.locate(err).issues
-        # capability checks: before any weight is loaded
-        self.views = {vid: v.cls(vid, v.params, v.model) for vid, v in spec.views.items()}
-        for view in self.views.values():
-            view.info = self.infos.get(view.model)  # shapes from the config, for needs() and check()
-            view.infos = self.infos  # every model's, for views that compare two
-            if view.info is None:
-                continue
-            for path, msg, hint in view.check(view.info) + (view.check_data(self.dataset) if self.dataset else []):
-                issues.append(spec.issue(msg, ("views", view.id) + tuple(path), hint))
-        if not issues:
-            for view in self.views.values():
-                for path, msg, hint in view.check_views(self.views, spec.dataset.max_tokens):
-                    issues.append(spec.issue(msg, ("views", view.id) + tuple(path), hint))
-        if issues:
-            raise SpecError(issues)
+        checked = check_spec(spec, trust_remote_code=trust_remote_code)
+        self.sources, self.dataset, self.infos, self.views = (checked.sources, checked.dataset, checked.infos,
+                                                              checked.views)
         self.store = Store(Path(cache_dir) if cache_dir else spec.base_dir / ".lensframe" / "cache")
         self.fingerprints = fps = {name: src.fingerprint() for name, src in self.sources.items()}
         self.plan = compile_plan(self.views, fps, self.dataset.fingerprint, self.infos, len(self.dataset),
@@ -211,7 +174,3 @@ def _entries(memo) -> list:
     """A snapshot of an executor Memo's (key, value) pairs, oldest first."""
     with memo._lock:
         return list(memo._items.items())
-
-
-def _models_block(spec: Spec) -> set:
-    return {p[1] for p in spec.positions.values if len(p) >= 2 and p[0] == "models"}

@@ -19,6 +19,8 @@ def _board(args, **extra):
 
 
 def cmd_validate(args) -> int:
+    """Every check that needs no weights (lensframe.checks), the same as plan and serve make before
+    they load a model, so a spec that validates also loads; --schema-only: the spec file alone."""
     import yaml
 
     from .spec.validate import load_spec
@@ -27,10 +29,19 @@ def cmd_validate(args) -> int:
     for path in args.spec:
         try:
             spec = load_spec(path, allow_local_views=args.allow_local_views)
+            not_local = []
+            if not args.schema_only:
+                from .checks import check_spec
+
+                not_local = check_spec(spec, trust_remote_code=args.trust_remote_code, offline=True).not_local
             if args.normalized:
                 print(yaml.safe_dump(spec.normalized(), sort_keys=False), end="")
             elif not args.quiet:
-                print(f"{path}: ok ({len(spec.views)} views)")
+                print(f"{path}: ok ({len(spec.views)} views{', schema only' if args.schema_only else ''})")
+            for name in not_local:
+                print(f"{path}: note: model {name!r} ({spec.models[name].source}) is not in the local Hugging Face "
+                      "cache, so the checks that need its config were skipped (serve downloads it where the hub "
+                      "is reachable)", file=sys.stderr)
         except LensframeError as err:
             errors.append(str(err))
     if errors:
@@ -120,10 +131,10 @@ def cmd_lock(args) -> int:
 def cmd_diff(args) -> int:
     from .board import Board
     from .diff import format_diff, spec_diff
-    from .lock import check, lock_path
+    from .lock import LOCK_SUFFIX, check, lock_path
 
     local = args.allow_local_views
-    if args.b.endswith(".lock.yaml"):  # a spec against its lock: what drifted since
+    if args.b.endswith(LOCK_SUFFIX):  # a spec against its lock: what drifted since
         board = Board.from_file(args.a, allow_local_views=local)
         if lock_path(board.spec.file).resolve() != Path(args.b).resolve():
             raise LensframeError(f"{args.b} is not the lock of {args.a} (that is {lock_path(args.a)})")
@@ -170,12 +181,22 @@ def cmd_schema(args) -> int:
         return 0
     from .spec.jsonschema import spec_json_schema
 
-    print(json.dumps(spec_json_schema(), indent=2))
+    print(json.dumps(spec_json_schema(builtin_only=args.builtin_only), indent=2))
     return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lensframe")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lensframe", description="Linked interpretability dashboards from a YAML spec.")
+    p.add_argument("--version", action="version", version=f"lensframe {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_board(sp):
@@ -209,6 +230,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--normalized", action="store_true", help="print the normalized spec")
     v.add_argument("--quiet", "-q", action="store_true")
     v.add_argument("--allow-local-views", action="store_true", help="allow view types from local Python files (they run code)")
+    v.add_argument("--schema-only", action="store_true",
+                   help="check the spec file alone (keys, types, ranges, layout), not its files, models and data")
+    v.add_argument("--trust-remote-code", action="store_true", help="as for serve: the spec's trust_remote_code is allowed")
     v.set_defaults(fn=cmd_validate)
     pl = with_board(sub.add_parser("plan", help="print the compiled plan: nodes, sharing, passes, memory, cache"))
     pl.add_argument("--json", action="store_true")
@@ -243,6 +267,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("views", help="list view types and their params").set_defaults(fn=cmd_views)
     sc = sub.add_parser("schema", help="print the spec's JSON Schema (for editors)")
     sc.add_argument("--markdown", action="store_true", help="print the spec reference as markdown instead")
+    sc.add_argument("--builtin-only", action="store_true",
+                    help="the built-in views only, leaving out installed plugins (schemas/lensframe.schema.json)")
     sc.set_defaults(fn=cmd_schema)
     return p
 

@@ -11,6 +11,9 @@ Sources (DatasetSpec.source):
 - ``jsonl:<file>``      one JSON object per line; ``text`` / ``label`` name the fields.
 - ``csv:<file>``        header row; ``text`` / ``label`` name the columns.
 - ``txt:<file>``        one text per non-empty line, or ``%``-separated records (fortune style).
+- ``parquet:<file>``    a Parquet table; ``text`` / ``label`` name the columns.
+- ``hf:<folder>``       a Hugging Face dataset written by ``save_to_disk`` (``split`` picks one of a
+                        DatasetDict), or ``hf:<name>[@revision]`` from the local Hugging Face cache.
 - inline ``texts:`` (and optional ``labels:``) instead of ``source``.
 
 Relative paths resolve against the spec file's folder (``base_dir``), so a spec means the same
@@ -33,6 +36,7 @@ from lensframe.errors import SpecError, did_you_mean
 from lensframe.spec.schema import DatasetSpec
 
 FORTUNES_DIR = pathlib.Path("/usr/share/games/fortunes")
+FORTUNES_LABEL = "topic"  # the one label field of builtin:fortunes: each text's category file
 FORTUNES_ENV = "LENSFRAME_FORTUNES_DIR"  # tests point this at a small fake fortunes folder
 
 # The clearly topical categories: each file is about one subject, so the label means something
@@ -43,7 +47,7 @@ DEFAULT_FORTUNE_CATEGORIES = (
     "love", "medicine", "news", "people", "pets", "politics", "science", "sports", "work",
 )
 
-SCHEMES = ("builtin", "jsonl", "csv", "txt")
+SCHEMES = ("builtin", "jsonl", "csv", "txt", "parquet", "hf")
 BUILTINS = ("fortunes",)
 
 # Longer records are dropped before sampling: they are rare (long stories, ascii art) and would be
@@ -153,7 +157,7 @@ def _read_source(spec: DatasetSpec, base_dir: pathlib.Path):
     if not sep or scheme not in SCHEMES:
         raise _err(
             f"unknown dataset source {spec.source!r}; known schemes: "
-            "builtin:fortunes, jsonl:<file>, csv:<file>, txt:<file>",
+            "builtin:fortunes, jsonl:<file>, csv:<file>, txt:<file>, parquet:<file>, hf:<folder or name>",
             "source",
             hint=did_you_mean(scheme, SCHEMES) if sep else None,
         )
@@ -170,10 +174,19 @@ def _read_source(spec: DatasetSpec, base_dir: pathlib.Path):
                 "source",
                 hint=did_you_mean(rest, BUILTINS),
             )
+        if spec.label is not None and spec.label != FORTUNES_LABEL:
+            raise _err(f"builtin:fortunes has one label, {FORTUNES_LABEL!r} (its category file), not {spec.label!r}",
+                       "label", hint=f"label: {FORTUNES_LABEL}")
         texts, labels, sources = _read_fortunes(spec)
-        # Fortunes always know their category; the `label` key's value is just a column name.
         return spec.source, texts, labels if spec.label else None, sources
 
+    if spec.split is not None and scheme != "hf":
+        raise _err("`split` applies to hf: datasets only", "split")
+    if scheme == "hf":
+        from .data_tables import read_hf
+
+        texts, labels, sources = _columns(*read_hf(rest, spec, base_dir), spec)
+        return scheme, texts, labels, sources
     path = base_dir / pathlib.Path(rest).expanduser()
     if path.is_dir():
         raise _err(f"{path.resolve()} is a folder, not a file", "source")
@@ -185,6 +198,11 @@ def _read_source(spec: DatasetSpec, base_dir: pathlib.Path):
             raise _err("txt files have no label column; use jsonl or csv for labels", "label")
         texts, sources = _read_txt(path, shown)
         return scheme, texts, None, sources
+    if scheme == "parquet":
+        from .data_tables import read_parquet
+
+        texts, labels, sources = _columns(*read_parquet(path, shown, spec), spec)
+        return scheme, texts, labels, sources
     try:
         rows, columns = (_read_jsonl if scheme == "jsonl" else _read_csv)(path, shown)
     except UnicodeDecodeError as exc:

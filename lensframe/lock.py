@@ -1,4 +1,5 @@
-"""Lock files: what a spec resolved to, kept in git beside it (demo.yaml -> demo.lock.yaml).
+"""Lock files: what a spec resolved to, kept in git beside it (demo.yaml -> demo.lock, YAML inside; not
+named *.yaml, so a glob for specs never takes it for one).
 
 A lock pins each model's weights (the content fingerprint of a local folder or GGUF, the commit of
 a hub model), the dataset's content fingerprint and size, lensframe's version and the version of
@@ -16,11 +17,12 @@ import yaml
 from .errors import LensframeError
 
 LOCK_FORMAT = 1
+LOCK_SUFFIX = ".lock"
 
 
 def lock_path(spec_file) -> Path:
     p = Path(spec_file)
-    return p.with_name(p.name.removesuffix(".yaml").removesuffix(".yml") + ".lock.yaml")
+    return p.with_name(p.name.removesuffix(".yaml").removesuffix(".yml") + LOCK_SUFFIX)
 
 
 def lock_data(board) -> dict:

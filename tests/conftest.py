@@ -21,6 +21,17 @@ TEXTS = [
 ]
 LABELS = ["pets", "wisdom", "computers", "food", "law", "science", "love", "computers"]
 
+FLOAT32_EPS = 2.0 ** -23  # the spacing of float32 numbers near 1
+
+
+def float32_atol(n_layers: int, d_model: int) -> float:
+    """Absolute tolerance for a probability (scale 1) computed twice by the same float32 model
+    with a different summation order (a padded batch against one text, AVX2 against AVX-512
+    kernels): rounding errors of a d-wide dot product grow like eps·sqrt(d) and add up over the
+    layers. SmolLM2 (30 layers, d 576): 8.6e-5; the tiny models (3 layers, d 64): 2.9e-6. Seen:
+    2.4e-6 on SmolLM2's attention on an AVX-512 machine, which failed a fixed atol of 1e-6."""
+    return FLOAT32_EPS * d_model ** 0.5 * n_layers
+
 
 def make_tokenizer(folder: Path):
     from tokenizers import ByteLevelBPETokenizer

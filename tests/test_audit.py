@@ -77,7 +77,7 @@ def games(tiny_models, tmp_path_factory):
 @pytest.mark.parametrize("kind", audit.KINDS)
 def test_audit_new_writes_a_folder_whose_model_diff_ranks_the_edited_layer_first(games, kind):
     from lensframe.board import Board
-    from lensframe.ops.compare import layer_ranking
+    from lensframe.model_compare import layer_ranking
 
     folders, vault = games
     folder = folders[kind]

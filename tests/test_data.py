@@ -69,9 +69,15 @@ def test_fortunes_no_label_key_means_no_labels(fortunes):
 
 def test_fortunes_explicit_categories(fortunes):
     ds = load_dataset(
-        spec(source="builtin:fortunes", categories=["zippy"], label="category"), fortunes
+        spec(source="builtin:fortunes", categories=["zippy"], label="topic"), fortunes
     )
     assert ds.labels == ("zippy",) * 5
+
+
+def test_fortunes_label_is_topic(fortunes):
+    """builtin:fortunes has one label field; a misspelt one is an error at `label`, not ignored."""
+    issue = spec_error(spec(source="builtin:fortunes", label="topc"), fortunes).issues[0]
+    assert issue.path == ("dataset", "label") and "'topic'" in issue.message and issue.hint == "label: topic"
 
 
 def test_fortunes_unknown_category_hint(fortunes):
@@ -305,3 +311,68 @@ def test_fingerprint_sensitive(tmp_path):
     # a pinned value: the canonical encoding must not drift across machines and versions
     # (the store is keyed by it, so a change silently invalidates every cached result)
     assert base == "e0d0a16b9fa4a7370637a3a9d7d64d9d61b51df54f4043178c2dfe8658d93d8a"
+
+
+# ------------------------------------------------------------------- parquet and Hugging Face datasets
+
+ROWS = [("The cat sat on the mat.", "pets"), ("Tax law is hard.", "law"), ("", "law"),
+        ("Dogs bark at night.", "pets"), ("A court ruled today.", "law")]
+
+
+def test_parquet_reads_like_a_jsonl_file(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": [t for t, _ in ROWS], "topic": [l for _, l in ROWS], "n": list(range(5))}),
+                   tmp_path / "data.parquet")
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps({"body": t, "topic": l}) + "\n" for t, l in ROWS))
+    ds = load_dataset(spec(source="parquet:data.parquet", text="body", label="topic", limit=None), tmp_path)
+    same = load_dataset(spec(source="jsonl:data.jsonl", text="body", label="topic", limit=None), tmp_path)
+    assert ds.texts == same.texts == tuple(t for t, _ in ROWS if t)  # the empty text dropped
+    assert ds.labels == same.labels and ds.sources[0] == "data.parquet:0" and ds.sources[2] == "data.parquet:3"
+    issue = spec_error(spec(source="parquet:data.parquet", text="body", label="topc"), tmp_path).issues[0]
+    assert issue.path == ("dataset", "label") and issue.message == "no column 'topc'; columns: body, topic, n"
+    assert issue.hint == "did you mean 'topic'?"
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    issue = spec_error(spec(source="parquet:bad.parquet"), tmp_path).issues[0]
+    assert issue.path == ("dataset", "source") and "not a readable parquet file" in issue.message
+
+
+def test_hf_dataset_saved_to_disk(tmp_path):
+    datasets = pytest.importorskip("datasets")
+
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["law", "pets"])})
+    data = {"text": [t for t, _ in ROWS], "label": [["law", "pets"].index(l) for _, l in ROWS]}
+    train = datasets.Dataset.from_dict(data, features=features)
+    test = datasets.Dataset.from_dict({k: v[:2] for k, v in data.items()}, features=features)
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp_path / "dd"))
+    train.save_to_disk(str(tmp_path / "one"))
+
+    ds = load_dataset(spec(source="hf:dd", label="label", limit=None), tmp_path)
+    assert ds.texts == tuple(t for t, _ in ROWS if t)
+    assert ds.labels == tuple(l for t, l in ROWS if t)  # ClassLabel ints read as their names
+    assert ds.sources[0] == "hf:dd[train]:0"
+    assert load_dataset(spec(source="hf:dd", split="test", limit=None), tmp_path).texts == (ROWS[0][0], ROWS[1][0])
+    assert load_dataset(spec(source="hf:one", limit=None), tmp_path).texts == ds.texts
+    assert ds.fingerprint == load_dataset(spec(source="hf:one", label="label", limit=None), tmp_path).fingerprint
+
+    issue = spec_error(spec(source="hf:dd", split="tset"), tmp_path).issues[0]
+    assert issue.path == ("dataset", "split") and issue.message == "split 'tset' is not in dd; splits: train, test"
+    assert issue.hint == "did you mean 'test'?"
+    issue = spec_error(spec(source="hf:one", split="train"), tmp_path).issues[0]
+    assert issue.path == ("dataset", "split") and "no splits" in issue.message
+    issue = spec_error(spec(source="hf:dd", text="txt"), tmp_path).issues[0]
+    assert issue.path == ("dataset", "text") and issue.message == "no column 'txt'; columns: text, label"
+    issue = spec_error(spec(source="jsonl:x.jsonl", split="train"), tmp_path).issues[0]
+    assert issue.path == ("dataset", "split")
+
+
+def test_hf_dataset_name_not_in_the_cache_is_a_spec_error(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    issue = spec_error(spec(source="hf:nobody/no-such-dataset"), tmp_path).issues[0]
+    assert issue.path == ("dataset", "source")
+    assert issue.message.startswith("cannot load the Hugging Face dataset 'nobody/no-such-dataset' (split 'train')")
+    assert "save_to_disk" in issue.hint

@@ -10,7 +10,7 @@ import torch
 
 from lensframe.board import Board
 
-from .conftest import tiny_spec
+from .conftest import float32_atol, tiny_spec
 
 VIEWS = "  lens: {type: logit_lens, top_k: 4}\n"
 
@@ -96,7 +96,8 @@ def test_attention_on_smollm2_equals_output_attentions(smollm2_board):
     with torch.no_grad():
         ref = b.executor.model("main").model(input_ids=ids, output_attentions=True).attentions
     assert res.shape == (30, 9, n, n)
-    np.testing.assert_allclose(res, torch.stack([a[0] for a in ref]).numpy(), atol=1e-6)
+    info = b.infos["main"]
+    np.testing.assert_allclose(res, torch.stack([a[0] for a in ref]).numpy(), atol=float32_atol(info.n_layers, info.d_model))
 
 
 def _render(board: Board, vid: str, **focus):

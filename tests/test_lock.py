@@ -25,7 +25,7 @@ def test_a_lock_pins_what_the_store_keys_are_made_of(spec, tiny_models, tmp_path
 
     board = Board.from_file(spec)
     path = lock.write_lock(board)
-    assert path.name == "demo.lock.yaml"
+    assert path.name == "demo.lock" and path not in set(path.parent.glob("*.yaml"))  # no spec glob takes it
     data = lock.read_lock(path)
     assert data["models"]["main"]["fingerprint"] == board.sources["main"].fingerprint()
     assert data["dataset"]["fingerprint"] == board.dataset.fingerprint and data["dataset"]["samples"] == len(TEXTS)
@@ -52,7 +52,7 @@ def test_a_changed_dataset_file_is_reported_and_frozen_refuses(spec):
     board = Board.from_file(spec)
     lines = lock.check(board)
     assert lines == ["dataset txt:data.txt: changed since the lock (the same number of samples, other content)"]
-    with pytest.raises(LensframeError, match="drifted from demo.lock.yaml"):
+    with pytest.raises(LensframeError, match="drifted from demo.lock"):
         lock.check(board, frozen=True)
 
 
@@ -88,8 +88,8 @@ def test_the_command_line_locks_reports_drift_and_frozen_exits_2(spec, capsys):
     from lensframe.cli import main
 
     assert main(["lock", str(spec)]) == 0
-    assert (spec.parent / "demo.lock.yaml").is_file() and "wrote" in capsys.readouterr().out
-    assert main(["diff", str(spec), str(spec.parent / "demo.lock.yaml")]) == 0
+    assert (spec.parent / "demo.lock").is_file() and "wrote" in capsys.readouterr().out
+    assert main(["diff", str(spec), str(spec.parent / "demo.lock")]) == 0
     assert "resolves to what" in capsys.readouterr().out
     data = spec.parent / "data.txt"
     data.write_text(data.read_text() + "One more line of text.\n")
@@ -98,6 +98,6 @@ def test_the_command_line_locks_reports_drift_and_frozen_exits_2(spec, capsys):
     assert "drift from the lock: dataset txt:data.txt: changed since the lock" in err
     assert main(["compute", str(spec), "--frozen"]) == 2
     err = capsys.readouterr().err
-    assert "drifted from demo.lock.yaml (--frozen)" in err and "Traceback" not in err
-    assert main(["diff", str(spec), str(spec.parent / "demo.lock.yaml")]) == 0
+    assert "drifted from demo.lock (--frozen)" in err and "Traceback" not in err
+    assert main(["diff", str(spec), str(spec.parent / "demo.lock")]) == 0
     assert "changed since the lock" in capsys.readouterr().out

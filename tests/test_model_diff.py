@@ -57,7 +57,7 @@ def pair(request, tiny_models, tmp_path_factory):
 
 
 def test_weight_diff_ranks_the_edited_layer_first_with_rank_one(pair):
-    from lensframe.ops.compare import layer_ranking
+    from lensframe.model_compare import layer_ranking
 
     w = pair.result(pair.views["diff"].weights_node())
     ranking = layer_ranking(w)
@@ -472,7 +472,7 @@ def test_weight_diff_spectrum_and_directions_match_numpy(planted):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from lensframe.ops.compare import ROLES, changed_matrices
+    from lensframe.model_compare import ROLES, changed_matrices
 
     kind, board, tokens = planted
     w = board.result(board.views["diff"].weights_node())
@@ -530,7 +530,7 @@ def test_weight_diff_spectrum_and_directions_match_numpy(planted):
 
 
 def test_text_kl_baseline_matches_numpy():
-    from lensframe.ops.compare import text_kl_baseline
+    from lensframe.model_compare import text_kl_baseline
 
     rng = np.random.default_rng(0)
     kl = np.exp(rng.normal(-8, 1, 60))
@@ -568,7 +568,7 @@ def test_the_head_gives_the_main_evidence_first(planted):
     planted token its σ₁ direction promotes (standing out), whether the texts moved beyond noise
     (as numpy says), and where the inputs that excite the change are found."""
     pytest.importorskip("panel")
-    from lensframe.ops.compare import Z_MOVED
+    from lensframe.model_compare import Z_MOVED
 
     from .test_neurons import html_of
 
@@ -599,7 +599,7 @@ def test_the_head_gives_the_main_evidence_first(planted):
 
 def test_the_texts_line_says_noise_or_moved():
     """The head's text line on KLs all alike (noise) and with one text far beyond them."""
-    from lensframe.ops.compare import text_kl_baseline
+    from lensframe.model_compare import text_kl_baseline
     from lensframe.views.model_diff import _texts_line
 
     rng = np.random.default_rng(1)

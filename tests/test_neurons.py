@@ -19,7 +19,7 @@ import torch
 
 from lensframe.board import Board
 
-from .conftest import TEXTS, tiny_spec
+from .conftest import TEXTS, float32_atol, tiny_spec
 from .test_lens_numbers import check_lens
 from .test_sharing import ForwardCounter
 
@@ -446,7 +446,9 @@ def test_attention_on_neox_equals_output_attentions(tiny_models, boards):
         res = b.executor.focus("main", sample)[b.views["attn"].attention_node(MAX_TOKENS)]["pattern"]
         out, _ = trace(path, "neox", ids, output_attentions=True)
         assert res.shape == (3, 4, n, n)
-        np.testing.assert_allclose(res, torch.stack([a[0] for a in out.attentions]).numpy(), atol=1e-6)
+        info = b.infos["main"]
+        np.testing.assert_allclose(res, torch.stack([a[0] for a in out.attentions]).numpy(),
+                                   atol=float32_atol(info.n_layers, info.d_model))
 
 
 @pytest.mark.parametrize("kind", FAMILIES)

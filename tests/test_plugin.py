@@ -399,7 +399,8 @@ def test_an_op_cannot_take_a_registered_name(tmp_path):
 
 def test_a_clash_is_found_before_the_builtins_are_imported(tmp_path):
     """In a fresh process a plugin's op may register before any built-in op module was imported:
-    register imports them first, so the clash is still found (and the built-in kept)."""
+    register checks the table of built-in op names, so the clash is still found (and the built-in
+    kept) with no built-in imported (several import torch)."""
     import subprocess
     import sys
 
@@ -407,6 +408,7 @@ def test_a_clash_is_found_before_the_builtins_are_imported(tmp_path):
     code = ("import sys; from lensframe.ops import OpNameClash, get_op\n"
             "assert 'lensframe.ops.lens' not in sys.modules\n"
             "try:\n    import early_plugin\nexcept OpNameClash as e:\n    print('refused:', e)\n"
+            "assert 'lensframe.ops.lens' not in sys.modules and 'torch' not in sys.modules\n"
             "print(type(get_op('logit_lens')).__module__)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert "refused: op 'logit_lens' of early_plugin.BetterLens clashes with the built-in op" in out, out
@@ -431,6 +433,16 @@ def test_get_op_imports_every_builtin_op_module(tmp_path):
             "assert not missing, missing")
     subprocess.run([sys.executable, "-c", code, ",".join(names), ",".join(modules)], cwd=tmp_path, check=True)
     assert {"dream", "clustering", "describe"} <= set(modules)
+
+
+def test_the_table_of_builtin_op_names_is_what_the_modules_register():
+    """BUILTIN_OPS (which a plugin's op is checked against without importing the built-ins) names
+    every built-in op and the module that registers it, and nothing else."""
+    from lensframe.ops import _OPS, BUILTIN_OPS, _import_builtins, is_builtin
+
+    _import_builtins()
+    registered = {name: type(op).__module__.rsplit(".", 1)[1] for name, op in _OPS.items() if is_builtin(type(op))}
+    assert registered == BUILTIN_OPS
 
 
 def test_a_plugin_whose_op_clashes_is_left_out(monkeypatch, tiny_models, tmp_path, capsys):

@@ -6,7 +6,7 @@ import pytest
 
 from lensframe.board import Board
 
-from .conftest import tiny_spec
+from .conftest import float32_atol, tiny_spec
 
 VIEWS = """  text: {type: text}
   lens: {type: logit_lens, metric: prob, top_k: 3}
@@ -108,6 +108,7 @@ def test_focus_pass_attention_equals_output_attentions(tiny_models, tmp_path):
         ids = torch.as_tensor(tok["ids"][4:5, :n], dtype=torch.long)
         with torch.no_grad():
             ref = b.executor.model("main").model(input_ids=ids, output_attentions=True).attentions
-        np.testing.assert_allclose(res, torch.stack([a[0] for a in ref]).numpy(), atol=1e-6)
+        info = b.infos["main"]
+        np.testing.assert_allclose(res, torch.stack([a[0] for a in ref]).numpy(), atol=float32_atol(info.n_layers, info.d_model))
         assert res.shape == (3, 4, n, n)
         np.testing.assert_allclose(res.sum(-1), 1, atol=1e-5)

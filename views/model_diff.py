@@ -7,7 +7,7 @@ reads) in tokens, and whether any text's predictions moved beyond the dataset's 
 three columns:
 - the layers by relative weight change (‖ΔW‖/‖W‖, with the rank of each layer's largest change),
   and the texts whose next-token distributions moved most: mean KL(model ‖ other) per text with a
-  robust z-score against the whole dataset (lensframe.ops.compare.text_kl_baseline);
+  robust z-score against the whole dataset (lensframe.model_compare.text_kl_baseline);
 - the singular spectrum of ΔW of each changed matrix (σ₁..σ₈; a rank-one edit shows one bar) with
   its top directions in tokens (WeightDiffOp), then the focused token's moved probabilities;
 - the paired logit lens (other | model | KL), its rows labelled as the logit_lens view labels them.
@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from lensframe.graph import Node
-from lensframe.ops.compare import (DIRECTIONS, NULL_DIRECTIONS, TOP_SV, changed_matrices, layer_ranking,
+from lensframe.model_compare import (DIRECTIONS, NULL_DIRECTIONS, TOP_SV, changed_matrices, layer_ranking,
                                    text_kl_baseline)
 
 from .base import ComparesModels, VIEW_CSS, View, ViewParams, esc, html_part, layout_part
@@ -272,7 +272,7 @@ def _layer_items(weights):
 
 
 def _decoded_matrices(weights, decode) -> list[dict]:
-    """The changed matrices (lensframe.ops.compare.changed_matrices) with their readouts' tokens
+    """The changed matrices (lensframe.model_compare.changed_matrices) with their readouts' tokens
     decoded (one tokenizer call for all of them), as plain dicts the HTML helpers read."""
     mats = changed_matrices(weights)
     ids = sorted({int(i) for m in mats for arr in (m.pos_ids, m.neg_ids) for i in arr.ravel() if i >= 0})

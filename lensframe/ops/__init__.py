@@ -2,7 +2,7 @@
 
 The built-in ops are the modules of this package; they register when imported, and get_op imports
 every one of them first. An op of another package (a plugin, or a local view file) registers the
-same way (`@register`), but cannot take a name that is already registered: a built-in's name, or
+same way (`@register`), but cannot take a name that is already taken: a built-in's (BUILTIN_OPS), or
 another package's. That raises OpNameClash, so the plugin's view is left out with the reason
 (lensframe.registry) and a local view file is a spec error, instead of one op silently replacing the
 other for every view that asks for it.
@@ -17,6 +17,20 @@ from .base import Batch, Op, Result
 
 _OPS: dict[str, Op] = {}
 _BUILTINS_IMPORTED = False
+
+# Every built-in op's name and the module of lensframe.ops that defines it. A plugin's op is checked
+# against this table when it registers, so the check needs no import of the built-ins (several
+# import torch, and `lensframe validate` loads plugin views without torch); a test keeps the table
+# equal to what the modules register.
+BUILTIN_OPS = {
+    "attention": "attention", "causal_trace": "causal", "describe": "groups", "ffn_dynamic": "neurons",
+    "ffn_edit": "neurons", "ffn_static": "neurons", "kept_focus": "kept_focus", "layer_stats": "layer_stats",
+    "lens_residuals": "compare", "logit_lens": "lens", "model_kl": "compare", "neuron_acts": "neurons",
+    "neuron_clusters": "groups", "neuron_enrichment": "groups", "neuron_importance": "importance",
+    "neuron_top_examples": "neurons", "pair_lens": "compare", "residuals": "neurons", "text_clusters": "groups",
+    "text_embeddings": "importance", "tokens": "tokens", "tuned_lens": "tuned_lens", "value_norms": "neurons",
+    "weight_diff": "compare",
+}
 
 
 class OpNameClash(LensframeError):
@@ -57,8 +71,10 @@ def register(op_cls):
     name = getattr(op_cls, "name", "")
     if not (isinstance(op_cls, type) and issubclass(op_cls, Op)) or not isinstance(name, str) or not name:
         raise TypeError(f"@register needs an Op subclass with a name (got {op_cls!r})")
-    if not is_builtin(op_cls):
-        _import_builtins()
+    if not is_builtin(op_cls) and name in BUILTIN_OPS:
+        where = _where(type(_OPS[name])) if name in _OPS else f"{__name__}.{BUILTIN_OPS[name]}"
+        raise OpNameClash(f"op {name!r} of {_where(op_cls)} clashes with the built-in op {name!r} of {where}; "
+                          f"give {op_cls.__qualname__} another name")
     old = _OPS.get(name)
     if old is not None and _where(type(old)) != _where(op_cls):  # the same class imported again is no clash
         whose = "the built-in op" if is_builtin(type(old)) else "the op"

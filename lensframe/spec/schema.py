@@ -44,13 +44,16 @@ class ModelSpec(Strict):
 class DatasetSpec(Strict):
     source: Optional[str] = Field(
         None,
-        description="builtin:fortunes, jsonl:<file>, csv:<file>, txt:<file> (relative to the spec); "
-        "or give `texts` inline instead",
+        description="builtin:fortunes, jsonl:<file>, csv:<file>, txt:<file>, parquet:<file> (relative to the spec), "
+        "hf:<folder> (a Hugging Face dataset saved with save_to_disk) or hf:<name>[@revision] (from the local "
+        "Hugging Face cache); or give `texts` inline instead",
     )
     texts: Optional[list[str]] = Field(None, description="inline texts, instead of `source`")
     labels: Optional[list[str]] = Field(None, description="inline labels, one per text")
-    text: str = Field("text", description="column holding the text (jsonl, csv)")
-    label: Optional[str] = Field(None, description="column holding the label (jsonl, csv)")
+    text: str = Field("text", description="column holding the text (jsonl, csv, parquet, hf)")
+    label: Optional[str] = Field(None, description="column holding the label (jsonl, csv, parquet, hf; builtin:fortunes: "
+                                 "topic)")
+    split: Optional[str] = Field(None, description="hf: only: the split to read (default: train)")
     categories: Optional[list[str]] = Field(
         None, description="builtin:fortunes only: which category files to read"
     )

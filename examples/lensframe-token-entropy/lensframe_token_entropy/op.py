@@ -13,20 +13,26 @@ the op exists wherever the view type does (lensframe loads every view type befor
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from lensframe.ops import Result, register
 from lensframe.ops.base import FilledRows, Op
 
+if TYPE_CHECKING:
+    import torch
+
 FLOATS = ("entropy", "surprisal", "probs")
 
 
-@torch.no_grad()
 def next_token_stats(logits: torch.Tensor, next_ids: torch.Tensor, has_next: torch.Tensor, k: int) -> dict:
     """Statistics of rows of logits [R, V]; next_ids [R] is the token after each row's position
-    (meaningful where has_next [R] is True)."""
-    z = logits.float()
+    (meaningful where has_next [R] is True). torch is imported here, not at the top: the view
+    imports this module to register the op, and `lensframe validate` checks specs without torch."""
+    import torch
+
+    z = logits.float().detach()
     logp = torch.log_softmax(z, -1)
     entropy = -(logp.exp() * logp).sum(-1)
     target = next_ids.clamp_min(0).view(-1, 1)
@@ -56,6 +62,8 @@ class TokenEntropyOp(Op):
         return FilledRows(shapes, dtypes, len(ctx.dataset))
 
     def update(self, node, state, batch, ctx):
+        import torch
+
         mask = batch.mask  # [B, T], right-padded
         pad = torch.zeros_like(mask[:, :1])
         next_ids = torch.cat([batch.input_ids[:, 1:], torch.zeros_like(batch.input_ids[:, :1])], 1)

@@ -1,0 +1,72 @@
+"""Every check of a spec that needs no weights: its model sources and their configs (depth, heads,
+MLP width), its dataset (files, columns, labels, emptiness), and each view's capability checks
+against those shapes (layers, heads, pins, columns, the views it reads). Board runs it before it
+compiles; `lensframe validate` runs it alone, so a spec that validates also loads.
+
+Nothing here imports torch: configs are read as JSON (or from GGUF metadata) and the views'
+checks read shapes only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .data import Dataset, load_dataset
+from .errors import SpecError
+from .models.sources import ModelInfo, NotLocal, Source, resolve_source
+from .spec.validate import Spec
+
+
+@dataclass
+class Checked:
+    """What the checks read on the way, for the Board built on them."""
+    sources: dict[str, Source]
+    dataset: Dataset | None
+    infos: dict[str, ModelInfo]
+    views: dict  # view id -> View instance, its info set
+    not_local: list[str] = field(default_factory=list)  # models whose config is not on this machine
+
+
+def check_spec(spec: Spec, *, trust_remote_code: bool = False, offline: bool = False) -> Checked:
+    """Raises SpecError with every issue found (file:line:col each). offline: a hub model whose
+    config is not in the local cache is listed in `not_local` and the checks that need its shapes
+    are skipped, instead of asking the hub."""
+    issues, sources, infos, not_local = [], {}, {}, []
+    models_block = {p[1] for p in spec.positions.values if len(p) >= 2 and p[0] == "models"}
+    for name, mspec in spec.models.items():
+        where = ("models", name, "source") if name in models_block else ("model",)
+        if mspec.trust_remote_code and not trust_remote_code:
+            issues.append(spec.issue("trust_remote_code needs the command line to ask for it too",
+                                     where[:-1] + ("trust_remote_code",) if where != ("model",) else where,
+                                     "pass --trust-remote-code, or remove it from the spec"))
+            continue
+        try:
+            sources[name] = resolve_source(name, mspec, spec.base_dir, where)
+        except SpecError as err:
+            issues += spec.locate(err).issues
+    try:
+        dataset = load_dataset(spec.dataset, spec.base_dir)
+    except SpecError as err:
+        issues += spec.locate(err).issues
+        dataset = None
+    for name, src in sources.items():
+        try:
+            infos[name] = src.info(offline=offline)
+        except NotLocal:
+            not_local.append(name)
+        except SpecError as err:
+            issues += spec.locate(err).issues
+    views = {vid: v.cls(vid, v.params, v.model) for vid, v in spec.views.items()}
+    for view in views.values():
+        view.info = infos.get(view.model)  # shapes from the config, for needs() and check()
+        view.infos = infos  # every model's, for views that compare two
+        if view.info is None:
+            continue
+        for path, msg, hint in view.check(view.info) + (view.check_data(dataset) if dataset else []):
+            issues.append(spec.issue(msg, ("views", view.id) + tuple(path), hint))
+    if not issues and not not_local:  # cross-view checks read every view's shapes
+        for view in views.values():
+            for path, msg, hint in view.check_views(views, spec.dataset.max_tokens):
+                issues.append(spec.issue(msg, ("views", view.id) + tuple(path), hint))
+    if issues:
+        raise SpecError(issues)
+    return Checked(sources, dataset, infos, views, not_local)
