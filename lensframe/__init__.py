@@ -11,20 +11,9 @@
 """
 from __future__ import annotations
 
-import os as _os
 import threading as _threading
 
 __version__ = "0.1.0"
-
-# From a source checkout, views/ and server/ sit beside lensframe/ and are installed as
-# lensframe.views and lensframe.server (pyproject's package-dir). Extending __path__ makes
-# `import lensframe.views` work from the repo root without installing, too.
-_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if _os.path.isfile(_os.path.join(_root, "views", "base.py")) and not _os.path.isdir(
-    _os.path.join(_os.path.dirname(__file__), "views")
-):
-    __path__.append(_root)  # type: ignore[name-defined]
-
 
 def load(path, *, allow_local_views: bool = False, **kwargs):
     """Validate and compile a spec file; returns a Board (no weights are loaded yet).

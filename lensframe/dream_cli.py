@@ -43,14 +43,17 @@ def add_arguments(p) -> None:
     p.add_argument("--text", help="--start text: the starting text")
     p.add_argument("--span", type=int, default=8, help="input positions optimised (default 8)")
     p.add_argument("--position", type=int, default=-1, help="where the target is read (default -1: the last token)")
-    p.add_argument("--steps", type=int, default=500, help="optimisation steps (default 500)")
-    p.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (default 0.1)")
-    p.add_argument("--temp-start", type=float, default=2.0, help="temperature at the start (default 2.0)")
-    p.add_argument("--warmup", type=int, default=200, help="steps before the temperature decays (default 200)")
-    p.add_argument("--decay", type=float, default=0.9995, help="temperature factor per step (default 0.9995)")
-    p.add_argument("--temp-floor", type=float, default=0.1, help="lowest temperature (default 0.1)")
+    from .ops.dream import DreamSettings
+
+    d = DreamSettings()  # the defaults, shared with the dream view and Board.dream
+    p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (default %(default)s)")
+    p.add_argument("--temp-start", type=float, default=d.temp_start, help="temperature at the start (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="steps before the temperature decays (default %(default)s)")
+    p.add_argument("--decay", type=float, default=d.decay, help="temperature factor per step (default %(default)s)")
+    p.add_argument("--temp-floor", type=float, default=d.temp_floor, help="lowest temperature (default %(default)s)")
     p.add_argument("--gumbel", action="store_true", help="add Gumbel noise before the softmax")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--top-k", type=int, default=5, help="tokens per position in the final result")
     p.add_argument("--no-reuse", action="store_true", help="run again even if the store has this dream")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout, and progress as JSON "

@@ -517,3 +517,14 @@ def test_metrics_share_one_node_and_render(plugin, tiny_models, tmp_path):
     for callback in strip._msg__callbacks:  # what a click's message from the browser runs
         callback(SimpleNamespace(data={"index": 2}))
     assert focus.position == 2
+
+
+def test_the_builtin_view_list_and_the_package_entry_points_agree():
+    """The built-in views are listed twice by necessity: in lensframe.registry (so a checkout works
+    before any install) and as the package's lensframe.views entry points (so other tools find them
+    like a plugin's). They must name the same views and classes."""
+    from lensframe.registry import BUILTIN_VIEWS
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    assert project["project"]["entry-points"]["lensframe.views"] == BUILTIN_VIEWS

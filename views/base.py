@@ -161,12 +161,13 @@ def html_part(ctx, name: str, text: str, visible: bool = True, **params):
 
 
 def html_slot(ctx, name: str, **params):
-    """An HTML part whose text a view's draw() sets after the render (a polled job's progress, a
-    result that arrives later): made empty once, and not reset on later renders, so a render does not
-    send an empty text followed by the same text again."""
+    """An HTML part whose text (and visibility) a view sets itself after the render, e.g. from a
+    draw() that a polled job calls again: made empty and hidden once, never reset by a later
+    render, so a render does not send an empty text and then the same text again."""
     from .widgets import PatchedHTML
 
-    return ctx.part(name, PatchedHTML, init={"object": "", "stylesheets": [VIEW_CSS], **params})
+    return ctx.part(name, PatchedHTML, init={"object": "", "visible": False, "stylesheets": [VIEW_CSS],
+                                             "sizing_mode": "stretch_width", **params})
 
 
 def layout_part(ctx, name: str, *objects, cls=None, **params):

@@ -154,14 +154,14 @@ class CausalTraceView(View):
             box.param.watch(lambda e: state["on_span"](e), "value")
         state["on_span"] = on_span
         state["render"] = lambda: self.render(ctx)
-        head = html_slot(ctx, "head", sizing_mode="stretch_width", stylesheets=[VIEW_CSS, TRACE_CSS])
-        progress = html_slot(ctx, "progress", sizing_mode="stretch_width", stylesheets=[VIEW_CSS, TRACE_CSS])
+        head = html_slot(ctx, "head", visible=True, stylesheets=[VIEW_CSS, TRACE_CSS])
+        progress = html_slot(ctx, "progress", visible=True, stylesheets=[VIEW_CSS, TRACE_CSS])
         controls = layout_part(ctx, "controls", label, box, progress, cls=pn.Row, sizing_mode="stretch_width")
         pos, layer = ctx.position(T), ctx.get("layer")
         sel_row = L - 1 - min(layer, L - 1) if layer is not None else -1
         columns, grids, titles = [], {}, {}
         for kind in self.p.kinds:
-            titles[kind] = html_slot(ctx, f"title-{kind}", sizing_mode="stretch_width",
+            titles[kind] = html_slot(ctx, f"title-{kind}", visible=True,
                                      stylesheets=[VIEW_CSS, TRACE_CSS])
             grids[kind] = ctx.part(
                 f"grid-{kind}", HeatGrid, selected_row=sel_row, selected_col=pos,

@@ -23,18 +23,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from lensframe.graph import Node
 from lensframe.ops.dream import DreamSettings, DreamTarget, check_dream
 
-from .base import View, ViewParams, esc, html_part, layout_part, neuron_label
-from .top_examples import examples_node, html_slot, layer_issues
+from .base import View, ViewParams, esc, html_part, html_slot, layout_part, neuron_label
+from .top_examples import examples_node, layer_issues
 
 
 class Anneal(BaseModel):
     """Temperature schedule (docs/METHODS.md defaults): T = max(floor, start · decay^(step − warmup))."""
 
     model_config = ConfigDict(extra="forbid")
-    start: float = Field(2.0, gt=0, description="temperature at the start")
-    warmup: int = Field(200, ge=0, description="steps before the temperature decays")
-    decay: float = Field(0.9995, gt=0, le=1, description="factor per step after the warm-up")
-    floor: float = Field(0.1, gt=0, description="lowest temperature")
+    start: float = Field(DreamSettings.temp_start, gt=0, description="temperature at the start")
+    warmup: int = Field(DreamSettings.warmup, ge=0, description="steps before the temperature decays")
+    decay: float = Field(DreamSettings.decay, gt=0, le=1, description="factor per step after the warm-up")
+    floor: float = Field(DreamSettings.temp_floor, gt=0, description="lowest temperature")
 
 
 class DreamView(View):
@@ -60,8 +60,8 @@ class DreamView(View):
         text: Optional[str] = Field(None, description="start: text: the starting text")
         span: int = Field(8, ge=1, description="input positions optimised")
         position: int = Field(-1, description="where the target is read, in the input (-1: the last token)")
-        steps: int = Field(500, ge=1, description="optimisation steps per run")
-        lr: float = Field(0.1, gt=0, description="Adam learning rate")
+        steps: int = Field(DreamSettings.steps, ge=1, description="optimisation steps per run")
+        lr: float = Field(DreamSettings.lr, gt=0, description="Adam learning rate")
         temperature: Anneal = Field(default_factory=Anneal, description="temperature schedule")
         gumbel: bool = Field(False, description="add Gumbel noise before the softmax")
         seed: int = Field(0, ge=0, description="seed of the random start and the Gumbel noise")

@@ -105,17 +105,17 @@ class EditSearchView(ComparesModels, View):
                 new._guarded()  # a notebook or test: run here
             draw()
 
-        head = html_slot(ctx, "head", sizing_mode="stretch_width", css_classes=["lf-search-head"])
+        head = html_slot(ctx, "head", visible=True, css_classes=["lf-search-head"])
         run = ctx.part("run", pn.widgets.Button, on_click=start, init={
             "label": "Search this layer", "width": 150, "css_classes": ["lf-search-run"]})
         progress = ctx.part("progress", pn.indicators.Progress, init={
             "value": 0, "max": 100, "sizing_mode": "stretch_width", "height": 10, "css_classes": ["lf-search-progress"]})
-        status = html_slot(ctx, "status", sizing_mode="stretch_width")
-        vocab_head = html_slot(ctx, "vocab-head", sizing_mode="stretch_width")
+        status = html_slot(ctx, "status")
+        vocab_head = html_slot(ctx, "vocab-head")
         vocab = ctx.part("vocab", BarList, init={"kind": "search-vocab", "items": [], "sizing_mode": "stretch_both",
                                                  "min_height": 150},
                          on_click=lambda key: self._probe(ctx, self._vocab_text(ctx, key)))  # key: the token id
-        ngram_head = html_slot(ctx, "ngram-head", sizing_mode="stretch_width")
+        ngram_head = html_slot(ctx, "ngram-head")
         ngrams = ctx.part("ngrams", BarList, init={"kind": "search-ngram", "items": [], "sizing_mode": "stretch_both",
                                                    "min_height": 150},
                           on_click=lambda key: self._probe(ctx, self._ngram_text(ctx, state.get("shown"), key)))  # key: the row

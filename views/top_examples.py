@@ -12,7 +12,7 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import VIEW_CSS, View, ViewParams, beyond_depth, esc, html_part, layout_part, neuron_label
+from .base import View, ViewParams, beyond_depth, esc, html_part, html_slot, layout_part, neuron_label
 from .neurons import acts_node
 
 
@@ -228,11 +228,3 @@ def histogram_part(ctx, bars: dict | None, visible: bool = True, xlabel: str = "
     box = ctx.part("hist-box", pn.Column, visible=visible, init={
         "objects": [pane], "sizing_mode": "stretch_width", "css_classes": ["lf-hist"]})
     return box
-
-
-def html_slot(ctx, name: str, **init):
-    """An HTML pane kept across focus changes whose text and visibility the view sets itself."""
-    from .widgets import PatchedHTML
-
-    return ctx.part(name, PatchedHTML, init={"object": "", "visible": False, "stylesheets": [VIEW_CSS],
-                                             "sizing_mode": "stretch_width", **init})

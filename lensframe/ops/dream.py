@@ -97,10 +97,12 @@ TWO_MODEL_KINDS = ("logit_diff", "kl")
 
 @dataclass(frozen=True)
 class DreamSettings:
-    """Defaults from docs/METHODS.md: Adam lr 0.1; T from 2.0, after 200 warm-up steps × 0.9995 per step,
-    down to 0.1 (reaching the floor takes about 6,200 steps)."""
+    """The one definition of a dream's settings and their defaults: the dream view's params, the
+    `lensframe dream` options and Board.dream take theirs from here. Adam lr 0.1; T from 2.0, after
+    200 warm-up steps × 0.9995 per step, down to 0.1 (docs/METHODS.md; reaching the floor takes about
+    6,200 steps, more than the 500 steps a run makes by default: a run can be continued)."""
 
-    steps: int = 1000
+    steps: int = 500
     lr: float = 0.1
     temp_start: float = 2.0
     warmup: int = 200

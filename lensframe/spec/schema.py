@@ -1,4 +1,4 @@
-"""Pydantic models for spec version 1 (see docs/ARCHITECTURE.md, "The spec").
+"""Pydantic models for spec version 1 (the format is in the README, "Spec reference", generated from these models).
 
 These models are the single source of truth for the spec: the validator, `lensframe schema`
 (JSON Schema for editors) and the README's spec reference all come from them. View params are
