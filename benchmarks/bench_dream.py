@@ -194,7 +194,7 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         board = Board.from_text(spec, base_dir=Path(tmp), cache_dir=Path(tmp) / "store")
-        loaded = board.executor.model(MODEL)  # load before the clock starts
+        board.executor.model(MODEL)  # load before the clock starts
         info = board.infos[MODEL]
         t0 = time.perf_counter()
         report = board.compute(progress=True)

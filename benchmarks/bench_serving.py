@@ -621,7 +621,7 @@ def run_probe_session(spec: Path, cache: Path, sequence, generate: bool, profile
            "n_models": len(board.spec.models), "store_files": len(files_before),
            "store_changed": sorted(k for k in set(files_before) | set(files_after)
                                    if files_before.get(k) != files_after.get(k))}
-    del board, focus, app, doc, renders
+    board = focus = app = doc = renders = None  # dropped (change() closes over them, so not `del`)
     gc.collect()  # the next board loads its own model
     return out
 

@@ -252,7 +252,7 @@ def k4_table(k4: dict) -> tuple[str, dict]:
     shb = {k: best(sh, k) for k in ("seconds", "cpu")}
     fw = lambda runs: runs[0]["hook_forwards"]  # noqa: E731
     rows = ["| plan | views | dataset nodes | forward passes | wall s | CPU s | CPU / shared | "
-            f"shared / this (CPU) | shared / this (wall) |",
+            "shared / this (CPU) | shared / this (wall) |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
             f"| shared: one plan, K = 4 | {', '.join(f'`{v}`' for v in single)} | {sh[0]['dataset_nodes']} | {fw(sh)} "
             f"| {shb['seconds']:.1f} | {shb['cpu']:.1f} | 1.00 | 1.00 | 1.00 |"]

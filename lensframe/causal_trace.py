@@ -326,10 +326,10 @@ class Tracer:
             scores[:, :, : self.span[0]] = self.result.p_corrupt_samples[:, None, None]
 
     def run(self, progress=None, should_stop: Callable[[], bool] | None = None) -> TraceResult:
-        """Run the restored forwards (progress: a lensframe.executor.progress_bar argument: True
+        """Run the restored forwards (progress: a lensframe.progress.progress_bar argument: True
         for tqdm, a callback(fraction, message), or None). Raises TraceStopped when should_stop()
         turns true between batches."""
-        from .executor import progress_bar
+        from .progress import progress_bar
 
         s, L = self.settings, self.adapter.n_layers
         self._fill_before_span()
@@ -381,6 +381,6 @@ def causal_trace(model, adapter, ids, span, settings: TraceSettings = TraceSetti
 
 
 def _keeps_logits(model) -> bool:
-    from .executor import _keeps_logits as keeps
+    from .models.adapters import keeps_logits
 
-    return keeps(model)
+    return keeps_logits(model)

@@ -7,7 +7,7 @@ the spec layer fills in file, line and column from that path.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 

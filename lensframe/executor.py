@@ -8,17 +8,18 @@ nodes read, memoized (LRU) across views and browser sessions of this process.
 """
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from .graph import dataset_stages
+from .memo import Memo
+from .models.adapters import keeps_logits
+from .progress import progress_bar as bar_for
 from .ops import Batch, get_op
 from .ops.base import Result
 from .probes import Probe
@@ -27,39 +28,6 @@ FOCUS_MEMO_SIZE = 16  # samples and probes per model; a SmolLM2 sample's focus r
 LOOKUP_MEMO_SIZE = 256
 PROBE_TOKENS_MEMO_SIZE = 512
 GENERATIONS_MEMO_SIZE = 64  # a generation is a few hundred numbers
-
-
-class Memo:
-    """A thread-safe LRU memo: `get` moves a hit to the end (None on a miss), `put` evicts the oldest
-    beyond `size`. The executor's memos (focus results, lookups, probe tokens, generations) are all
-    of this kind; each has its own lock, so filling one never waits on another."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            if key not in self._items:
-                return None
-            self._items.move_to_end(key)
-            return self._items[key]
-
-    def put(self, key, value):
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-    def __contains__(self, key) -> bool:
-        with self._lock:
-            return key in self._items
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
 
 @dataclass
@@ -88,11 +56,22 @@ class PassContext:
     inputs: dict = field(default_factory=dict)  # results of the dataset nodes these nodes read
     progress: object = None  # how long finalize steps (training) report progress: see progress_bar
     scratch: dict = field(default_factory=dict)  # buffers that live for the whole pass
-    executor: object = None  # for ops that compare models: load another model, take its lock
+    executor: object = None  # the executor: ops reach it only through the methods below
 
     def load(self, name: str):
         """Another model of the spec (loaded once per process), e.g. the other side of a comparison."""
         return self.executor.model(name)
+
+    def other_logits(self, name: str, input_ids, mask):
+        """The logits [B, T, vocab] of another model of the spec on this batch (model_kl's reference),
+        under that model's lock, on that model's device."""
+        loaded = self.load(name)
+        with self.executor.model_lock(name):
+            return self.executor._forward(loaded, input_ids.to(loaded.device), mask.to(loaded.device), set(), {}).logits
+
+    def progress_bar(self, total: int, desc: str):
+        """A bar for a long finalize step (training), shown where this pass shows its progress."""
+        return bar_for(self.progress, total, desc)
 
 
 def set_threads(threads: int | None) -> int:
@@ -171,7 +150,7 @@ class Executor:
         import torch
 
         kwargs = {}
-        if not logits and "unembed" not in hooks and _keeps_logits(loaded.model):
+        if not logits and "unembed" not in hooks and keeps_logits(loaded.model):
             kwargs["logits_to_keep"] = 1
         with loaded.adapter.capture(hooks) as captured, loaded.adapter.edit_neurons(edits), torch.no_grad():
             out = loaded.model(input_ids=input_ids, attention_mask=mask.long(), use_cache=False,
@@ -220,7 +199,7 @@ class Executor:
         prepare = [p for p in plan.of_kind("prepare") if not (store.has(p.key) and store.get(p.key) is not None)]
         report.cache_hits += len(plan.of_kind("prepare")) - len(prepare)
         slow = [p for p in prepare if p.node.op != "tokens"]  # weight statistics take a minute on a real model
-        bar = _progress(progress, len(slow), f"weights ({', '.join(sorted({p.node.op for p in slow}))})") if slow else _NoBar()
+        bar = bar_for(progress, len(slow), f"weights ({', '.join(sorted({p.node.op for p in slow}))})") if slow else bar_for(None, 0, "")
         for p in prepare:
             self.prepared(p.node)
             report.computed += 1
@@ -243,7 +222,7 @@ class Executor:
         todo = [p for p in derive if store.get(p.key) is None]
         report.cache_hits += len(derive) - len(todo)
         if todo:  # clustering, permutation tests: seconds each, so they show progress too
-            bar = _progress(progress, len(todo), f"derived results ({', '.join(p.node.op for p in todo)})")
+            bar = bar_for(progress, len(todo), f"derived results ({', '.join(p.node.op for p in todo)})")
             for p in todo:
                 self.derived(p.node)
                 report.computed += 1
@@ -304,7 +283,8 @@ class Executor:
         inputs = {i: self.board.result(i) for n in nodes for i in n.inputs if i.kind == "dataset"}
         ctx = self.pass_context(model, nodes, inputs, progress)
         batches = self.dataset_batches(model)
-        bar = _progress(progress, len(batches), f"dataset pass on {model} ({len(todo)} node(s))")
+        what = ", ".join(sorted({n.op for n in nodes}))  # what the pass computes, in the bar's words
+        bar = bar_for(progress, len(batches), f"dataset pass on {model} ({what})")
         if self.shards is not None:  # a distributed pass (lensframe.distributed): workers fold shards
             states, passes = self.shards.run(model, nodes, inputs, batches, bar.update)
         else:
@@ -500,43 +480,5 @@ class Executor:
         return torch.log_softmax(out.logits[0].float(), -1).cpu().numpy()
 
 
-def _keeps_logits(model) -> bool:
-    """Whether the HF model's forward takes logits_to_keep (transformers' causal LMs do)."""
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
 def _depth(node) -> int:
     return max([_depth(i) + 1 for i in node.inputs] + [0])
-
-
-class _NoBar:
-    def update(self, n): ...
-    def close(self): ...
-
-
-class _CallbackBar:
-    def __init__(self, fn, total, desc):
-        self.fn, self.total, self.desc, self.n = fn, max(total, 1), desc, 0
-        fn(0.0, desc)
-
-    def update(self, n):
-        self.n += n
-        self.fn(self.n / self.total, self.desc)
-
-    def close(self):
-        self.fn(1.0, self.desc)
-
-
-def progress_bar(progress, total: int, desc: str):
-    """tqdm in the terminal (progress=True), a callback(fraction, message) bar, or nothing."""
-    return _progress(progress, total, desc)
-
-
-def _progress(progress, total: int, desc: str):
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, unit="batch")
-    if callable(progress):
-        return _CallbackBar(progress, total, desc)
-    return _NoBar()

@@ -132,7 +132,7 @@ class Plan:
                 done = (" (all kept in the store by the dataset pass: no forward once it has run)"
                         if len(ps["kept"]) == len(ps["nodes"]) else
                         f" ({len(ps['kept'])} kept in the store by the dataset pass: {', '.join(ps['kept'])})")
-            lines.append(f"  {ps['kind']} pass on {ps['model']}: {what}, fuses {len(ps['nodes'])} node(s){done}")
+            lines.append(f"  {ps['kind']} pass on {ps['model']}: {what}, fuses {len(ps['nodes'])} computation{'' if len(ps['nodes']) == 1 else 's'}{done}")
         return "\n".join(lines)
 
 

@@ -61,7 +61,12 @@ class ComputeJob:
                 self.message = "waiting for the previous spec's computation to finish"
                 self.after.wait()
             self.after = None  # else each edit's job would keep every earlier board (and its memos) alive
-            self.board.compute(progress=self._progress)
+            report = self.board.compute(progress=self._progress)
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            say(f"dataset passes done: {report.computed} result(s) computed and stored, {report.cache_hits} read from "
+                f"the store, {report.forward_passes} forward pass(es), {report.seconds:.0f} s")
         except Exception as exc:  # shown in every session's progress area
             self.error = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
@@ -253,7 +258,15 @@ def require_stored(board) -> None:
             f"    hint: fill the store first: lensframe compute {board.spec.file} --cache-dir {board.store.root}")
 
 
-def warm_up(board, say=print) -> None:
+def say(line: str) -> None:
+    """A line in the terminal that a progress bar running in another thread (the dataset passes)
+    does not swallow: tqdm clears its bar, prints the line, and draws the bar again below it."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line)
+
+
+def warm_up(board, say=say) -> None:
     """Load every model of the spec and run one focus pass (sample 0, the focus a new session starts
     at), saying what it does, so the first visitor gets a loaded model and a warm focus memo."""
     ex = board.executor
@@ -295,8 +308,8 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
     else:
         job = ComputeJob(board).start()  # the warm-up below shares the model load with it (a lock)
     if warm:
-        warm_up(board, say=lambda line: print(line, flush=True))
-    live = LiveSpec(board, job, allow_local_views=allow_local_views, say=lambda line: print(line, flush=True))
+        warm_up(board)
+    live = LiveSpec(board, job, allow_local_views=allow_local_views, say=say)
     if watch:
         live.watch()
 
@@ -307,9 +320,10 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
         import webbrowser
 
         url = f"http://{address}:{port}/?{urlencode(open_query)}"
-        print(f"opening {url}", flush=True)
+        say(f"opening {url}")
         threading.Timer(1.5, webbrowser.open, [url]).start()
     # Bokeh accepts a websocket only from pages served under these hosts: behind a proxy, its host.
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *websocket_origins]
+    say(f"serving on http://{address}:{port}/  (Ctrl-C stops)")  # on its own line, not after a bar
     return pn.serve({"/": session}, port=port, address=address, show=show, title=board.title,
-                    websocket_origin=origins, print_url=True, **kwargs)
+                    websocket_origin=origins, print_url=False, verbose=False, **kwargs)

@@ -29,7 +29,7 @@ def build_probe_bar(board, focus, notices=(), vertical: bool = False) -> pn.Colu
         value=focus.text or "")  # a page opened on a probe (?text=...) shows it, ready to edit
     fillers = pn.widgets.TextInput(placeholder="fillers for {}: Paris, Rome", css_classes=["lf-probe-fillers"],
                                    **({"sizing_mode": "stretch_width"} if vertical else {"width": 240}))
-    ask = pn.widgets.Button(label="Ask", button_type="primary", width=70, css_classes=["lf-probe-ask"])
+    ask = pn.widgets.Button(label="Ask", color="primary", width=70, css_classes=["lf-probe-ask"])
     back = pn.widgets.Button(label="Back to the dataset", css_classes=["lf-probe-back"], visible=focus.text is not None,
                              **({"sizing_mode": "stretch_width"} if vertical else {"width": 160}))
     message = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["lf-probe-message"], stylesheets=[BAR_CSS])

@@ -130,7 +130,28 @@ def test_two_servers_share_a_read_only_store(spec, shared_store, browser, expect
         assert re.search(r"warm: main loaded in [\d.]+s, focus pass on sample 0", text), text
         assert "warm: ready; 1 forward pass(es) so far" in text, text  # the focus pass, nothing else
         assert "dataset pass" not in text and "Traceback" not in text, text
+        assert re.search(r"^serving on http://127\.0\.0\.1:\d+/  \(Ctrl-C stops\)$", text, re.M), text  # its own line
     assert _snapshot(shared_store) == before
+
+
+def test_the_terminal_says_when_the_dataset_passes_are_done(tiny_models, tmp_path, capsys):
+    """A served board's dataset passes run in the background with a bar; when they end, a line
+    says so (and what they did), and a line printed meanwhile is not glued to the bar."""
+    from lensframe.board import Board
+    from lensframe.server.app import ComputeJob, say
+
+    board = Board.from_text(tiny_spec(tiny_models["gpt2"], "  lens: {type: logit_lens}\n"), base_dir=tmp_path,
+                            cache_dir=tmp_path / "store")
+    job = ComputeJob(board).start()
+    say("a line meanwhile")
+    job.wait()
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert job.done and job.error is None
+    assert re.search(r"^dataset passes done: 2 result\(s\) computed and stored, 0 read from the store, \d+ forward "
+                     r"pass\(es\), \d+ s$", text, re.M), text
+    assert re.search(r"^a line meanwhile$", text, re.M), text
+    assert "node(s)" not in text
 
 
 @contextmanager

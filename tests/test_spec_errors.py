@@ -10,7 +10,6 @@ reported position really is where the offending text starts.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess

@@ -96,11 +96,11 @@ class FfnVocabView(View):
             ctx.state.update(where=where, edits=[])
         default = int(neuron if neuron is not None else dyn["neurons"][0])
         which = ctx.part("which", pn.widgets.IntInput, end=d_mlp - 1,
-                         init={"name": "neuron", "value": default, "start": 0, "width": 90, "css_classes": ["lf-edit-neuron"]})
+                         init={"label": "neuron", "value": default, "start": 0, "width": 90, "css_classes": ["lf-edit-neuron"]})
         if ctx.state.get("default") != default:  # follow the focused neuron, but keep what the user typed until it moves
             ctx.state["default"] = which.value = default
         value = ctx.part("value", pn.widgets.FloatInput,
-                         init={"name": "set m to", "value": 0.0, "width": 90, "css_classes": ["lf-edit-value"]})
+                         init={"label": "set m to", "value": 0.0, "width": 90, "css_classes": ["lf-edit-value"]})
         result = html_part(ctx, "result", "", sizing_mode="stretch_width", css_classes=["lf-edit-result-pane"])
 
         def show():
@@ -127,9 +127,9 @@ class FfnVocabView(View):
             show()
 
         apply = ctx.part("apply", pn.widgets.Button, on_click=on_apply, init={
-            "name": "apply", "button_type": "primary", "width": 70, "css_classes": ["lf-edit-apply"]})
+            "label": "apply", "color": "primary", "width": 70, "css_classes": ["lf-edit-apply"]})
         clear = ctx.part("clear", pn.widgets.Button, on_click=on_clear,
-                         init={"name": "clear", "width": 70, "css_classes": ["lf-edit-clear"]})
+                         init={"label": "clear", "width": 70, "css_classes": ["lf-edit-clear"]})
         show()
         note = html_part(ctx, "edit-note", "<div class='lf-sub'>intervene at this token (a hook on the activations; "
                                            "the weights are untouched)</div>")

@@ -25,6 +25,14 @@ import torch
 from .families import FAMILIES, GPT2, LLAMA, NEOX, Family, family_for  # noqa: F401  (re-exported)
 
 
+def keeps_logits(model) -> bool:
+    """Whether the HF model's forward takes logits_to_keep (transformers' causal LMs do), so a
+    forward that reads only captures can skip the LM head on all but the last position."""
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def _get(root, path: str):
     for part in path.split("."):
         root = getattr(root, part)

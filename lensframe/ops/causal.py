@@ -25,7 +25,7 @@ def settings_of(node) -> TraceSettings:
 
 
 def _memo(executor):
-    from ..executor import Memo
+    from ..memo import Memo
 
     return executor.memoized(("causal_trace:traces",), lambda: Memo(TRACE_MEMO_SIZE))
 

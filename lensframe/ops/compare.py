@@ -228,12 +228,9 @@ class ModelKlOp(Op):
 
     @torch.no_grad()
     def update(self, node, state, batch, ctx):
-        other = node.param("other")
-        lb = ctx.executor.model(other)
-        with ctx.executor.model_lock(other):
-            out_b = ctx.executor._forward(lb, batch.input_ids.to(lb.device), batch.mask.to(lb.device), set(), {})
+        logits_b = ctx.other_logits(node.param("other"), batch.input_ids, batch.mask)
         la = torch.log_softmax(batch.captures["unembed"].float(), -1)
-        lbp = torch.log_softmax(out_b.logits.float().to(la.device), -1)
+        lbp = torch.log_softmax(logits_b.float().to(la.device), -1)
         kl = (la.exp() * (la - lbp)).sum(-1)  # [B, T]
         kl = kl.masked_fill(~batch.mask, float("nan")).cpu().numpy()
         lengths = batch.mask.sum(1).cpu().numpy()

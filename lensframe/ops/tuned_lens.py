@@ -64,12 +64,10 @@ class TunedLensOp(Op):
         return a
 
     def finalize(self, node, state, ctx):
-        from ..executor import progress_bar
-
         rows = torch.cat(state["rows"])[: node.param("train_tokens")]
         a = ctx.adapter
         steps = node.param("steps")
-        bar = progress_bar(ctx.progress, steps, f"training the tuned lens ({rows.shape[0]} tokens)")
+        bar = ctx.progress_bar(steps, f"training the tuned lens ({rows.shape[0]} tokens)")
         norm = copy.deepcopy(a.final_norm).float()  # trained through in float32, whatever the model's dtype
         bias = a.unembed_bias.float() if a.unembed_bias is not None else None
         out = train(rows, norm, a.unembed_weight, bias, steps=steps, lr=node.param("lr"),

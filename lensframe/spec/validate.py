@@ -266,7 +266,7 @@ def validate_spec(text: str, file: str, base_dir: Path | None = None, allow_loca
             for name, m in raw_models.items():
                 try:
                     models[name] = ModelSpec.model_validate(m, strict=True)
-                except ValidationError as exc:  # reported by SpecV1 above; add a hint to a bad source
+                except ValidationError:  # reported by SpecV1 above; add a hint to a bad source
                     if isinstance(m, dict) and isinstance(m.get("source"), str):
                         for i in issues:
                             if i.path == ("models", name, "source") and i.hint is None:
@@ -361,7 +361,7 @@ def validate_spec(text: str, file: str, base_dir: Path | None = None, allow_loca
 def _check_probes(raw, file: str, pos: Positions, issues: list) -> tuple[list, list]:
     """The `probes:` section: each entry a prompt or a {template, fillers} mapping, positioned at
     the entry; returns (entries as written, the probe set)."""
-    from ..probes import ProbeError, clean_text, make_set, probes_from_spec
+    from ..probes import ProbeError, clean_text, probes_from_spec
 
     if raw is None:
         return [], []
