@@ -264,6 +264,9 @@ def parser() -> argparse.ArgumentParser:
     from .audit_cli import add_parsers
 
     add_parsers(sub)
+    from .cache_cli import add_parser as add_cache_parser
+
+    add_cache_parser(sub)
     sub.add_parser("views", help="list view types and their params").set_defaults(fn=cmd_views)
     sc = sub.add_parser("schema", help="print the spec's JSON Schema (for editors)")
     sc.add_argument("--markdown", action="store_true", help="print the spec reference as markdown instead")

@@ -276,11 +276,11 @@ def stored(board, model: str, target: DreamTarget, settings: DreamSettings, star
     return result_to_trace(res) if res is not None else None
 
 
-def _keep(board, key: str, result: Result, label: str) -> None:
+def _keep(board, key: str, result: Result, label: str, models: list[str]) -> None:
     """Store a finished dream; a read-only store is shared by servers that must not write, so this
     process keeps it in memory instead."""
     if not board.store.read_only:
-        board.store.put(key, result, label)
+        board.store.put(key, result, label, refs={"models": [board.sources[m].fingerprint() for m in models]})
         return
     with _kept_lock:
         _kept[key] = result
@@ -310,7 +310,7 @@ def run(board, model: str, target: DreamTarget, settings: DreamSettings, start: 
                   other=other, budget_s=budget_s)
     if not trace.stopped:
         _keep(board, dream_key(board, model, target, settings, start), trace_to_result(trace, start),
-              f"dream({target.label(model)}) @{model}")
+              f"dream({target.label(model)}) @{model}", [model] + ([target.other] if target.other else []))
     return trace
 
 

@@ -88,7 +88,8 @@ def run_search(board, model: str, other: str, layer: int, prefix: str = es.PREFI
     result = Result(arrays, {"layer": int(layer), "prefix": prefix, "models": [model, other],
                              "rank": int(len(arrays["sigma"])), "down_changed": sigma is not None})
     if not board.store.read_only:
-        board.store.put(search_key(board, model, other, layer, prefix), result, f"edit_search[{model} vs {other}, layer {layer}]")
+        board.store.put(search_key(board, model, other, layer, prefix), result, f"edit_search[{model} vs {other}, layer {layer}]",
+                        refs={"models": [board.sources[m].fingerprint() for m in (model, other)]})
     report(1.0, f"edit search: layer {layer} done")
     return result
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load, save
 
 from .errors import LensframeError
 from .ops.base import Result
@@ -52,7 +52,7 @@ class Store:
         if meta.get("key") != key or hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
             return None  # corrupt or partial: the caller recomputes and overwrites it
         try:
-            arrays = load_file(str(arrays_path)) if blob else {}
+            arrays = load(blob) if blob else {}  # the bytes just checked: the file is read once
         except Exception:
             return None
         return Result(arrays, meta.get("meta", {}))
@@ -61,7 +61,10 @@ class Store:
         """The keys with no valid entry (absent, partial or corrupt): reads and checks each one."""
         return [k for k in keys if not self.has(k) or self.get(k) is None]
 
-    def put(self, key: str, result: Result, node_label: str = "") -> None:
+    def put(self, key: str, result: Result, node_label: str = "", refs: dict | None = None) -> None:
+        """Store `result` under `key`. refs: for a result computed on demand (a dream, an edit
+        search), not a node of a spec's plan, the model fingerprints it was computed from
+        ({"models": [...]}), so `lensframe cache gc` keeps it while a spec uses those models."""
         if self.read_only:
             raise ReadOnlyStoreError(
                 f"the store at {self.root} is read-only for this server: it cannot store {node_label or key}\n"
@@ -69,20 +72,49 @@ class Store:
         arrays_path, meta_path = self._paths(key)
         arrays_path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {k: np.ascontiguousarray(v) for k, v in result.arrays.items()}
+        blob = save(arrays) if arrays else b""
+        digest = hashlib.sha256(blob).hexdigest()  # of the bytes written, not read back
         tmp = _tmp_in(arrays_path.parent)
-        if arrays:
-            save_file(arrays, tmp)
-        else:
-            Path(tmp).write_bytes(b"")
-        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+        Path(tmp).write_bytes(blob)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, arrays_path)
         doc = {"key": key, "node": node_label, "sha256": digest, "meta": result.meta,
-               "arrays": {k: [list(v.shape), str(v.dtype)] for k, v in arrays.items()}}
+               "arrays": {k: [list(v.shape), str(v.dtype)] for k, v in arrays.items()},
+               **({"refs": refs} if refs else {})}
         tmp = _tmp_in(meta_path.parent)
         Path(tmp).write_text(json.dumps(doc))
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, meta_path)
+
+
+    def entries(self):
+        """Every entry on disk: (key, its JSON document or None if unreadable, bytes of both files)."""
+        if not self.root.is_dir():
+            return
+        for meta_path in sorted(self.root.glob("??/*.json")):
+            key = meta_path.stem
+            arrays_path = meta_path.with_suffix(".safetensors")
+            size = meta_path.stat().st_size + (arrays_path.stat().st_size if arrays_path.is_file() else 0)
+            try:
+                doc = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                doc = None
+            yield key, doc, size
+
+    def leftovers(self) -> list[Path]:
+        """Files that belong to no entry: temp files of interrupted writes, arrays whose JSON (the
+        commit mark) was never written."""
+        if not self.root.is_dir():
+            return []
+        out = sorted(self.root.glob("??/.tmp-*"))
+        out += [p for p in sorted(self.root.glob("??/*.safetensors")) if not p.with_suffix(".json").is_file()]
+        return out
+
+    def remove(self, key: str) -> None:
+        if self.read_only:
+            raise ReadOnlyStoreError(f"the store at {self.root} is read-only: it cannot remove {key}")
+        for path in self._paths(key)[::-1]:  # the JSON first: a half-removed entry reads as absent
+            path.unlink(missing_ok=True)
 
 
 def _tmp_in(folder: Path) -> str:
