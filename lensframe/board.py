@@ -105,7 +105,7 @@ class Board:
         reused like the dashboard's. `settings` are DreamSettings fields (steps, lr, decay, ...);
         start="example" needs the layer's top examples computed (a top_examples or dream view)."""
         from . import dreams
-        from .ops.dream import DreamSettings, DreamTarget
+        from .dream_spec import DreamSettings, DreamTarget
 
         model = model or next(iter(self.spec.models))
         target, config = DreamTarget("neuron", layer, neuron), DreamSettings(**settings)

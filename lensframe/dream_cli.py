@@ -43,7 +43,7 @@ def add_arguments(p) -> None:
     p.add_argument("--text", help="--start text: the starting text")
     p.add_argument("--span", type=int, default=8, help="input positions optimised (default 8)")
     p.add_argument("--position", type=int, default=-1, help="where the target is read (default -1: the last token)")
-    from .ops.dream import DreamSettings
+    from .dream_spec import DreamSettings
 
     d = DreamSettings()  # the defaults, shared with the dream view and Board.dream
     p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps (default %(default)s)")
@@ -109,7 +109,7 @@ def dream_command(args) -> int:
 
     from . import dreams
     from .board import Board
-    from .ops.dream import DreamTarget, check_dream
+    from .dream_spec import DreamTarget, check_dream
     from .spec.validate import ViewEntry, load_spec
 
     spec = load_spec(args.spec, allow_local_views=args.allow_local_views)

@@ -28,7 +28,8 @@ from .errors import LensframeError
 from .graph import STORE_FORMAT
 from .jobs import BackgroundJob
 from .ops.base import Result
-from .ops.dream import VERSION, DreamSettings, DreamStep, DreamTarget, DreamTrace, allowed_tokens, check_dream, dream
+from .dream_spec import DreamSettings, DreamTarget, check_dream
+from .ops.dream import VERSION, DreamStep, DreamTrace, allowed_tokens, dream
 
 KEPT_DREAMS = 64  # finished dreams a read-only server keeps in memory (a few KB each)
 _kept: OrderedDict[str, Result] = OrderedDict()

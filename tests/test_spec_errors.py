@@ -632,3 +632,9 @@ def test_validate_checks_models_and_data_without_torch(tmp_path, tiny_models):
     assert proc.stdout.strip() == "rc 2 False False", proc.stdout + proc.stderr
     assert f"{path}:6:41: views.lens.pin.layer: layer 40 is beyond the model's depth" in proc.stderr
     assert "Traceback" not in proc.stderr
+    for argv in (["views"], ["schema"], ["schema", "--markdown"]):  # the other commands an editor or hook runs
+        code = (f"import sys, contextlib, io; from lensframe.cli import main\n"
+                f"with contextlib.redirect_stdout(io.StringIO()): rc = main({argv!r})\n"
+                "print('rc', rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.stdout.strip() == "rc 0 False False", (argv, proc.stdout + proc.stderr)

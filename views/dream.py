@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from lensframe.graph import Node
-from lensframe.ops.dream import DreamSettings, DreamTarget, check_dream
+from lensframe.dream_spec import DreamSettings, DreamTarget, check_dream
 
 from .base import View, ViewParams, esc, html_part, html_slot, layout_part, neuron_label
 from .top_examples import examples_node, layer_issues
