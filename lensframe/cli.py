@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -116,7 +117,8 @@ def cmd_serve(args) -> int:
 
     serve(board, port=args.port, address=args.address, show=args.show, read_only_store=args.read_only_store,
           websocket_origins=args.allow_websocket_origin, open_query=opened, watch=args.watch,
-          allow_local_views=args.allow_local_views)
+          allow_local_views=args.allow_local_views, allow_hosts=args.allow_host,
+          basic_auth=args.basic_auth or os.environ.get("LENSFRAME_BASIC_AUTH"), oauth_provider=args.oauth_provider)
     return 0
 
 
@@ -222,6 +224,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--watch", action="store_true",
                    help="rebuild the dashboard when the spec file is saved: an edit that does not check is shown "
                         "in a banner above the last valid version; open pages keep their focus (docs/SERVING.md)")
+    s.add_argument("--basic-auth", metavar="PASSWORD|FILE",
+                   help="require a login (Panel's basic auth): one password for any user name, or a JSON file of "
+                        "{user: password}; or set LENSFRAME_BASIC_AUTH, which `ps` does not show (docs/SERVING.md)")
+    s.add_argument("--oauth-provider", metavar="NAME",
+                   help="require a login with an OAuth provider Panel supports (github, google, azure, okta, "
+                        "generic, ...); its key and secret from PANEL_OAUTH_KEY and PANEL_OAUTH_SECRET")
+    s.add_argument("--allow-host", action="append", default=[], metavar="HOST[:PORT]",
+                   help="a host name requests may use besides the bound address and localhost (a name the "
+                        "machine is reached by; requests for any other host get 403, against DNS rebinding); repeatable")
     s.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
                    help="a host the pages are served under besides this address (e.g. a proxy's); repeatable")
     s.set_defaults(fn=cmd_serve)

@@ -13,7 +13,10 @@ from __future__ import annotations
 import html
 import threading
 import time
+import os
+import secrets
 import traceback
+import uuid
 from urllib.parse import urlencode
 
 import panel as pn
@@ -92,6 +95,12 @@ class ComputeJob:
             self._thread.join(timeout)
 
 
+# Whether error cards show the traceback: on a server bound to loopback, the page is the operator's
+# own; on one others can reach, a card shows only the error and an id, and the traceback goes to
+# the server log under that id (serve() sets this).
+SHOW_TRACEBACKS = {"value": True}
+
+
 def render_view(view, ctx) -> pn.viewable.Viewable:
     """A view's content, or an error card: a failing view never blanks the page."""
     try:
@@ -100,10 +109,13 @@ def render_view(view, ctx) -> pn.viewable.Viewable:
         return html_pane("<div class='lf-waiting'>waiting for the dataset pass…</div>", sizing_mode="stretch_width")
     except Exception as exc:
         tb = traceback.format_exc()
+        error_id = uuid.uuid4().hex[:8]
+        say(f"error {error_id} in view {view.id!r}:\n{tb.rstrip()}")
+        detail = (f"<details><summary>traceback</summary><pre>{html.escape(tb)}</pre></details>"
+                  if SHOW_TRACEBACKS["value"] else f"<br><small>error id {error_id}: the server log has the details</small>")
         return html_pane(
             f"<div class='lf-error'><b>{html.escape(view.id)} failed:</b> {html.escape(type(exc).__name__)}: "
-            f"{html.escape(str(exc))}<details><summary>traceback</summary><pre>{html.escape(tb)}</pre></details></div>",
-            css_classes=["lf-error-card"], sizing_mode="stretch_both")
+            f"{html.escape(str(exc))}{detail}</div>", css_classes=["lf-error-card"], sizing_mode="stretch_both")
 
 
 class Page:
@@ -292,12 +304,16 @@ def warm_up(board, say=say) -> None:
 
 def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = False, read_only_store: bool = False,
           websocket_origins=(), warm: bool = True, open_query=None, watch: bool = False,
-          allow_local_views: bool = False, **kwargs):
+          allow_local_views: bool = False, allow_hosts=(), basic_auth: str | None = None,
+          oauth_provider: str | None = None, cookie_secret: str | None = None, **kwargs):
     """Serve the board: one page (and Focus) per browser session. With a writable store the dataset
     passes start at once in the background; with read_only_store every stored result must already
     be there (require_stored), and nothing is computed or written but focus passes in memory.
     Models are loaded and warmed before the first session is accepted. watch: rebuild the board
-    when its spec file changes, and move every open page to it (server/watch.py)."""
+    when its spec file changes, and move every open page to it (server/watch.py). Requests are
+    answered only for the hosts it serves under (server/hosts.py: the address, loopback names and
+    allow_hosts), against DNS rebinding."""
+    from .hosts import restrict, served_hosts
     from .template import SessionPage
     from .watch import LiveSpec
 
@@ -323,7 +339,24 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
         say(f"opening {url}")
         threading.Timer(1.5, webbrowser.open, [url]).start()
     # Bokeh accepts a websocket only from pages served under these hosts: behind a proxy, its host.
-    origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *websocket_origins]
+    origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *websocket_origins, *allow_hosts]
+    from .hosts import LOOPBACK
+
+    local = address in LOOPBACK
+    SHOW_TRACEBACKS["value"] = local
+    auth = {}
+    if basic_auth or oauth_provider:  # Panel's own login; its cookies signed with this secret
+        auth = {"basic_auth": basic_auth, "oauth_provider": oauth_provider,
+                "cookie_secret": cookie_secret or os.environ.get("LENSFRAME_COOKIE_SECRET") or secrets.token_hex(32)}
+        auth = {k: v for k, v in auth.items() if v}
+    elif not local:
+        say(f"warning: serving on {address or 'every interface'} without authentication: anyone who can reach "
+            f"this machine on port {port} can use the dashboard and run the model; add --basic-auth or "
+            "--oauth-provider, and TLS in front (docs/SERVING.md)")
+    server = pn.serve({"/": session}, port=port, address=address, show=show, title=board.title,
+                      websocket_origin=origins, print_url=False, verbose=False, start=False, **auth, **kwargs)
+    restrict(server._tornado, served_hosts(address, [*websocket_origins, *allow_hosts]))
     say(f"serving on http://{address}:{port}/  (Ctrl-C stops)")  # on its own line, not after a bar
-    return pn.serve({"/": session}, port=port, address=address, show=show, title=board.title,
-                    websocket_origin=origins, print_url=False, verbose=False, **kwargs)
+    server.start()
+    server.io_loop.start()
+    return server
