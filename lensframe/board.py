@@ -22,6 +22,7 @@ class Board:
         self.sources, self.dataset, self.infos, self.views = (checked.sources, checked.dataset, checked.infos,
                                                               checked.views)
         self.store = Store(Path(cache_dir) if cache_dir else spec.base_dir / ".lensframe" / "cache")
+        self.store.sweep()  # temp files of a killed run
         self.fingerprints = fps = {name: src.fingerprint() for name, src in self.sources.items()}
         self.plan = compile_plan(self.views, fps, self.dataset.fingerprint, self.infos, len(self.dataset),
                                  spec.dataset.max_tokens, self.store, int(spec.run.keep_focus_mb * 2**20))

