@@ -55,6 +55,12 @@ def check_spec(spec: Spec, *, trust_remote_code: bool = False, offline: bool = F
             not_local.append(name)
         except SpecError as err:
             issues += spec.locate(err).issues
+    for name, info in infos.items():  # every text is cut to max_tokens, which must fit each model's context
+        if info.max_positions and spec.dataset.max_tokens > info.max_positions:
+            issues.append(spec.issue(
+                f"max_tokens {spec.dataset.max_tokens} is longer than the context of model {name!r} "
+                f"({info.max_positions} positions)", ("dataset", "max_tokens"),
+                f"use max_tokens: {info.max_positions} or less"))
     views = {vid: v.cls(vid, v.params, v.model) for vid, v in spec.views.items()}
     for view in views.values():
         view.info = infos.get(view.model)  # shapes from the config, for needs() and check()

@@ -15,8 +15,11 @@ def _board(args, **extra):
     from .spec.validate import load_spec
 
     spec = load_spec(args.spec, allow_local_views=getattr(args, "allow_local_views", False))
-    return Board(spec, cache_dir=getattr(args, "cache_dir", None), device=getattr(args, "device", "cpu") or "cpu",
-                 trust_remote_code=getattr(args, "trust_remote_code", False), **extra)
+    board = Board(spec, cache_dir=getattr(args, "cache_dir", None), device=getattr(args, "device", "cpu") or "cpu",
+                  trust_remote_code=getattr(args, "trust_remote_code", False), **extra)
+    for note in board.dataset.notes:
+        print(f"{args.spec}: note: {note}", file=sys.stderr)
+    return board
 
 
 def cmd_validate(args) -> int:
@@ -34,7 +37,10 @@ def cmd_validate(args) -> int:
             if not args.schema_only:
                 from .checks import check_spec
 
-                not_local = check_spec(spec, trust_remote_code=args.trust_remote_code, offline=True).not_local
+                checked = check_spec(spec, trust_remote_code=args.trust_remote_code, offline=True)
+                not_local = checked.not_local
+                for note in checked.dataset.notes:
+                    print(f"{path}: note: {note}", file=sys.stderr)
             if args.normalized:
                 print(yaml.safe_dump(spec.normalized(), sort_keys=False), end="")
             elif not args.quiet:

@@ -63,6 +63,7 @@ class Dataset:
     labels: Optional[tuple[str, ...]]  # None when the spec names no label
     sources: tuple[str, ...]  # where each sample came from ("food#12", "data.jsonl:7"), for display
     fingerprint: str  # sha256 hex of the selected content + sampling settings
+    notes: tuple[str, ...] = ()  # what reading left out (over-long or empty texts), for the user to see
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -91,6 +92,7 @@ def load_dataset(spec: DatasetSpec, base_dir: pathlib.Path) -> Dataset:
 
     # Drop empty and over-long records (keeping labels and sources aligned).
     keep = [i for i, t in enumerate(texts) if t.strip() and len(t) <= MAX_CHARS]
+    notes = _dropped_notes(texts, sources)
     if not keep:
         where = ("source",) if spec.source is not None else ("texts",)
         raise _err(
@@ -118,7 +120,21 @@ def load_dataset(spec: DatasetSpec, base_dir: pathlib.Path) -> Dataset:
     texts = tuple(texts[i] for i in keep)
     labels = tuple(labels[i] for i in keep) if labels is not None else None
     sources = tuple(sources[i] for i in keep)
-    return Dataset(texts, labels, sources, _fingerprint(kind, texts, labels, spec))
+    return Dataset(texts, labels, sources, _fingerprint(kind, texts, labels, spec), notes)
+
+
+def _dropped_notes(texts, sources) -> tuple[str, ...]:
+    """Say which texts reading left out, never silently: over MAX_CHARS, or empty."""
+    long = [sources[i] for i, t in enumerate(texts) if len(t) > MAX_CHARS]
+    empty = sum(1 for t in texts if not t.strip())
+    notes = []
+    if long:
+        shown = ", ".join(long[:5]) + (f" and {len(long) - 5} more" if len(long) > 5 else "")
+        notes.append(f"left out {len(long)} text{'s' if len(long) > 1 else ''} longer than {MAX_CHARS:,} characters "
+                     f"({shown})")
+    if empty:
+        notes.append(f"left out {empty} empty text{'s' if empty > 1 else ''}")
+    return tuple(notes)
 
 
 def _fingerprint(kind: str, texts, labels, spec: DatasetSpec) -> str:

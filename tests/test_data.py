@@ -376,3 +376,18 @@ def test_hf_dataset_name_not_in_the_cache_is_a_spec_error(tmp_path, monkeypatch)
     assert issue.path == ("dataset", "source")
     assert issue.message.startswith("cannot load the Hugging Face dataset 'nobody/no-such-dataset' (split 'train')")
     assert "save_to_disk" in issue.hint
+
+
+def test_texts_left_out_are_named_never_dropped_silently(tmp_path, capsys):
+    from lensframe.cli import main
+
+    long = "x" * (MAX_CHARS + 1)
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in ["one", long, "", "two", long]))
+    ds = load_dataset(spec(source="jsonl:data.jsonl", limit=None), tmp_path)
+    assert ds.texts == ("one", "two")
+    assert ds.notes == (f"left out 2 texts longer than {MAX_CHARS:,} characters (data.jsonl:2, data.jsonl:5)",
+                        "left out 1 empty text")
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text("lensframe: 1\nmodel: hf:gpt2\ndataset: {source: 'jsonl:data.jsonl'}\nviews:\n  t: {type: text}\n")
+    assert main(["validate", str(spec_path)]) == 0
+    assert f"{spec_path}: note: left out 2 texts longer than" in capsys.readouterr().err

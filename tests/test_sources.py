@@ -102,3 +102,35 @@ def test_smollm2_shapes_from_the_gguf_metadata_equal_its_converted_config(smollm
     src = SmolLM2Source("m", SimpleNamespace(source="builtin:smollm2-135m", trust_remote_code=False), ())
     src.ensure_converted()
     assert info_from_config(SimpleNamespace(**gguf_config(src.gguf)), ()) == src.info()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickle", "missing"])
+def test_a_model_that_cannot_load_is_exit_2_with_the_path(damage, tiny_models, tmp_path, capsys):
+    """Weights that are cut short, a pickled checkpoint torch refuses to load (it could run code), a
+    missing tokenizer: `lensframe compute` says which model, where, and what to do; no traceback."""
+    import pickle
+
+    from lensframe.cli import main
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_models["gpt2"], folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "pickle":
+        class Payload:
+            def __reduce__(self):
+                return (print, ("this pickle ran code",))
+
+        weights.unlink()
+        (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"x": Payload()}))
+    else:
+        weights.unlink()  # a copy that left the weights behind
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(tiny_spec(folder, VIEWS))
+    assert main(["compute", str(spec), "--cache-dir", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr()
+    assert f"cannot load model 'main' from {folder}" in err.err and "hint:" in err.err
+    assert "Traceback" not in err.err and "this pickle ran code" not in err.out + err.err
+    hint = {"truncated": "damaged or incomplete", "pickle": "refuses to load safely", "missing": "missing"}[damage]
+    assert hint in err.err, err.err

@@ -638,3 +638,44 @@ def test_validate_checks_models_and_data_without_torch(tmp_path, tiny_models):
                 "print('rc', rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
         proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.stdout.strip() == "rc 0 False False", (argv, proc.stdout + proc.stderr)
+
+
+def test_a_huge_spec_is_refused_before_it_is_read_or_composed(tmp_path, capsys, monkeypatch):
+    """Bytes over the limit: refused from the file's size, never read; within the limit but with more
+    YAML nodes than allowed: the parse stops at the limit. Both at file:1:1 with the limit."""
+    from lensframe.spec import yaml_loader
+
+    big = tmp_path / "big.yaml"
+    with big.open("w") as f:
+        f.write("lensframe: 1\nmodel: hf:gpt2\ndataset:\n  texts:\n")
+        f.write("  - a\n" * (yaml_loader.MAX_BYTES // 6 + 10))
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (_ for _ in ()).throw(AssertionError("read"))
+                        if self == big else real(self, *a, **k))
+    i = only(validate(capsys, big))
+    assert (i["line"], i["col"]) == (1, 1) and i["msg"].startswith("the spec is too large:") and "limit is" in i["msg"]
+    monkeypatch.undo()
+
+    many = tmp_path / "many.yaml"
+    many.write_text("lensframe: 1\nmodel: hf:gpt2\ndataset:\n  texts: [" + ",".join(["a"] * (yaml_loader.MAX_NODES + 5))
+                    + "]\n")
+    assert many.stat().st_size < yaml_loader.MAX_BYTES
+    composed = []
+    compose = yaml_loader._CountingLoader.compose_node
+    monkeypatch.setattr(yaml_loader._CountingLoader, "compose_node",
+                        lambda self, parent, index: composed.append(1) or compose(self, parent, index))
+    i = only(validate(capsys, many))
+    assert i["msg"] == f"the spec is too large: more than {yaml_loader.MAX_NODES:,} YAML nodes"
+    assert len(composed) == yaml_loader.MAX_NODES + 1  # it stopped there
+
+
+def test_max_tokens_beyond_the_model_context(tmp_path, tiny_models, capsys):
+    from lensframe.models.sources import info_from_config
+    from transformers import AutoConfig
+
+    context = info_from_config(AutoConfig.from_pretrained(tiny_models["gpt2"]), ()).max_positions
+    path = spec_file(tmp_path, board_spec(tiny_models["gpt2"], f"  texts: [one, two]\n  max_tokens: {context + 1}\n"))
+    i = only(plan(capsys, path, tmp_path))
+    assert (i["line"], i["path"]) == (5, "dataset.max_tokens")
+    assert i["msg"] == f"max_tokens {context + 1} is longer than the context of model 'main' ({context} positions)"
+    assert i["hint"] == f"use max_tokens: {context} or less"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..errors import SpecError
+from ..errors import LensframeError, SpecError
 from ..leftovers import sweep, temp_prefix
 from .families import FAMILIES, family_for
 
@@ -162,9 +162,12 @@ class Source:
             raise SpecError(f"model {self.name!r} ({info.architecture}) has no LM head", self.where,
                             "lensframe needs a causal LM (…ForCausalLM / …LMHeadModel)")
         kw = dict(trust_remote_code=self.spec.trust_remote_code, **self.load_kwargs())
-        tok = AutoTokenizer.from_pretrained(self.folder(), **kw)
-        model = AutoModelForCausalLM.from_pretrained(
-            self.folder(), attn_implementation="eager", dtype=getattr(torch, self.spec.dtype), **kw)
+        try:
+            tok = AutoTokenizer.from_pretrained(self.folder(), **kw)
+            model = AutoModelForCausalLM.from_pretrained(
+                self.folder(), attn_implementation="eager", dtype=getattr(torch, self.spec.dtype), **kw)
+        except Exception as exc:  # damaged or unsafe weights, a missing file: one message, exit 2
+            raise LensframeError(load_error(self.name, self.folder(), exc)) from None
         model.eval().requires_grad_(False).to(device)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token or tok.unk_token
@@ -303,6 +306,23 @@ class SmolLM2Source(Source):
                 shutil.rmtree(tmp, ignore_errors=True)
                 if not (out / "model.safetensors").is_file():
                     raise
+
+
+def load_error(name: str, folder: str, exc: Exception) -> str:
+    """What went wrong loading a model's weights or tokenizer, with what to do about it."""
+    text = f"{type(exc).__name__}: {exc}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = text.lower()
+    if "no file named" in low or "does not appear to have" in low or isinstance(exc, FileNotFoundError):
+        hint = "a file the model needs is missing: the folder needs config.json, the weights and the tokenizer files"
+    elif "weights_only" in low or "unpickl" in low or "pickle" in low:
+        hint = ("the checkpoint is a pickle (.bin) that torch refuses to load safely (it could run code); "
+                "where you trust it, convert it to safetensors")
+    elif "safetensor" in low or "header" in low or "incomplete" in low or "deserializ" in low:
+        hint = "a weights file is damaged or incomplete (an interrupted copy or download?): copy it again"
+    else:
+        hint = "check that the folder holds a causal LM saved with transformers (save_pretrained)"
+    return f"cannot load model {name!r} from {folder}: {first}\n    hint: {hint}"
 
 
 class NotLocal(Exception):

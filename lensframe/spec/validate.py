@@ -436,8 +436,13 @@ def _cell_column(line: str, offset: int, cell: int | None) -> int:
 
 
 def load_spec(path, allow_local_views: bool = False) -> Spec:
+    from .yaml_loader import MAX_BYTES, too_big
+
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:  # refused before it is read: a 60 MB file costs nothing
+            raise SpecError(too_big(str(path), size))
         text = path.read_text()
     except FileNotFoundError:
         raise SpecError(SpecIssue("spec file not found", (), "check the path", str(path))) from None

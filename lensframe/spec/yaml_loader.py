@@ -21,6 +21,20 @@ SEQ_TAG = "tag:yaml.org,2002:seq"
 MERGE_TAG = "tag:yaml.org,2002:merge"
 # Values built from one spec, counting every alias expansion: stops "billion laughs" specs.
 MAX_VALUES = 200_000
+# A spec is a layout, not data: bigger than this is refused before the YAML is parsed, and a
+# parse stops at MAX_VALUES nodes, so a huge file costs neither minutes nor gigabytes.
+MAX_BYTES = 2 * 2**20
+MAX_NODES = 50_000  # YAML nodes composed (before aliases are expanded): ~1 s of PyYAML
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that stops composing after MAX_NODES nodes."""
+
+    def compose_node(self, parent, index):
+        self._lf_nodes = getattr(self, "_lf_nodes", 0) + 1
+        if self._lf_nodes > MAX_NODES:
+            raise _TooLarge
+        return super().compose_node(parent, index)
 
 
 @dataclass
@@ -204,10 +218,23 @@ def _yaml_error(exc: yaml.YAMLError, file: str, hint: str) -> SpecIssue:
     return SpecIssue(f"invalid YAML: {problem}", (), hint, file, line, col)
 
 
+def too_big(file: str, size: int) -> SpecIssue:
+    return SpecIssue(f"the spec is too large: {size:,} bytes (the limit is {MAX_BYTES:,})", (),
+                     "a spec names its data (dataset: source: jsonl:..., parquet:..., hf:...) rather than holding it",
+                     file, 1, 1)
+
+
 def load_yaml(text: str, file: str) -> tuple[Any, Positions, list[SpecIssue]]:
     """Parse `text`; returns (data, positions, issues). A syntax error is returned as an issue."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_BYTES:
+        return None, Positions(), [too_big(file, size)]
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_CountingLoader)
+    except _TooLarge:
+        return None, Positions(), [SpecIssue(f"the spec is too large: more than {MAX_NODES:,} YAML nodes", (),
+                                             "a spec names its data (dataset: source: ...) rather than holding it",
+                                             file, 1, 1)]
     except yaml.YAMLError as exc:
         return None, Positions(), [_yaml_error(exc, file, "check indentation and quoting")]
     if node is None:
