@@ -127,3 +127,29 @@ def test_temp_files_of_a_killed_run_are_swept_at_the_next_start(tiny_models, tmp
     (half / "model.safetensors").write_bytes(b"\0" * 1000)
     assert sweep(models, "convert", "") == [half] and not half.exists()
     assert os.listdir(models) == []
+
+
+def test_a_writer_killed_with_sigkill_leaves_nothing_after_the_next_start(tiny_models, tmp_path):
+    """A real kill -9 in the middle of a write (the process stopped between writing its temp file and
+    renaming it): the next Board on the store removes the temp file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    store = tmp_path / "store"
+    code = ("import os, sys, time, numpy as np\n"
+            "from lensframe.store import Store\nfrom lensframe.ops.base import Result\n"
+            "os.replace = lambda a, b: (print('written', flush=True), time.sleep(600))\n"
+            "Store(sys.argv[1]).put('ab' + '0' * 62, Result({'x': np.zeros(10**6, np.float32)}), 'big')\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(store)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "written"  # its temp file is on disk now
+        temps = list(store.rglob(".tmp-*"))
+        assert len(temps) == 1 and temps[0].stat().st_size > 4 * 10**6
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.1)
+    Board.from_text(tiny_spec(tiny_models["gpt2"], "  lens: {type: logit_lens}\n"), base_dir=tmp_path, cache_dir=store)
+    assert list(store.rglob(".tmp-*")) == []
