@@ -67,7 +67,9 @@ def check_spec(spec: Spec, *, trust_remote_code: bool = False, offline: bool = F
         view.infos = infos  # every model's, for views that compare two
         if view.info is None:
             continue
-        for path, msg, hint in view.check(view.info) + (view.check_data(dataset) if dataset else []):
+        found = view.check(view.info) + (view.check_data(dataset) if dataset else [])
+        found += _pin_issues(view, view.info, dataset, spec.dataset.max_tokens)
+        for path, msg, hint in found:
             issues.append(spec.issue(msg, ("views", view.id) + tuple(path), hint))
     if not issues and not not_local:  # cross-view checks read every view's shapes
         for view in views.values():
@@ -76,3 +78,19 @@ def check_spec(spec: Spec, *, trust_remote_code: bool = False, offline: bool = F
     if issues:
         raise SpecError(issues)
     return Checked(sources, dataset, infos, views, not_local)
+
+
+def _pin_issues(view, info, dataset, max_tokens: int) -> list:
+    """A pinned sample, position or neuron that the dataset, the token limit or the model lacks
+    (layer and head are each view's own check)."""
+    pin, out = view.p.pin, []
+    if pin.sample is not None and dataset is not None and pin.sample >= len(dataset):
+        out.append((("pin", "sample"), f"sample {pin.sample} is beyond the dataset ({len(dataset)} samples: "
+                    f"0..{len(dataset) - 1})", None))
+    if pin.position is not None and pin.position >= max_tokens:
+        out.append((("pin", "position"), f"position {pin.position} is beyond max_tokens ({max_tokens}: positions "
+                    f"0..{max_tokens - 1})", None))
+    if pin.neuron is not None and pin.neuron >= info.d_mlp:
+        out.append((("pin", "neuron"), f"neuron {pin.neuron} is beyond the MLP's width ({info.d_mlp} neurons: "
+                    f"0..{info.d_mlp - 1})", None))
+    return out

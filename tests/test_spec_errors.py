@@ -679,3 +679,14 @@ def test_max_tokens_beyond_the_model_context(tmp_path, tiny_models, capsys):
     assert (i["line"], i["path"]) == (5, "dataset.max_tokens")
     assert i["msg"] == f"max_tokens {context + 1} is longer than the context of model 'main' ({context} positions)"
     assert i["hint"] == f"use max_tokens: {context} or less"
+
+
+def test_pins_beyond_the_data_the_tokens_or_the_mlp(tmp_path, tiny_models, capsys):
+    path = spec_file(tmp_path, board_spec(
+        tiny_models["gpt2"], "  texts: [one, two]\n  max_tokens: 8\n",
+        "  lens:\n    type: logit_lens\n    pin: {sample: 2, position: 8, neuron: 128}\n"))
+    issues = plan(capsys, path, tmp_path)
+    assert [(i["line"], i["path"], i["msg"]) for i in issues] == [
+        (9, "views.lens.pin.sample", "sample 2 is beyond the dataset (2 samples: 0..1)"),
+        (9, "views.lens.pin.position", "position 8 is beyond max_tokens (8: positions 0..7)"),
+        (9, "views.lens.pin.neuron", "neuron 128 is beyond the MLP's width (128 neurons: 0..127)")]
