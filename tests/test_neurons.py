@@ -208,6 +208,48 @@ def test_ffn_static_is_E_times_the_value_vector(kind, tiny_models, boards):
     assert b.executor.forward_passes == before  # from the weights alone
 
 
+def final_norm_by_hand(model, kind: str, x: torch.Tensor) -> torch.Tensor:
+    """The model's final norm written out: RMSNorm g ⊙ x / sqrt(mean x² + eps) (Llama), LayerNorm
+    g ⊙ (x − mean) / sqrt(var + eps) + b (GPT-2, NeoX)."""
+    norm = part(model, kind, "norm")
+    w = norm.weight.detach()
+    if kind == "llama":
+        eps = model.config.rms_norm_eps
+        return w * x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps)
+    eps = norm.eps
+    c = x - x.mean(-1, keepdim=True)
+    return w * c / torch.sqrt((c * c).mean(-1, keepdim=True) + eps) + norm.bias.detach()
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_ffn_with_final_norm_is_E_times_the_normed_value_vector(kind, tiny_models, boards):
+    """final_norm: true reads v_i (and each sub-update m_i v_i) through the final norm, as the logit
+    lens reads a residual: E norm_f(v_i)."""
+    from lensframe.graph import Node
+
+    b, path = boards[kind], tiny_models[kind]
+    model, _ = reference(str(path))
+    E, k = unembed(model, kind), 5
+    static = Node.make("ffn_static", "main", k=k, final_norm=True)
+    for layer, neuron in [(0, 3), (2, 11)]:
+        v = value_vectors(model, kind, layer)[neuron]
+        scores = E @ final_norm_by_hand(model, kind, v)
+        up, down = torch.argsort(scores, descending=True)[:k], torch.argsort(scores)[:k]
+        res = b.executor.lookup(static, layer=layer, neuron=neuron)
+        np.testing.assert_array_equal(res["promoted_ids"], up.numpy())
+        np.testing.assert_allclose(res["promoted"], scores[up].numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(res["suppressed_ids"], down.numpy())
+    plain = b.executor.lookup(ffn_nodes(b)["static"], layer=2, neuron=11)
+    normed = b.executor.lookup(static, layer=2, neuron=11)
+    assert not np.allclose(plain["promoted"], normed["promoted"])  # the option changes the numbers
+    nodes = ffn_nodes(b)
+    dyn = Node.make("ffn_dynamic", "main", inputs=nodes["dynamic"].inputs, top_n=4, k=3, final_norm=True)
+    res = b.executor.lookup(dyn, sample=1, layer=1, position=2)
+    for i, m, ids in zip(res["neurons"], res["m"], res["token_ids"]):
+        sub = final_norm_by_hand(model, kind, float(m) * value_vectors(model, kind, 1)[int(i)])
+        np.testing.assert_array_equal(ids, torch.argsort(E @ sub, descending=True)[:3].numpy())
+
+
 # --- 2. dynamic view: sub-updates ranked by |m_i| ||v_i|| -------------------------------------------------
 
 @pytest.mark.parametrize("kind", FAMILIES)

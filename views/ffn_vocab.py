@@ -26,6 +26,9 @@ class FfnVocabView(View):
     class Params(ViewParams):
         top_n: int = Field(10, ge=1, le=100, description="sub-updates listed at the focused token")
         k: int = Field(8, ge=1, le=50, description="tokens shown per value vector")
+        final_norm: bool = Field(False, description="project value vectors (and sub-updates) through the model's "
+                                 "final norm before the unembedding, as the logit lens reads a residual; default "
+                                 "false, as Geva et al. 2022 and LM-Debugger project E·v")
 
     def nodes(self, max_tokens: int) -> dict:
         tokens = self.tokens_node(max_tokens)
@@ -34,10 +37,15 @@ class FfnVocabView(View):
         norms = Node.make("value_norms", self.model)
         return {
             "tokens": tokens, "acts": acts, "resid": resid, "norms": norms,
-            "static": Node.make("ffn_static", self.model, k=self.p.k),
-            "dynamic": Node.make("ffn_dynamic", self.model, inputs=(acts, resid, norms), top_n=self.p.top_n, k=3),
+            "static": Node.make("ffn_static", self.model, k=self.p.k, **self._norm()),
+            "dynamic": Node.make("ffn_dynamic", self.model, inputs=(acts, resid, norms), top_n=self.p.top_n, k=3,
+                                 **self._norm()),
             "edit": Node.make("ffn_edit", self.model, inputs=(resid,), k=10),
         }
+
+    def _norm(self) -> dict:
+        # only when set, so the nodes (and their store keys) of specs that leave it out stay the same
+        return {"final_norm": True} if self.p.final_norm else {}
 
     def needs(self, max_tokens):
         return list(self.nodes(max_tokens).values())
@@ -63,7 +71,8 @@ class FfnVocabView(View):
             st = ctx.lookup(nodes["static"], layer=layer, neuron=neuron)
             static = (
                 f"<div class='lf-ffn-static'>value vector <b class='lf-neuron'>{neuron_label(layer, neuron)}</b> "
-                f"(‖v‖ = {float(st['norm']):.3f}), E·v without the final norm<br>"
+                f"(‖v‖ = {float(st['norm']):.3f}), "
+                f"{'E·norm<sub>f</sub>(v), through the final norm' if self.p.final_norm else 'E·v, without the final norm'}<br>"
                 f"promotes: <span class='lf-promoted'>{chips(st['promoted_ids'], st['promoted'])}</span><br>"
                 f"suppresses: <span class='lf-suppressed'>{chips(st['suppressed_ids'], st['suppressed'])}</span></div>")
         # always in the layout, hidden without a neuron: a part taken out and put back gets new Bokeh models

@@ -175,7 +175,9 @@ def _vocab_top(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 @register
 class FfnStaticOp(Op):
-    """E v_i: what a value vector writes into the vocabulary (no final norm, as LM-Debugger)."""
+    """E v_i: what a value vector writes into the vocabulary: without the final norm by default (as
+    Geva et al. 2022 and LM-Debugger), or E norm_f(v_i) with `final_norm` (v_i read as the logit lens
+    reads a residual)."""
 
     name = "ffn_static"
     kind = "lookup"
@@ -184,7 +186,7 @@ class FfnStaticOp(Op):
     def lookup(self, node, executor, layer: int, neuron: int) -> Result:
         a = executor.model(node.model).adapter
         v = a.value_vectors(layer)[neuron].float()
-        scores = a.unembed_weight.float() @ v
+        scores = a.unembed_weight.float() @ (_normed(a, v[None])[0] if node.param("final_norm", False) else v)
         k = node.param("k")
         up_ids, up = _vocab_top(scores, k)
         down_ids, down = _vocab_top(-scores, k)
@@ -212,7 +214,8 @@ class FfnDynamicOp(Op):
         a = executor.model(node.model).adapter
         E = a.unembed_weight.float()
         V = a.value_vectors(layer).float()[order]  # [n, d]
-        sub_scores = (E @ (V * m[order].unsqueeze(1)).T).T  # [n, vocab]: E (m_i v_i)
+        subs = V * m[order].unsqueeze(1)  # [n, d]: the sub-updates m_i v_i
+        sub_scores = (E @ (_normed(a, subs) if node.param("final_norm", False) else subs).T).T  # [n, vocab]
         tok = sub_scores.topk(k, dim=-1)
         res = focus[resid_node]
         before = _lens(a, torch.as_tensor(res["mid"][layer, position]), 10)
@@ -222,6 +225,11 @@ class FfnDynamicOp(Op):
                        "token_ids": tok.indices.numpy().astype(np.int32), "token_scores": tok.values.numpy(),
                        "before_ids": before[0], "before_probs": before[1],
                        "after_ids": after[0], "after_probs": after[1]})
+
+
+def _normed(adapter, x: torch.Tensor) -> torch.Tensor:
+    """Rows of x through the model's final norm (in the model's dtype, which a LayerNorm requires)."""
+    return adapter.final_norm(x.to(adapter.unembed_weight.dtype)).float()
 
 
 def _lens(adapter, h: torch.Tensor, k: int):
