@@ -8,6 +8,7 @@ nodes read, memoized (LRU) across views and browser sessions of this process.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -192,7 +193,28 @@ class Executor:
 
     # --- dataset passes ---------------------------------------------------------------------
     def compute(self, progress: bool | Callable[[float, str], None] = True) -> ComputeReport:
-        """Run every missing dataset node; cached ones are skipped (a warm start runs no forward)."""
+        """Run every missing dataset node; cached ones are skipped (a warm start runs no forward).
+        Under the store's lock for this plan: a second compute of it (another process) waits for
+        the first, then finds its results stored."""
+        plan, store = self.board.plan, self.board.store
+        if store.read_only:
+            return self._compute(progress)
+        keys = sorted(p.key for p in plan.nodes.values() if p.node.kind in ("prepare", "dataset", "derive"))
+        name = "compute-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
+
+        def waiting(pid: str) -> None:
+            message = f"waiting for another compute of this plan on this store (pid {pid}) to finish"
+            if callable(progress):
+                progress(0.0, message)
+            elif progress:
+                from tqdm.auto import tqdm
+
+                tqdm.write(message)
+
+        with store.lock(name, on_wait=waiting):
+            return self._compute(progress)
+
+    def _compute(self, progress) -> ComputeReport:
         t0 = time.perf_counter()
         report = ComputeReport()
         plan, store = self.board.plan, self.board.store

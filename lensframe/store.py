@@ -11,11 +11,13 @@ A read-only store (the servers that share one store) reads and never writes: `pu
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import struct
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,31 @@ class Store:
     def __init__(self, root: Path | str, read_only: bool = False):
         self.root = Path(root)
         self.read_only = read_only
+
+    @contextmanager
+    def lock(self, name: str, on_wait=None):
+        """Hold the store's lock `name` (one per plan being computed), waiting for the process that
+        holds it: a second `compute` of the same plan then finds the first's results stored. An
+        flock: the kernel drops it when its process dies, so a killed run never holds it. on_wait(pid
+        text) is called once if it has to wait."""
+        path = self.root / ".locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    f.seek(0)
+                    on_wait(f.read().strip() or "?")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def sweep(self) -> list[Path]:
         """Remove temp files that killed writers left (lensframe.leftovers); Board does it at start."""

@@ -153,3 +153,27 @@ def test_a_writer_killed_with_sigkill_leaves_nothing_after_the_next_start(tiny_m
     time.sleep(0.1)
     Board.from_text(tiny_spec(tiny_models["gpt2"], "  lens: {type: logit_lens}\n"), base_dir=tmp_path, cache_dir=store)
     assert list(store.rglob(".tmp-*")) == []
+
+
+def test_two_computes_of_one_plan_run_one_pass_between_them(tiny_models, tmp_path):
+    """Two `lensframe compute` processes of the same spec on the same store, started together: the
+    second waits on the store's lock for the plan and finds the results stored; their forward
+    passes add up to one run's."""
+    import json
+    import subprocess
+    import sys
+
+    texts = [f"Text number {i} says something about cats and law." for i in range(120)]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(tiny_spec(tiny_models["gpt2"], "  lens: {type: logit_lens, top_k: 3}\n", texts=texts,
+                              labels=["a"] * len(texts)))
+    store = tmp_path / "store"
+    cmd = [sys.executable, "-m", "lensframe", "compute", str(spec), "--cache-dir", str(store), "--json"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    alone = Board.from_text(spec.read_text(), base_dir=tmp_path, cache_dir=tmp_path / "alone").compute(progress=False)
+    assert sorted(r["forward_passes"] for r in reports) == [0, alone.forward_passes], reports
+    waited = [err for _, err in outs if "waiting for another compute of this plan" in err]
+    assert len(waited) <= 1
