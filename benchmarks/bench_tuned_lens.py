@@ -62,12 +62,12 @@ views:
     worse = [labels[i] for i in range(len(logit)) if tuned[i] > logit[i] + 1e-6]
     m = machine()
     body = f"""The tuned lens (Belrose et al. 2023) as lensframe trains it for a `lens: tuned` view: affine
-translators per layer, zero-initialised, trained with Adam on {t.meta['tokens']} token positions sampled
-from {args.limit} fortunes (≤ {args.max_tokens} tokens each), {args.steps} steps of 32 tokens, all layers
-together, each layer keeping its best checkpoint on a validation split (identity if training never
-beat it). KL(p_final || p_l) is measured on a held-out **test** split (15% of the sampled tokens,
-used neither for training nor for choosing checkpoints); the logit lens on the same tokens is the
-baseline. The final layer is the model's output and is not translated (KL 0 for both).
+translators per layer, zero-initialised, trained with Adam on {t.meta['tokens']['train']} token positions of
+{t.meta['texts']['train']} of {args.limit} fortunes (≤ {args.max_tokens} tokens each), {args.steps} steps of 32
+tokens, all layers together, each layer keeping its best checkpoint on {t.meta['texts']['val']} validation texts
+(identity if training never beat it). KL(p_final || p_l) is measured on {t.meta['texts']['test']} **test texts**
+({t.meta['tokens']['test']} tokens) that gave no token to training or to choosing checkpoints (the split is by
+text); the logit lens on the same tokens is the baseline. The final layer is the model's output and is not translated (KL 0 for both).
 
 Tuned lens at or below the logit lens at every layer: **{'yes' if not worse else 'no: ' + ', '.join(worse)}**.
 Mean over layers: logit {logit.mean():.3f}, tuned {tuned.mean():.3f} nats ({tuned.mean() / logit.mean():.2f}×).

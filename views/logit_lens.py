@@ -163,10 +163,15 @@ class LogitLensView(View):
         if self.p.lens != "tuned":
             return ""
         t = ctx.result(self.tuned_node(ctx.board.spec.dataset.max_tokens))
-        gain = float(t["test_kl_logit"].mean() - t["test_kl_tuned"].mean())
-        return (f"<br><span class='lf-tuned-note'>tuned lens trained on {t.meta['tokens']} tokens of this dataset: "
-                f"held-out KL to the final layer {t['test_kl_tuned'].mean():.2f} vs {t['test_kl_logit'].mean():.2f} nats "
-                f"for the logit lens (mean over layers, {gain:+.2f})</span>")
+        tokens, texts = t.meta["tokens"], t.meta["texts"]
+        tuned, logit = t["test_kl_tuned"], t["test_kl_logit"]
+        worse = int((tuned > logit + 1e-6).sum())
+        return (f"<br><span class='lf-tuned-note'>tuned lens trained on {tokens['train']} tokens of {texts['train']} "
+                f"texts (checkpoints chosen on {texts['val']} others); on {texts['test']} texts it never saw "
+                f"({tokens['test']} tokens): KL to the final layer {tuned.mean():.2f} vs {logit.mean():.2f} nats for "
+                f"the logit lens (mean over layers)"
+                + (f"; worse than the logit lens on {worse} of {len(tuned)} layers there" if worse else "")
+                + "</span>")
 
 
 def _row_name(label: str) -> str:

@@ -6,11 +6,14 @@ frozen. The paper trains on ~65M tokens with SGD/Nesterov; on 2 CPU cores the un
 ~5 GFLOP per token and layer for SmolLM2, so we plan for a small budget (docs/METHODS.md):
   1. the dataset pass keeps a random subsample of token positions (`train_tokens`) with the
      residual of every layer (a reservoir-like reduction: memory is the sample, not the dataset);
-  2. those tokens are split train / validation / test (70/15/15, by seed);
+  2. those tokens are split train / validation / test by their text (about 70/15/15 of the texts
+     that gave tokens, by seed): no text has tokens in two parts, so the test figures are on
+     texts the lens never saw;
   3. all layers train together from that cache with Adam, minibatches of tokens, a progress bar;
   4. each layer keeps its checkpoint with the best validation KL, and falls back to the identity
      (the plain logit lens) when training never beat it there;
-  5. KL of both lenses on the held-out test tokens is stored with the translators, per layer.
+  5. KL of both lenses on the test texts' tokens is stored with the translators, per layer, with
+     the token and text counts of each part.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def translate(hs: list[torch.Tensor], res: Result) -> list[torch.Tensor]:
 @register
 class TunedLensOp(Op):
     name = "tuned_lens"
-    version = 2  # 2: the training tokens are drawn per batch
+    version = 3  # 2: the training tokens are drawn per batch; 3: split by text
     kind = "dataset"
 
     def hooks(self, node, info):
@@ -46,7 +49,8 @@ class TunedLensOp(Op):
             info.n_layers * info.d_model * (info.d_model + 1) * 4 * 4  # cache + translators, Adam state
 
     def init(self, node, ctx):
-        return {"rows": [], "rate": min(1.0, node.param("train_tokens") / max(1, len(ctx.dataset) * ctx.n_tokens / 2))}
+        return {"rows": [], "texts": [],
+                "rate": min(1.0, node.param("train_tokens") / max(1, len(ctx.dataset) * ctx.n_tokens / 2))}
 
     @torch.no_grad()
     def update(self, node, state, batch, ctx):
@@ -57,23 +61,45 @@ class TunedLensOp(Op):
         rng = np.random.default_rng([node.param("seed"), int(batch.samples[0])])
         keep = rng.random(hs.shape[0]) < state["rate"]  # [tokens, layers + 1, d]
         state["rows"].append(hs[torch.as_tensor(keep)])
+        text_of_token = np.repeat(np.asarray(batch.samples), mask.sum(1).numpy())  # the sample of each real token
+        state["texts"].append(text_of_token[keep])
         return state
 
     def merge(self, node, a, b):
         a["rows"] += b["rows"]
+        a["texts"] += b["texts"]
         return a
 
     def finalize(self, node, state, ctx):
         rows = torch.cat(state["rows"])[: node.param("train_tokens")]
+        texts = np.concatenate(state["texts"])[: rows.shape[0]] if state["texts"] else np.zeros(0, np.int64)
+        part = split_by_text(texts, node.param("seed"))
         a = ctx.adapter
         steps = node.param("steps")
         bar = ctx.progress_bar(steps, f"training the tuned lens ({rows.shape[0]} tokens)")
         norm = copy.deepcopy(a.final_norm).float()  # trained through in float32, whatever the model's dtype
         bias = a.unembed_bias.float() if a.unembed_bias is not None else None
         out = train(rows, norm, a.unembed_weight, bias, steps=steps, lr=node.param("lr"),
-                    batch_tokens=node.param("batch_tokens"), seed=node.param("seed"), on_step=lambda: bar.update(1))
+                    batch_tokens=node.param("batch_tokens"), seed=node.param("seed"), on_step=lambda: bar.update(1),
+                    part=torch.as_tensor(part))
         bar.close()
-        return Result(out, {"tokens": int(rows.shape[0])})
+        names = ("train", "val", "test")
+        meta = {"tokens": {n: int((part == i).sum()) for i, n in enumerate(names)},
+                "texts": {n: int(len(np.unique(texts[part == i]))) for i, n in enumerate(names)}}
+        return Result(out, meta)
+
+
+def split_by_text(texts: np.ndarray, seed: int) -> np.ndarray:
+    """0 (train), 1 (validation) or 2 (test) for each token, by its text: a seeded permutation of the
+    texts, 15% of them (at least one) for test, 15% for validation, the rest for training."""
+    unique = np.unique(texts)
+    order = np.random.default_rng([seed, 7]).permutation(unique)
+    n = len(order)
+    if n < 3:
+        raise ValueError(f"the tuned lens needs tokens of at least 3 texts to split by text (got {n})")
+    n_test = n_val = max(1, round(0.15 * n))
+    part_of = {int(t): 2 if i < n_test else 1 if i < n_test + n_val else 0 for i, t in enumerate(order)}
+    return np.array([part_of[int(t)] for t in texts], np.int64)
 
 
 def _kl_per_layer(rows, final_norm, E, bias, A=None, b=None, chunk: int = 64) -> torch.Tensor:
@@ -101,13 +127,17 @@ def _kl(r, final_norm, E, bias, A=None, b=None) -> torch.Tensor:
 
 
 def train(rows: torch.Tensor, final_norm, E, bias, steps: int, lr: float, batch_tokens: int, seed: int,
-          on_step=lambda: None) -> dict[str, np.ndarray]:
-    """Train translators on rows [N, L+1, d] (the last layer is the final output)."""
+          on_step=lambda: None, part: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Train translators on rows [N, L+1, d] (the last layer is the final output). part [N]: 0 train,
+    1 validation, 2 test for each row (split_by_text); without it, a seeded 70/15/15 split of rows."""
     g = torch.Generator().manual_seed(seed)
     n, L, d = rows.shape[0], rows.shape[1] - 1, rows.shape[2]
-    perm = torch.randperm(n, generator=g)
-    n_val = n_test = max(1, int(0.15 * n))
-    test, val, tr = rows[perm[:n_test]], rows[perm[n_test : n_test + n_val]], rows[perm[n_test + n_val :]]
+    if part is None:
+        perm = torch.randperm(n, generator=g)
+        n_val = n_test = max(1, int(0.15 * n))
+        part = torch.zeros(n, dtype=torch.long)
+        part[perm[:n_test]], part[perm[n_test:n_test + n_val]] = 2, 1
+    tr, val, test = rows[part == 0], rows[part == 1], rows[part == 2]
     E = E.detach().float()
     A = torch.zeros(L, d, d, requires_grad=True)
     b = torch.zeros(L, d, requires_grad=True)
