@@ -302,6 +302,22 @@ def warm_up(board, say=say) -> None:
     say(f"warm: ready; {ex.forward_passes} forward pass(es) so far in this process")
 
 
+def _login(address: str, port: int, basic_auth, oauth_provider, cookie_secret) -> dict:
+    """pn.serve's options for Panel's own login (basic auth or OAuth, cookies signed with the given
+    secret, the environment's, or one made now); none, with a warning when others can reach the port."""
+    from .hosts import LOOPBACK
+
+    if basic_auth or oauth_provider:
+        secret = cookie_secret or os.environ.get("LENSFRAME_COOKIE_SECRET") or secrets.token_hex(32)
+        return {k: v for k, v in {"basic_auth": basic_auth, "oauth_provider": oauth_provider,
+                                  "cookie_secret": secret}.items() if v}
+    if address not in LOOPBACK:
+        say(f"warning: serving on {address or 'every interface'} without authentication: anyone who can reach "
+            f"this machine on port {port} can use the dashboard and run the model; add --basic-auth or "
+            "--oauth-provider, and TLS in front (docs/SERVING.md)")
+    return {}
+
+
 def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = False, read_only_store: bool = False,
           websocket_origins=(), warm: bool = True, open_query=None, watch: bool = False,
           allow_local_views: bool = False, allow_hosts=(), basic_auth: str | None = None,
@@ -313,7 +329,7 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
     when its spec file changes, and move every open page to it (server/watch.py). Requests are
     answered only for the hosts it serves under (server/hosts.py: the address, loopback names and
     allow_hosts), against DNS rebinding."""
-    from .hosts import restrict, served_hosts
+    from .hosts import LOOPBACK, restrict, served_hosts
     from .template import SessionPage
     from .watch import LiveSpec
 
@@ -339,20 +355,10 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
         say(f"opening {url}")
         threading.Timer(1.5, webbrowser.open, [url]).start()
     # Bokeh accepts a websocket only from pages served under these hosts: behind a proxy, its host.
-    origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *websocket_origins, *allow_hosts]
-    from .hosts import LOOPBACK
-
-    local = address in LOOPBACK
-    SHOW_TRACEBACKS["value"] = local
-    auth = {}
-    if basic_auth or oauth_provider:  # Panel's own login; its cookies signed with this secret
-        auth = {"basic_auth": basic_auth, "oauth_provider": oauth_provider,
-                "cookie_secret": cookie_secret or os.environ.get("LENSFRAME_COOKIE_SECRET") or secrets.token_hex(32)}
-        auth = {k: v for k, v in auth.items() if v}
-    elif not local:
-        say(f"warning: serving on {address or 'every interface'} without authentication: anyone who can reach "
-            f"this machine on port {port} can use the dashboard and run the model; add --basic-auth or "
-            "--oauth-provider, and TLS in front (docs/SERVING.md)")
+    origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *websocket_origins,
+               *(h if ":" in h else f"{h}:{port}" for h in allow_hosts)]
+    SHOW_TRACEBACKS["value"] = address in LOOPBACK  # a page others can reach gets no tracebacks
+    auth = _login(address, port, basic_auth, oauth_provider, cookie_secret)
     server = pn.serve({"/": session}, port=port, address=address, show=show, title=board.title,
                       websocket_origin=origins, print_url=False, verbose=False, start=False, **auth, **kwargs)
     restrict(server._tornado, served_hosts(address, [*websocket_origins, *allow_hosts]))
