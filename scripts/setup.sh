@@ -15,25 +15,28 @@ cd "$(dirname "$0")/.."
 want_tests=0
 [ "${1:-}" = "--test" ] && want_tests=1
 
-apt_packages="fortunes"
-[ $want_tests = 1 ] && apt_packages="$apt_packages chromium"
-# `python3 -m venv` needs ensurepip, which Debian and Ubuntu ship in python3-venv
-if [ -z "${VIRTUAL_ENV:-}" ] && [ ! -x .venv/bin/python ] && ! python3 -c "import ensurepip" 2>/dev/null; then
-    apt_packages="$apt_packages python3-venv"
-fi
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
-missing=""
-for p in $apt_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
-fi
+apt_install() {  # the Debian packages named that are not installed yet
+    local missing=""
+    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+    if [ -n "$missing" ]; then
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    fi
+}
+apt_install fortunes
+[ $want_tests = 1 ] && apt_install chromium
 
 if [ -n "${VIRTUAL_ENV:-}" ]; then
     [ -e .venv ] || ln -s "$VIRTUAL_ENV" .venv
 elif [ ! -x .venv/bin/python ]; then
-    python3 -m venv --system-site-packages .venv
+    # Debian and Ubuntu ship what `python3 -m venv` needs (ensurepip) in python3-venv
+    if ! python3 -m venv --system-site-packages .venv >/dev/null 2>&1; then
+        rm -rf .venv
+        apt_install python3-venv
+        python3 -m venv --system-site-packages .venv
+    fi
 fi
 PIP=".venv/bin/python -m pip install -q --disable-pip-version-check --root-user-action=ignore"
 $PIP "torch==2.13.0"
