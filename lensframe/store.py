@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load, save
+from safetensors.numpy import load, save_file
 
 from .errors import LensframeError
 from .leftovers import dead, sweep, temp_prefix
@@ -116,10 +116,11 @@ class Store:
         arrays = {k: np.ascontiguousarray(v) for k, v in result.arrays.items()}
         # the metadata goes into the header too, so the file's checksum covers it
         covered = json.dumps({"key": key, "meta": result.meta}, sort_keys=True)
-        blob = save(arrays, metadata={HEADER_KEY: covered})
-        digest = hashlib.sha256(blob).hexdigest()  # of the bytes written, not read back
         tmp = _tmp_in(arrays_path.parent)
-        Path(tmp).write_bytes(blob)
+        # written straight to the file (an in-memory copy of a 100 MB result would double the peak),
+        # then hashed in chunks
+        save_file(arrays, tmp, metadata={HEADER_KEY: covered})
+        digest = _sha256_of(Path(tmp))
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, arrays_path)
         doc = {"key": key, "node": node_label, "sha256": digest, "meta": result.meta,
@@ -159,6 +160,14 @@ class Store:
             raise ReadOnlyStoreError(f"the store at {self.root} is read-only: it cannot remove {key}")
         for path in self._paths(key)[::-1]:  # the JSON first: a half-removed entry reads as absent
             path.unlink(missing_ok=True)
+
+
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _header(blob: bytes) -> dict:
