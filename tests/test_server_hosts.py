@@ -67,7 +67,7 @@ def test_a_rebinding_request_is_refused_on_loopback(spec, tmp_path):
     assert "The Zen of Python" not in log and "Traceback" not in log
 
 
-def test_all_interfaces_answer_this_machine_only(spec, tmp_path):
+def test_all_interfaces_answer_this_machine_only_and_warn_without_a_login(spec, tmp_path):
     with serve_process(spec, "--cache-dir", str(tmp_path / "store"), "--address", "0.0.0.0",
                        log_path=tmp_path / "serve.log", cwd=ROOT, wait_s=START_TIMEOUT_S) as server:
         port = urlparse(server.url).port
@@ -75,6 +75,8 @@ def test_all_interfaces_answer_this_machine_only(spec, tmp_path):
         assert request(server.url, "/", f"{socket.gethostname()}:{port}")[0] == 200
         assert request(server.url, "/", f"evil.example:{port}")[0] == 403
         assert websocket_handshake(server.url, f"evil.example:{port}", f"http://evil.example:{port}") == 403
+        log = server.log()
+    assert "warning: serving on 0.0.0.0 without authentication: anyone who can reach this machine" in log
 
 
 def test_basic_auth_is_required_when_set(spec, tmp_path, monkeypatch):
@@ -123,13 +125,6 @@ def test_basic_auth_is_required_when_set(spec, tmp_path, monkeypatch):
         assert get("/", f"user={signed['user']}").status == 200
         log = server.log()
     assert "s3cret-pass" not in log and "warning: serving on" not in log  # loopback: no warning
-
-
-def test_a_server_others_can_reach_warns_without_authentication(spec, tmp_path):
-    with serve_process(spec, "--cache-dir", str(tmp_path / "store"), "--address", "0.0.0.0",
-                       log_path=tmp_path / "serve.log", cwd=ROOT, wait_s=START_TIMEOUT_S) as server:
-        log = server.log()
-    assert "warning: serving on 0.0.0.0 without authentication: anyone who can reach this machine" in log
 
 
 def test_an_error_card_keeps_the_traceback_in_the_log_when_others_can_reach_the_server(capsys):
