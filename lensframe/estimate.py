@@ -300,7 +300,7 @@ def _parts(board, kind, model, nodes, shapes, loaded, n_samples) -> dict[str, in
         return capture_bytes(hooks | grads, info, B, T, dsize), fwd, op_work_bytes(nodes, info, B, T)
 
     worst = max((transient(B, T) for B, T in shapes), key=sum)
-    results = sum(get_op(n.op).estimate_bytes(n, info, n_samples, T_max) for n in nodes)
+    results = sum(get_op(n.op).estimate_peak_bytes(n, info, n_samples, T_max) for n in nodes)
     if kind == "focus":
         results *= min(FOCUS_MEMO_SIZE, n_samples)
     tokens = n_samples * T_max * 4 * 3  # the tokens result every pass reads

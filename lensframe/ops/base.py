@@ -58,6 +58,12 @@ class Op:
     def estimate_bytes(self, node, info, n_samples: int, n_tokens: int) -> int:
         return 0
 
+    def estimate_peak_bytes(self, node, info, n_samples: int, n_tokens: int) -> int:
+        """What the op holds at its worst moment of a pass: by default its result (a state that is
+        the result, as FilledRows). An op whose finalize builds the result from a state of another
+        shape, with both alive at once, says so here."""
+        return self.estimate_bytes(node, info, n_samples, n_tokens)
+
     # dataset reductions
     def init(self, node, ctx) -> Any:
         raise NotImplementedError
