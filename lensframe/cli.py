@@ -17,9 +17,14 @@ def _board(args, **extra):
     spec = load_spec(args.spec, allow_local_views=getattr(args, "allow_local_views", False))
     board = Board(spec, cache_dir=getattr(args, "cache_dir", None), device=getattr(args, "device", "cpu") or "cpu",
                   trust_remote_code=getattr(args, "trust_remote_code", False), **extra)
-    for note in board.dataset.notes:
-        print(f"{args.spec}: note: {note}", file=sys.stderr)
+    _say_notes(args.spec, board.dataset)
     return board
+
+
+def _say_notes(spec_path, dataset) -> None:
+    """What reading the dataset left out (lensframe.data), on stderr beside the spec's name."""
+    for note in dataset.notes if dataset is not None else ():
+        print(f"{spec_path}: note: {note}", file=sys.stderr)
 
 
 def cmd_validate(args) -> int:
@@ -39,8 +44,7 @@ def cmd_validate(args) -> int:
 
                 checked = check_spec(spec, trust_remote_code=args.trust_remote_code, offline=True)
                 not_local = checked.not_local
-                for note in checked.dataset.notes:
-                    print(f"{path}: note: {note}", file=sys.stderr)
+                _say_notes(path, checked.dataset)
             if args.normalized:
                 print(yaml.safe_dump(spec.normalized(), sort_keys=False), end="")
             elif not args.quiet:

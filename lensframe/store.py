@@ -120,7 +120,7 @@ class Store:
         # written straight to the file (an in-memory copy of a 100 MB result would double the peak),
         # then hashed in chunks
         save_file(arrays, tmp, metadata={HEADER_KEY: covered})
-        digest = _sha256_of(Path(tmp))
+        digest = sha256_file(Path(tmp))
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, arrays_path)
         doc = {"key": key, "node": node_label, "sha256": digest, "meta": result.meta,
@@ -162,7 +162,8 @@ class Store:
             path.unlink(missing_ok=True)
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, read in 4 MB chunks (a store entry, a model's weights)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):

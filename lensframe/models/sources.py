@@ -86,11 +86,9 @@ def _file_sha256(path: Path) -> str:
         memo = {}
     if memo_key in memo:
         return memo[memo_key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    memo[memo_key] = h.hexdigest()
+    from ..store import sha256_file
+
+    memo[memo_key] = sha256_file(path)
     try:
         memo_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
