@@ -38,6 +38,8 @@ class ComputeReport:
     cache_hits: int = 0
     computed: int = 0
     seconds: float = 0.0
+    resumed_batches: int = 0  # batches a checkpoint of an interrupted pass already held (lensframe.checkpoint)
+    checkpoints: int = 0  # checkpoints written
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -203,13 +205,7 @@ class Executor:
         name = "compute-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
 
         def waiting(pid: str) -> None:
-            message = f"waiting for another compute of this plan on this store (pid {pid}) to finish"
-            if callable(progress):
-                progress(0.0, message)
-            elif progress:
-                from tqdm.auto import tqdm
-
-                tqdm.write(message)
+            _say_for(progress)(f"waiting for another compute of this plan on this store (pid {pid}) to finish")
 
         with store.lock(name, on_wait=waiting):
             return self._compute(progress)
@@ -301,17 +297,36 @@ class Executor:
         return len(batches)
 
     def _dataset_pass(self, model: str, todo, report: ComputeReport, progress) -> None:
+        from .checkpoint import PassCheckpoint, pass_name
+
         nodes = [p.node for p in todo]
         inputs = {i: self.board.result(i) for n in nodes for i in n.inputs if i.kind == "dataset"}
         ctx = self.pass_context(model, nodes, inputs, progress)
         batches = self.dataset_batches(model)
         what = ", ".join(sorted({n.op for n in nodes}))  # what the pass computes, in the bar's words
-        bar = bar_for(progress, len(batches), f"dataset pass on {model} ({what})")
         if self.shards is not None:  # a distributed pass (lensframe.distributed): workers fold shards
+            bar = bar_for(progress, len(batches), f"dataset pass on {model} ({what})")
             states, passes = self.shards.run(model, nodes, inputs, batches, bar.update)
         else:
-            states = {n: get_op(n.op).init(n, ctx) for n in nodes}
-            passes = self.run_batches(model, ctx, states, batches, lambda: bar.update(1))
+            ckpt = PassCheckpoint(self.board.store, pass_name(model, [p.key for p in todo], batches),
+                                  self.board.spec.run.checkpoint_every, nodes, say=_say_for(progress))
+            resumed = ckpt.load(len(batches))
+            done, states = resumed if resumed else (0, {n: get_op(n.op).init(n, ctx) for n in nodes})
+            if done:
+                _say_for(progress)(f"resuming the dataset pass on {model} at batch {done} of {len(batches)} "
+                                   "(a checkpoint of an interrupted run)")
+            bar = bar_for(progress, len(batches), f"dataset pass on {model} ({what})", initial=done)
+            report.resumed_batches += done
+
+            def after_batch():
+                nonlocal done
+                done += 1
+                bar.update(1)
+                if done < len(batches) and ckpt.due(done):
+                    ckpt.save(done, states)
+
+            passes = self.run_batches(model, ctx, states, batches[done:], after_batch)
+            report.checkpoints += ckpt.saved
         bar.close()
         report.forward_passes += passes
         report.batches += len(batches)
@@ -319,6 +334,8 @@ class Executor:
             self.board.store.put(p.key, get_op(p.node.op).finalize(p.node, states[p.node], ctx), p.node.label())
             p.cached = True
             report.computed += 1
+        if self.shards is None:
+            ckpt.remove()  # after the results: a kill while storing them resumes from the checkpoint
 
     # --- focus passes -----------------------------------------------------------------------
     def focus(self, model: str, sample) -> dict:
@@ -500,6 +517,18 @@ class Executor:
         with self.model_lock(model):
             out = self._forward(loaded, input_ids, torch.ones_like(input_ids, dtype=torch.bool), set(), {}, edits)
         return torch.log_softmax(out.logits[0].float(), -1).cpu().numpy()
+
+
+def _say_for(progress):
+    """Where a pass's notes go: the terminal (through tqdm, so no bar swallows them) when progress is
+    shown there, the page's progress message for a callback, nowhere when progress is off."""
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        return tqdm.write
+    if callable(progress):
+        return lambda line: progress(0.0, line)
+    return lambda line: None
 
 
 def _depth(node) -> int:

@@ -71,8 +71,11 @@ class Store:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def sweep(self) -> list[Path]:
-        """Remove temp files that killed writers left (lensframe.leftovers); Board does it at start."""
-        return [] if self.read_only else sweep(self.root, "tmp", "??")
+        """Remove temp files that killed writers left (lensframe.leftovers) in the entries' folders and
+        the checkpoints' (lensframe.checkpoint); Board does it at start."""
+        if self.read_only:
+            return []
+        return sweep(self.root, "tmp", "??") + sweep(self.root, "tmp", ".checkpoints")
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         d = self.root / key[:2]
@@ -151,7 +154,8 @@ class Store:
         commit mark) was never written."""
         if not self.root.is_dir():
             return []
-        out = sorted(dead(self.root.glob("??/.tmp-*")))  # a live writer's temp files are not leftovers
+        # a live writer's temp files are not leftovers
+        out = sorted(dead([*self.root.glob("??/.tmp-*"), *self.root.glob(".checkpoints/.tmp-*")]))
         out += [p for p in sorted(self.root.glob("??/*.safetensors")) if not p.with_suffix(".json").is_file()]
         return out
 

@@ -76,6 +76,18 @@ class RunSpec(Strict):
         "in the store while they fit this many MB: the dataset pass computes them, and a click reads them "
         "instead of running a forward (0: never)"
     )
+    checkpoint_every: Union[int, str] = Field(
+        "60s", description="a dataset pass saves its progress in the store this often, as a number of batches "
+        "(e.g. 50) or a time (\"60s\", \"5m\"); a killed compute or serve resumes from the last one (0: never)"
+    )
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _checkpoint_every(cls, v):
+        from ..checkpoint import parse_every
+
+        parse_every(v)  # raises with the accepted forms
+        return v
 
 
 class TemplateProbe(Strict):
