@@ -137,11 +137,13 @@ def backward_bytes(info, B: int, T: int, dsize: int, grad_hooks) -> int:
 
 def _lens_work(node, info, B, T):
     """decode_layers: the [ROWS_PER_MATMUL, vocab] logits and exp/scratch buffers (kept for the
-    whole pass, the same whatever the batch), and three float32 copies of the rows decoded."""
-    from .ops.lens import ROWS_PER_MATMUL
+    whole pass, the same whatever the batch), and three float32 copies of the rows decoded; with
+    `decode: bf16_screen` also the bfloat16 copy of the unembedding and a bfloat16 logits buffer."""
+    from .ops.lens import ROWS_PER_MATMUL, LogitLensOp
 
     L1, R, V = info.n_layers + 1, B * T, info.vocab_size
-    return ("logit_lens", node.param("stream"), node.inputs[1:]), 2 * ROWS_PER_MATMUL * V * 4 + 3 * L1 * R * info.d_model * 4
+    screen = 2 * (V * info.d_model + ROWS_PER_MATMUL * V) if node.param("decode", "fp32") != "fp32" else 0
+    return LogitLensOp.shared_key(node), 2 * ROWS_PER_MATMUL * V * 4 + 3 * L1 * R * info.d_model * 4 + screen
 
 
 def _top_examples_work(node, info, B, T):

@@ -65,6 +65,10 @@ class LogitLensView(View):
         lens: Literal["logit", "tuned"] = Field(
             "logit", description="tuned: through affine translators lensframe trains on the dataset (resid_post only)")
         tuned: TunedParams = Field(default_factory=TunedParams, description="training budget of lens: tuned")
+        decode: Literal["fp32", "bf16_screen"] = Field(
+            "fp32", description="bf16_screen: the unembedding in bfloat16, top-k certified equal to float32's "
+                                "(uncertified rows in float32); probabilities, KL, entropy and rank then use "
+                                "screened logits for the vocabulary sums (docs/METHODS.md)")
 
         @model_validator(mode="after")
         def _tuned_needs_resid_post(self):
@@ -86,8 +90,10 @@ class LogitLensView(View):
         # The metric is not part of the node: the op computes all four, so lens views that differ
         # only in colour share one result.
         tuned = (self.tuned_node(max_tokens),) if self.p.lens == "tuned" else ()
+        # decode is a param only when screened: float32 lens nodes keep the keys of their stored results
+        screen = {"decode": self.p.decode} if self.p.decode != "fp32" else {}
         return Node.make("logit_lens", self.model, inputs=(self.tokens_node(max_tokens),) + tuned,
-                         stream=self.p.stream, top_k=self.p.top_k)
+                         stream=self.p.stream, top_k=self.p.top_k, **screen)
 
     def needs(self, max_tokens):
         extra = [self.tuned_node(max_tokens)] if self.p.lens == "tuned" else []
