@@ -128,7 +128,8 @@ def cmd_serve(args) -> int:
     serve(board, port=args.port, address=args.address, show=args.show, read_only_store=args.read_only_store,
           websocket_origins=args.allow_websocket_origin, open_query=opened, watch=args.watch,
           allow_local_views=args.allow_local_views, allow_hosts=args.allow_host,
-          basic_auth=args.basic_auth or os.environ.get("LENSFRAME_BASIC_AUTH"), oauth_provider=args.oauth_provider)
+          basic_auth=args.basic_auth or os.environ.get("LENSFRAME_BASIC_AUTH"), oauth_provider=args.oauth_provider,
+          focus_queue=args.focus_queue, timings_log=args.timings_log)
     return 0
 
 
@@ -245,6 +246,13 @@ def parser() -> argparse.ArgumentParser:
                         "machine is reached by; requests for any other host get 403, against DNS rebinding); repeatable")
     s.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
                    help="a host the pages are served under besides this address (e.g. a proxy's); repeatable")
+    s.add_argument("--focus-queue", type=int, default=16, metavar="N",
+                   help="focus forwards run on a worker thread per model, beside the event loop that serves "
+                        "every session's clicks; at most N wait per model, past that a view says the server is busy "
+                        "(default: %(default)s; 0: forwards on the event loop, where one freezes every session)")
+    s.add_argument("--timings-log", metavar="FILE",
+                   help="append each focus change's server-side time to FILE, one JSON line per change "
+                        "(docs/SERVING.md)")
     s.set_defaults(fn=cmd_serve)
     v = sub.add_parser("validate", help="check specs; print every error")
     v.add_argument("spec", nargs="+")

@@ -104,6 +104,7 @@ class Executor:
         self._probe_scratch: dict = {}
         self.forward_passes = 0  # every forward this executor ran (dataset and focus)
         self.shards = None  # set by lensframe.distributed to fold dataset passes on Dask workers
+        self._focus_workers = None  # made by focus_workers() for served pages
         set_threads(board.spec.run.threads)
 
     # --- models -----------------------------------------------------------------------------
@@ -349,7 +350,7 @@ class Executor:
         memoized in this process's memory by their token ids, never written to the store."""
         import torch
 
-        memo_key = self._memo_key(model, sample)
+        memo_key = self.focus_key(model, sample)
         hit = self._focus_memo.get(memo_key)
         if hit is not None:
             return hit
@@ -381,10 +382,19 @@ class Executor:
                     results[nd] = Result({k: v[0] for k, v in res.arrays.items()}, res.meta)
             return self._focus_memo.put(memo_key, results)
 
+    def focus_workers(self, max_waiting: int = 16):
+        """The FocusWorkers (lensframe.focus_worker) that run this executor's focus forwards for a
+        served page off the event loop; made on first use, shared by every session of the board."""
+        if self._focus_workers is None:
+            from .focus_worker import FocusWorkers
+
+            self._focus_workers = FocusWorkers(self, max_waiting)
+        return self._focus_workers
+
     def focus_ready(self, model: str, sample) -> bool:
         """Whether focus() of this sample answers without a forward (memoized, or every focus node
         of the model kept in the store)."""
-        if self._memo_key(model, sample) in self._focus_memo:
+        if self.focus_key(model, sample) in self._focus_memo:
             return True
         if isinstance(sample, Probe):
             return False
@@ -403,7 +413,8 @@ class Executor:
         return {focus: res for focus, res in stored.items() if res is not None}
 
     # --- probes: typed text, focused like a sample, never stored ---------------------------------
-    def _memo_key(self, model: str, sample) -> tuple:
+    def focus_key(self, model: str, sample) -> tuple:
+        """The focus memo's key of a sample or probe; lensframe.focus_worker coalesces requests by it."""
         if isinstance(sample, Probe):  # keyed by what the model reads: two spellings of one tokenization share
             return (model, "probe", tuple(int(i) for i in self.probe_tokens(model, sample)["ids"]))
         return (model, sample)

@@ -28,6 +28,7 @@ from lensframe.views.base import html_pane
 
 from lensframe.focus_url import URL_FIELDS, focus_query, parse_query
 
+from . import timings
 from .grid import build_grid
 from .probe_bar import build_probe_bar
 
@@ -99,6 +100,8 @@ class ComputeJob:
 # own; on one others can reach, a card shows only the error and an id, and the traceback goes to
 # the server log under that id (serve() sets this).
 SHOW_TRACEBACKS = {"value": True}
+# How many focus forwards may wait per model in a served session (serve() sets it; Page).
+FOCUS_QUEUE = {"value": 0}
 
 
 def render_view(view, ctx) -> pn.viewable.Viewable:
@@ -131,21 +134,35 @@ class Page:
     makes every render build new components (the re-create engine, for bench_serving)."""
 
     def __init__(self, board, focus: Focus, job: ComputeJob | None = None, notices=(), in_place: bool = True,
-                 sidebar: bool = False):
-        """sidebar: parts for the served template (a stacked probe box, a grid that fills the main area)."""
+                 sidebar: bool = False, focus_queue: int = 0):
+        """sidebar: parts for the served template (a stacked probe box, a grid that fills the main area).
+        focus_queue: > 0 in a served session: a focus forward runs on the board's worker threads
+        (lensframe.focus_worker, at most this many waiting per model) while the event loop serves
+        other sessions; 0: on the event loop (notebooks, tests, the old engine in bench_serving)."""
         self.board, self.focus = board, focus
         self.cards, self.refreshers = {}, []
         self._watchers, self._callbacks = [], []
+        self.workers = board.executor.focus_workers(focus_queue) if focus_queue > 0 else None
+        self.page_id = uuid.uuid4().hex[:8]
+        self.clock = timings.ChangeClock(self.page_id)
+        follows: dict[str, set] = {}  # view id -> the focus fields it follows
+        # first, so a change is clocked before any view renders it
+        self._watchers.append(focus.param.watch(self._clock_change, [f for f in Focus.param if f != "name"]))
         for vid, view in board.views.items():
             ctx = ViewContext(board, focus, view, in_place=in_place)
             body = pn.Column(sizing_mode="stretch_both", css_classes=["lf-view-body"])
+            needs = view.needs(board.spec.dataset.max_tokens)
+            focus_models = sorted({n.model for n in needs if n.kind == "focus"})
 
-            reads_focus = any(n.kind == "focus" for n in view.needs(board.spec.dataset.max_tokens))
-
-            def refresh(*_, view=view, ctx=ctx, body=body, reads_focus=reads_focus):
+            def refresh(*_, vid=vid, view=view, ctx=ctx, body=body, focus_models=focus_models, wait=True):
                 # a focus forward may take a moment: show it rather than stale content; where the
                 # results are memoized or kept in the store, skip the spinner (two more patches)
-                slow = reads_focus and not board.executor.focus_ready(view.model, ctx.subject)
+                subject = ctx.subject
+                missing = [m for m in focus_models if not board.executor.focus_ready(m, subject)]
+                if missing and wait and self.workers is not None:
+                    self._await_forward(missing, subject, lambda: ctx.subject, refresh, body)
+                    return
+                slow = bool(missing)
                 if slow:
                     body.loading = True
                 try:
@@ -153,8 +170,9 @@ class Page:
                     if len(body.objects) != 1 or body.objects[0] is not content:
                         body.objects = [content]
                 finally:
-                    if slow:
+                    if slow or body.loading:  # also a spinner left by a forward a newer focus overtook
                         body.loading = False
+                self.clock.done(vid)
 
             refresh()
             self.refreshers.append(refresh)
@@ -162,13 +180,49 @@ class Page:
             if "text" in fields and getattr(view.p.pin, "sample", None) is not None:
                 fields.remove("text")  # pinned to a sample: a probe does not move it
             if fields:
+                follows[vid] = set(fields)
                 self._watchers.append(focus.param.watch(refresh, fields))
             self.cards[vid] = pn.Card(body, title=view.title, collapsible=False, sizing_mode="stretch_both",
                                       css_classes=["lf-card", f"lf-card-{vid}", f"lf-type-{view.type}"])
+        self._follows = follows
         self.title = pn.pane.HTML(f"<h2 class='lf-title'>{html.escape(board.title)}</h2>", sizing_mode="stretch_width")
         self.progress = self._progress(job) if job is not None and not job.done else None
         self.probe_bar = build_probe_bar(board, focus, notices, vertical=sidebar)
         self.grid = build_grid(board.spec.layout, self.cards, fill=sidebar)
+
+    def _clock_change(self, *events) -> None:
+        if timings.enabled():
+            names = {e.name for e in events}
+            self.clock.start(sorted(names), [vid for vid, fields in self._follows.items() if fields & names])
+
+    def _await_forward(self, models: list, subject, current, refresh, body) -> None:
+        """Ask the worker threads for `subject`'s focus results and render the view when they are in,
+        on this session's event loop turn; meanwhile the view shows its spinner and the loop serves
+        other sessions; a forward that a newer click overtook (current() is no longer `subject`)
+        renders nothing. A full queue shows a busy note and tries again in a second."""
+        from lensframe.focus_worker import Busy
+
+        doc = pn.state.curdoc
+        try:
+            futures = [self.workers.request(m, subject, owner=self.page_id) for m in models]
+        except Busy as busy:
+            body.loading = False
+            body.objects = [html_pane(
+                f"<div class='lf-waiting lf-busy'>the server is busy: {busy.waiting} focus passes are waiting for "
+                f"{html.escape(busy.model)}; this view follows as soon as one is free</div>", sizing_mode="stretch_width")]
+            self._callbacks.append(pn.state.add_periodic_callback(refresh, period=1000, count=1))
+            return
+        body.loading = True
+        self.clock.waiting()
+
+        def arrived(_future) -> None:  # on a worker thread: hand the render to the session's loop
+            if all(f.done() for f in futures):
+                failed = any(not f.cancelled() and f.exception() is not None for f in futures)
+                # a failed forward renders at once, so the view's card shows the error
+                in_session(doc, lambda: refresh(wait=not failed) if current() == subject else None)
+
+        for f in futures:
+            f.add_done_callback(arrived)
 
     def _progress(self, job: ComputeJob) -> pn.Column:
         """The dataset passes' progress, polled from the job; every view renders again when they end."""
@@ -200,6 +254,24 @@ class Page:
         for watcher in self._watchers:
             self.focus.param.unwatch(watcher)
         self._callbacks, self._watchers = [], []
+
+
+def in_session(doc, fn) -> None:
+    """Run fn on `doc`'s event loop turn, as Panel runs a session's callbacks (its curdoc set); from
+    any thread. A session closed meanwhile is skipped."""
+    if doc is None:  # not in a served session: nothing else runs on a loop, so run it now
+        fn()
+        return
+    from panel.io.state import set_curdoc
+
+    def run():
+        with set_curdoc(doc):
+            fn()
+
+    try:
+        doc.add_next_tick_callback(run)
+    except Exception:  # the session's document is gone
+        pass
 
 
 def build_app(board, focus: Focus | None = None, job: ComputeJob | None = None, notices=(),
@@ -321,14 +393,16 @@ def _login(address: str, port: int, basic_auth, oauth_provider, cookie_secret) -
 def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = False, read_only_store: bool = False,
           websocket_origins=(), warm: bool = True, open_query=None, watch: bool = False,
           allow_local_views: bool = False, allow_hosts=(), basic_auth: str | None = None,
-          oauth_provider: str | None = None, cookie_secret: str | None = None, **kwargs):
+          oauth_provider: str | None = None, cookie_secret: str | None = None, focus_queue: int = 16,
+          timings_log=None, **kwargs):
     """Serve the board: one page (and Focus) per browser session. With a writable store the dataset
     passes start at once in the background; with read_only_store every stored result must already
     be there (require_stored), and nothing is computed or written but focus passes in memory.
     Models are loaded and warmed before the first session is accepted. watch: rebuild the board
     when its spec file changes, and move every open page to it (server/watch.py). Requests are
     answered only for the hosts it serves under (server/hosts.py: the address, loopback names and
-    allow_hosts), against DNS rebinding."""
+    allow_hosts), against DNS rebinding. focus_queue: see Page (0 runs focus forwards on the event
+    loop); timings_log: a file that gets each focus change's server-side time (server/timings.py)."""
     from .hosts import LOOPBACK, restrict, served_hosts
     from .template import SessionPage
     from .watch import LiveSpec
@@ -362,6 +436,9 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *websocket_origins,
                *(h if ":" in h else f"{h}:{port}" for h in allow_hosts)]
     SHOW_TRACEBACKS["value"] = address in LOOPBACK  # a page others can reach gets no tracebacks
+    FOCUS_QUEUE["value"] = max(0, int(focus_queue))
+    if timings_log:
+        timings.open_log(timings_log)
     auth = _login(address, port, basic_auth, oauth_provider, cookie_secret)
     server = pn.serve({"/": session}, port=port, address=address, show=show, title=board.title,
                       websocket_origin=origins, print_url=False, verbose=False, start=False, **auth, **kwargs)

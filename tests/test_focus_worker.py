@@ -1,0 +1,170 @@
+"""Focus forwards off the event loop (lensframe.focus_worker): coalesced, superseded, bounded; and a
+served page that waits for its forward on a worker while another page keeps rendering."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from lensframe.board import Board
+from lensframe.focus_worker import Busy, FocusWorkers
+
+from .conftest import tiny_spec
+
+
+class GatedExecutor:
+    """An executor whose focus() blocks until the test opens the gate, counting its calls."""
+
+    def __init__(self):
+        self.gate, self.calls, self.started = threading.Event(), [], threading.Event()
+
+    def focus_key(self, model, subject):
+        return (model, subject)
+
+    def focus(self, model, subject):
+        self.calls.append((model, subject))
+        self.started.set()
+        assert self.gate.wait(30)
+        return {"subject": subject}
+
+
+def test_two_pages_asking_for_one_sample_share_one_forward():
+    ex = GatedExecutor()
+    workers = FocusWorkers(ex, max_waiting=4)
+    first = workers.request("m", 1, owner="a")
+    assert ex.started.wait(10)  # sample 1 is running
+    queued = [workers.request("m", 2, owner=o) for o in ("a", "b")]  # two pages, one waiting forward
+    again = workers.request("m", 1, owner="c")  # joins the running one
+    ex.gate.set()
+    assert first.result(10) == {"subject": 1} and again is first
+    assert queued[0] is queued[1] and queued[0].result(10) == {"subject": 2}
+    assert ex.calls == [("m", 1), ("m", 2)] and workers.coalesced == 2
+
+
+def test_a_page_that_moves_on_drops_its_waiting_request():
+    ex = GatedExecutor()
+    workers = FocusWorkers(ex, max_waiting=4)
+    workers.request("m", 0, owner="a")  # running: a page's click is never taken back once started
+    assert ex.started.wait(10)
+    dropped = workers.request("m", 1, owner="a")
+    shared = workers.request("m", 2, owner="a")
+    workers.request("m", 2, owner="b")  # page b waits on 2 too: a's next click must not drop it
+    last = workers.request("m", 3, owner="a")
+    ex.gate.set()
+    assert last.result(10) == {"subject": 3} and shared.result(10) == {"subject": 2}
+    assert dropped.cancelled() and workers.superseded == 1
+    assert ex.calls == [("m", 0), ("m", 2), ("m", 3)]
+
+
+def test_supersede_is_per_model():
+    """A page showing two models asks each for the sample: the second ask does not drop the first."""
+    ex = GatedExecutor()
+    workers = FocusWorkers(ex, max_waiting=4)
+    workers.request("m", 0, owner="x")
+    assert ex.started.wait(10)
+    a = workers.request("m", 5, owner="a")
+    b = workers.request("other", 5, owner="a")
+    ex.gate.set()
+    assert a.result(10) and b.result(10) and workers.superseded == 0
+
+
+def test_a_full_queue_says_busy_instead_of_waiting_without_end():
+    ex = GatedExecutor()
+    workers = FocusWorkers(ex, max_waiting=2)
+    workers.request("m", 0, owner="p0")
+    assert ex.started.wait(10)
+    workers.request("m", 1, owner="p1")
+    workers.request("m", 2, owner="p2")
+    with pytest.raises(Busy) as busy:
+        workers.request("m", 3, owner="p3")
+    assert busy.value.waiting == 2 and workers.waiting("m") == 2
+    workers.request("m", 2, owner="p4")  # what is already waiting can still be joined
+    ex.gate.set()
+
+
+def test_an_error_reaches_the_page_and_the_worker_goes_on():
+    class Failing(GatedExecutor):
+        def focus(self, model, subject):
+            if subject == 1:
+                raise ValueError("no such sample")
+            return super().focus(model, subject)
+
+    ex = Failing()
+    ex.gate.set()
+    workers = FocusWorkers(ex)
+    with pytest.raises(ValueError, match="no such sample"):
+        workers.request("m", 1, owner="a").result(10)
+    assert workers.request("m", 2, owner="a").result(10) == {"subject": 2}
+
+
+def test_an_idle_worker_thread_ends_and_a_new_request_starts_another(monkeypatch):
+    import lensframe.focus_worker as fw
+
+    monkeypatch.setattr(fw, "IDLE_S", 0.05)
+    ex = GatedExecutor()
+    ex.gate.set()
+    workers = FocusWorkers(ex)
+    assert workers.request("m", 1, owner="a").result(10)
+    deadline = time.monotonic() + 10
+    while workers._threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not workers._threads
+    assert workers.request("m", 2, owner="a").result(10) == {"subject": 2}
+
+
+def test_real_forwards_coalesce_on_a_tiny_model(tiny_models, tmp_path):
+    """Four pages ask at once for one sample nobody visited: one forward between them."""
+    board = Board.from_text(tiny_spec(tiny_models["gpt2"], "  attn: {type: attention}\n"), base_dir=tmp_path,
+                            cache_dir=tmp_path / "store")
+    board.compute(progress=False)
+    ex = board.executor
+    ex.model("main")
+    before = ex.forward_passes
+    workers = ex.focus_workers(8)
+    with ex.model_lock("main"):  # hold the model so all four requests are in before the forward runs
+        futures = [workers.request("main", 2, owner=f"page{i}") for i in range(4)]
+    results = [f.result(60) for f in futures]
+    assert ex.forward_passes == before + 1 and all(r is results[0] for r in results)
+
+
+def test_a_served_page_renders_after_its_forward_and_another_page_is_not_held(tiny_models, tmp_path):
+    """Page A's first visit of a sample waits on the worker (its card shows the spinner) while page B,
+    on a sample already in memory, renders at once; A's view then shows its sample."""
+    from lensframe.focus import Focus
+    from lensframe.server.app import Page
+
+    board = Board.from_text(tiny_spec(tiny_models["gpt2"], "  attn: {type: attention}\n"), base_dir=tmp_path,
+                            cache_dir=tmp_path / "store")
+    board.compute(progress=False)
+    ex = board.executor
+    ex.focus("main", 0)  # in memory: page B needs no forward
+    page_a = Page(board, Focus(sample=0), focus_queue=4)
+    page_b = Page(board, Focus(sample=0), focus_queue=4)
+    lock = ex.model_lock("main")
+    lock.acquire()  # the forward of A's sample cannot start: A waits, B must not
+    try:
+        page_a.focus.param.update(sample=3, position=None)
+        body_a = page_a.cards["attn"].objects[0]
+        assert body_a.loading, "A's card shows the spinner while its forward waits"
+        page_b.focus.param.update(position=1)
+        assert "position <b class='lf-position'>1</b>" in _html(page_b.cards["attn"].objects[0])
+    finally:
+        lock.release()
+    deadline = time.monotonic() + 60
+    while body_a.loading and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not body_a.loading and "sample <b class='lf-sample-index'>3</b>" in _html(body_a)
+
+
+def _html(body) -> str:
+    """The text of a view card's HTML parts."""
+    out = []
+
+    def walk(obj):
+        if hasattr(obj, "object") and isinstance(getattr(obj, "object"), str):
+            out.append(obj.object)
+        for child in getattr(obj, "objects", []) or []:
+            walk(child)
+    walk(body)
+    return "\n".join(out)
