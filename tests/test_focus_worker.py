@@ -168,3 +168,31 @@ def _html(body) -> str:
             walk(child)
     walk(body)
     return "\n".join(out)
+
+
+def test_a_page_past_the_queue_bound_says_the_server_is_busy(tiny_models, tmp_path):
+    from lensframe.focus import Focus
+    from lensframe.server.app import Page
+
+    board = Board.from_text(tiny_spec(tiny_models["gpt2"], "  attn: {type: attention}\n"), base_dir=tmp_path,
+                            cache_dir=tmp_path / "store")
+    board.compute(progress=False)
+    ex = board.executor
+    ex.focus("main", 0)
+    pages = [Page(board, Focus(sample=0), focus_queue=1) for _ in range(3)]
+    lock = ex.model_lock("main")
+    lock.acquire()
+    try:
+        pages[0].focus.param.update(sample=3, position=None)  # the worker takes it, and waits for the model
+        deadline = time.monotonic() + 30
+        while ex.focus_workers().waiting("main") or "main" not in ex.focus_workers()._running:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        pages[1].focus.param.update(sample=4, position=None)  # waits: the queue's one place
+        pages[2].focus.param.update(sample=5, position=None)  # no place left
+        note = _html(pages[2].cards["attn"].objects[0])
+        assert "lf-busy" in note and "1 focus passes are waiting for main" in note
+    finally:
+        lock.release()
+    for page in pages:
+        page.stop()
