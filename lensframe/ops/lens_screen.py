@@ -43,6 +43,7 @@ LAMBDA = 10.0  # confidence of the float32 near-tie test (fp32_rounding)
 U32 = 2.0 ** -24  # float32's unit roundoff
 UNIT = {torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
 SAFETY = 1 + 2.0 ** -10  # the bound's own float32 arithmetic (norms, sums over d < 16384 terms)
+RESCORE_ROWS = 64  # rows per step of the exact re-score (exact_dots): its float64 copies stay ~7 MB
 VOCAB_CHUNK = 4096  # rows of E per step when measuring it: no [V, d] float32 temporary
 
 
@@ -147,6 +148,18 @@ def fp32_rounding(n: int) -> float:
     return math.expm1(LAMBDA * math.sqrt(n) * U32 + n * U32 * U32 / (1 - U32))
 
 
+def exact_dots(E32: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+    """[n, m] float64 E[idx[r, j]] · x[r] (or |E|·|x|): float32 inputs are exact in float64, so these
+    are the exact logits to ~1e-13. RESCORE_ROWS rows at a time, so the gathered rows stay small."""
+    out = torch.empty(idx.shape, dtype=torch.float64, device=x.device)
+    for a in range(0, x.shape[0], RESCORE_ROWS):
+        e, v = E32[idx[a : a + RESCORE_ROWS]].double(), x[a : a + RESCORE_ROWS].double()
+        if absolute:
+            e, v = e.abs_(), v.abs_()
+        out[a : a + RESCORE_ROWS] = torch.bmm(e, v.unsqueeze(2)).squeeze(2)
+    return out
+
+
 @dataclass
 class Screened:
     """One block's screen: candidates, their exact logits and the certificate."""
@@ -179,10 +192,9 @@ def screen(w: ScreenWeights, E32: torch.Tensor, bias, x: torch.Tensor, target: t
     top = zs.topk(K, dim=-1, sorted=False)
     # every token outside the candidates has a screened logit <= the smallest candidate's
     outside = top.values.float().amin(1) if K < V else torch.full((n,), -math.inf, device=x.device)
-    cand, xd = top.indices, x.double()
+    cand = top.indices
     rows = torch.cat([cand, target.view(n, 1)], 1)
-    Ed = E32[rows].double()  # float32 inputs are exact in float64: these logits are exact to ~1e-13
-    z = torch.bmm(Ed, xd.unsqueeze(2)).squeeze(2)
+    z = exact_dots(E32, x, rows)
     if bias is not None:
         z += bias[rows].double()
     values, order = z[:, :K].sort(dim=1, descending=True)
@@ -194,8 +206,7 @@ def screen(w: ScreenWeights, E32: torch.Tensor, bias, x: torch.Tensor, target: t
     reach = outside.double() + (A + c * outside.abs()).double()
     beats_outside = values[:, k - 1] - exact_err - row_eps > reach
     # (2) float32 orders the first k + 1 as exact arithmetic does (no near-tie at its rounding)
-    e_top = Ed.gather(1, order[:, : k + 1, None].expand(-1, -1, d)).abs()
-    s_top = torch.bmm(e_top, xd.abs().unsqueeze(2)).squeeze(2) + w.bias_max
+    s_top = exact_dots(E32, x, cand.gather(1, order[:, : k + 1]), absolute=True) + w.bias_max
     eps = fp32_rounding(d + 1) * s_top + 2 * U32 * (values[:, : k + 1].abs() + values[:, :1].abs())
     gaps = values[:, :k] - values[:, 1 : k + 1]
     ordered = (gaps > eps[:, :k] + eps[:, 1:] + 2 * exact_err.unsqueeze(1)).all(1)
