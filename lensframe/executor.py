@@ -382,6 +382,47 @@ class Executor:
                     results[nd] = Result({k: v[0] for k, v in res.arrays.items()}, res.meta)
             return self._focus_memo.put(memo_key, results)
 
+    def focus_batch(self, model: str, samples: list[int]) -> list[dict]:
+        """focus() of several dataset samples with ONE padded forward for those not memoized or kept
+        (lensframe.focus_worker batches the samples that sessions wait for). Each sample's captures
+        are cut out of the batch as the dataset pass cuts kept focus results (right padding under
+        the attention mask: its real tokens compute as alone, up to float rounding), then memoized."""
+        import torch
+
+        from .ops.kept_focus import sample_captures
+
+        nodes = [p.node for p in self.board.plan.of_kind("focus", model)]
+        out: dict = {}
+        todo = []
+        for s in dict.fromkeys(samples):
+            hit = self._focus_memo.get(self.focus_key(model, s))
+            kept = None if hit is not None else self.kept_focus(model, s)
+            if hit is not None or len(kept) == len(nodes):
+                out[s] = hit if hit is not None else self._focus_memo.put(self.focus_key(model, s), kept)
+            else:
+                todo.append((s, kept))
+        if len(todo) == 1:
+            out[todo[0][0]] = self.focus(model, todo[0][0])
+        elif todo:
+            loaded = self.model(model)
+            rows = [self.sample_ids(model, s) for s, _ in todo]
+            lengths = [len(r) for r in rows]
+            ids = torch.full((len(rows), max(lengths)), loaded.tokenizer.pad_token_id or 0, dtype=torch.long)
+            mask = torch.zeros_like(ids, dtype=torch.bool)
+            for i, r in enumerate(rows):
+                ids[i, : len(r)] = torch.as_tensor(r)
+                mask[i, : len(r)] = True
+            missing = [nd for nd in nodes if any(nd not in kept for _, kept in todo)]
+            hooks = set().union(*(get_op(nd.op).hooks(nd, loaded.info) for nd in missing))
+            captures: dict = {}
+            with self.model_lock(model):
+                self._forward(loaded, ids.to(loaded.device), mask.to(loaded.device), hooks, captures, logits=False)
+            for b, ((s, kept), n) in enumerate(zip(todo, lengths)):
+                caps, ctx = sample_captures(captures, b, n), self.context(model, n)
+                results = {**kept, **{nd: get_op(nd.op).extract(nd, caps, ctx) for nd in nodes if nd not in kept}}
+                out[s] = self._focus_memo.put(self.focus_key(model, s), results)
+        return [out[s] for s in samples]
+
     def focus_workers(self, max_waiting: int = 16):
         """The FocusWorkers (lensframe.focus_worker) that run this executor's focus forwards for a
         served page off the event loop; made on first use, shared by every session of the board."""

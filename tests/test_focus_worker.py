@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from lensframe.board import Board
@@ -18,6 +19,7 @@ class GatedExecutor:
 
     def __init__(self):
         self.gate, self.calls, self.started = threading.Event(), [], threading.Event()
+        self.batches = []
 
     def focus_key(self, model, subject):
         return (model, subject)
@@ -27,6 +29,10 @@ class GatedExecutor:
         self.started.set()
         assert self.gate.wait(30)
         return {"subject": subject}
+
+    def focus_batch(self, model, subjects):
+        self.batches.append(list(subjects))
+        return [self.focus(model, s) for s in subjects]
 
 
 def test_two_pages_asking_for_one_sample_share_one_forward():
@@ -54,7 +60,7 @@ def test_a_page_that_moves_on_drops_its_waiting_request():
     ex.gate.set()
     assert last.result(10) == {"subject": 3} and shared.result(10) == {"subject": 2}
     assert dropped.cancelled() and workers.superseded == 1
-    assert ex.calls == [("m", 0), ("m", 2), ("m", 3)]
+    assert ex.calls == [("m", 0), ("m", 2), ("m", 3)] and ex.batches == [[2, 3]]  # the two waiting: one forward
 
 
 def test_supersede_is_per_model():
@@ -111,6 +117,45 @@ def test_an_idle_worker_thread_ends_and_a_new_request_starts_another(monkeypatch
         time.sleep(0.01)
     assert not workers._threads
     assert workers.request("m", 2, owner="a").result(10) == {"subject": 2}
+
+
+def test_waiting_samples_run_as_one_batch_up_to_its_size():
+    ex = GatedExecutor()
+    workers = FocusWorkers(ex, max_waiting=16, max_batch=3)
+    workers.request("m", 0, owner="p0")
+    assert ex.started.wait(10)
+    futures = {s: workers.request("m", s, owner=f"p{s}") for s in range(1, 6)}
+    ex.gate.set()
+    assert all(futures[s].result(10) == {"subject": s} for s in futures)
+    assert ex.batches == [[1, 2, 3], [4, 5]] and workers.batched == 3
+
+
+def test_focus_batch_equals_one_forward_each(tiny_models, tmp_path):
+    """The batched forward's results equal each sample's own focus pass up to float32 rounding of a
+    padded batch (tolerance from float32_atol), with one forward for the lot."""
+    from .conftest import float32_atol
+
+    views = "  attn: {type: attention}\n  neurons: {type: neurons}\n"
+    boards = [Board.from_text(tiny_spec(tiny_models["llama"], views), base_dir=tmp_path, cache_dir=tmp_path / "store")
+              for _ in range(2)]
+    boards[0].compute(progress=False)
+    ex = boards[1].executor
+    before = ex.forward_passes
+    batched = ex.focus_batch("main", [4, 1, 2])
+    assert ex.forward_passes == before + 1
+    alone = [boards[0].executor.focus("main", s) for s in (4, 1, 2)]
+    atol = float32_atol(3, 32)
+    for got, want in zip(batched, alone):
+        assert got.keys() == want.keys()
+        for node in want:
+            for k in want[node].arrays:
+                a, b = got[node].arrays[k], want[node].arrays[k]
+                assert a.shape == b.shape, (node, k)
+                if a.dtype.kind == "f":
+                    np.testing.assert_allclose(a, b, atol=atol * max(1.0, float(np.abs(b).max())), err_msg=k)
+                else:
+                    np.testing.assert_array_equal(a, b)
+    assert ex.focus_ready("main", 4) and ex.focus_batch("main", [4]) == [batched[0]]  # memoized
 
 
 def test_real_forwards_coalesce_on_a_tiny_model(tiny_models, tmp_path):
