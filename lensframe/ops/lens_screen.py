@@ -1,34 +1,34 @@
 """A bf16 screen of the logit lens's unembedding, certified per row (`decode: bf16_screen`).
 
 The lens's cost is the float32 product x · E^T (x = norm_f(h), [rows, d]; E [V, d]). The screen
-computes it in bfloat16 (float16 on CUDA for float16 models), where a CPU with AVX-512 BF16 or a GPU
-runs it ~3× faster or more, takes the top K = k + MARGIN tokens of each row by the screened logits
-z~, and re-scores those candidates (and y*, the final layer's argmax) in float32. A row keeps the
-screen's answer only when a certificate proves that the float32 decode has the same top-k ids in the
-same order; any other row is decoded in float32 exactly as `decode: fp32` does.
+computes it in bfloat16 (float16 on CUDA for float16 models), which a CPU with AVX-512 BF16 runs ~3×
+faster (docs/ARCHITECTURE.md), takes the top K = k + MARGIN tokens of each row by the screened
+logits z~, and re-scores those candidates (and y*, the final layer's argmax) exactly, in float64
+from the float32 inputs. A row keeps the screen's answer only when a certificate proves that the
+float32 decode has the same top-k ids in the same order; any other row is decoded in float32
+exactly as `decode: fp32` does.
 
-The certificate rests on a bound, per row, of the screen's error on every logit (derived in
-`ScreenWeights.logit_bound`; the products of two bfloat16 or two float16 numbers are exact in
-float32, and the GEMM accumulates in float32, which oneDNN's AVX-512 BF16 kernels and cuBLAS with
-a float32 output do):  |z~_v - z_v| <= A + c·|z~_v|  for every token v, with
+The certificate rests on a bound, per row, of the screen's error on every logit
+(`ScreenWeights.logit_bound`; it assumes what oneDNN's AVX-512 BF16 kernels and cuBLAS with a
+float32 output do: the products of two bfloat16 or two float16 numbers are exact in float32, and
+sums are float32):  |z~_v - z_v| <= A + c·|z~_v|  for every token v, with
   A = sum_i |dx_i||E^_vi| + sum_i |x_i||dE_vi| + gamma_d sum_i |x^_i||E^_vi|   (bounded for the
       worst v by Cauchy-Schwarz or by the column maxima of |E^|, whichever is smaller)
   dx = x - x^ (the rounding of x, known exactly), dE = E - E^ (of E, known exactly), gamma_d the
   float32 accumulation bound d·2^-24/(1 - d·2^-24), and c = u/(1-u) for a bfloat16 output (u = 2^-8,
   its rounding) or 0 for a float32 one, plus float32's 2^-23 for the bias.
-A row is certified when, with eps a bound on a float32 logit's own rounding error (both the re-score
-and the float32 decode's),
-  (1) the k-th re-scored candidate minus 3·eps exceeds the largest screened logit outside the
-      candidates plus its bound: no other token can enter the top k, in exact or float32 arithmetic;
-  (2) consecutive re-scored values among the first k+1 differ by more than 4·eps: float32 orders
-      them as the re-score does.
-So the top-k ids equal the float32 decode's, tested. What a screen cannot certify is a sum over the
-whole vocabulary: the normaliser log sum exp z, the entropy and the rank of y* use the candidates'
-float32 logits and the screened logits of every other token. Their error bounds follow from the
-one above (docs/METHODS.md, logit lens), but for a flat distribution they are about A itself
-(0.05–1 nats on the models measured), where the float32 decode's errors are ~1e-6: so a row whose
-sums were to be certified to float32 tolerance would fall back almost always, and the screen is
-opt-in, with per cell a `screened` flag saying which rows hold screened sums.
+A row is certified when
+  (1) the k-th exact logit, less float32's rounding, exceeds tau + A + c|tau|, tau the smallest
+      candidate's screened logit (no other token's is larger): no other token can be in the top k;
+  (2) consecutive exact logits among the first k+1 differ by more than float32's rounding of each
+      (fp32_rounding): float32 orders them as exact arithmetic does.
+So the top-k ids equal the float32 decode's (tests/test_lens_screen.py). What a screen cannot
+certify is a sum over the whole vocabulary: the normaliser, the entropy and the rank of y* use the
+candidates' exact logits and the screened logits of every other token. Their bounds follow from the
+one above (docs/METHODS.md, "bf16 screen"), but for a flat distribution they are about A itself
+(0.07 nats on GPT-2's shape, ~1 on SmolLM2's), where the float32 decode's errors are ~1e-6, so a
+certificate on the sums would send nearly every row back to float32: the screen states those
+bounds instead, is opt-in, and flags per cell (`screened`) which rows hold screened sums.
 """
 from __future__ import annotations
 
@@ -152,11 +152,12 @@ def exact_dots(E32: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, absolute: 
     """[n, m] float64 E[idx[r, j]] · x[r] (or |E|·|x|): float32 inputs are exact in float64, so these
     are the exact logits to ~1e-13. RESCORE_ROWS rows at a time, so the gathered rows stay small."""
     out = torch.empty(idx.shape, dtype=torch.float64, device=x.device)
-    for a in range(0, x.shape[0], RESCORE_ROWS):
-        e, v = E32[idx[a : a + RESCORE_ROWS]].double(), x[a : a + RESCORE_ROWS].double()
+    step = x.shape[0] if x.is_cuda else RESCORE_ROWS  # a GPU has the memory, and pays per launch
+    for a in range(0, x.shape[0], step):
+        e, v = E32[idx[a : a + step]].double(), x[a : a + step].double()
         if absolute:
             e, v = e.abs_(), v.abs_()
-        out[a : a + RESCORE_ROWS] = torch.bmm(e, v.unsqueeze(2)).squeeze(2)
+        out[a : a + step] = torch.bmm(e, v.unsqueeze(2)).squeeze(2)
     return out
 
 
