@@ -259,3 +259,25 @@ def test_screen_on_cuda(dtype, tiny_models, tmp_path):
     err = (sc.logits.double() - exact_logits(rows, a.unembed_weight.float(), a.unembed_bias)).abs()
     assert (err <= bound(A, c, sc.logits)).all()
     assert math.isfinite(float(A.max()))
+
+
+def test_the_view_says_which_cells_are_screened(tiny_models, tmp_path):
+    pytest.importorskip("panel")
+    from lensframe.context import ViewContext
+    from lensframe.views.widgets import PatchedHTML
+
+    views = ("  lens: {type: logit_lens, top_k: 4}\n"
+             "  fast: {type: logit_lens, top_k: 4, decode: bf16_screen}\n")
+    board = Board.from_text(tiny_spec(tiny_models["gpt2"], views), base_dir=tmp_path, cache_dir=tmp_path / "c")
+    board.compute(progress=False)
+    res = board.result(board.views["fast"].lens_node(board.spec.dataset.max_tokens))
+    n = int(board.executor.tokens("main")["lengths"][1])
+    captions = {}
+    for vid in ("lens", "fast"):
+        focus = board.new_focus()
+        focus.update(sample=1)
+        layout = board.views[vid].render(ViewContext(board, focus, board.views[vid]))
+        captions[vid] = next(p.object for p in layout.select(PatchedHTML) if "lf-lens-head" in p.object)
+    assert "bf16 screen" not in captions["lens"]
+    screened = res["screened"][1][:-1, :n]
+    assert f"on {int(screened.sum())} of {screened.size} cells below the final layer" in captions["fast"]

@@ -160,7 +160,7 @@ class LogitLensView(View):
             f" · colour: <span class='lf-lens-metric'>{METRIC_HELP[self.p.metric]}</span> "
             f"<span class='lf-scale'><span class='lf-scale-low'>{esc(low)}</span>"
             f"<span class='lf-scale-bar'></span><span class='lf-scale-high'>{esc(high)}</span></span>"
-            f"{self._tuned_note(ctx)}</div>",
+            f"{self._tuned_note(ctx)}{_screen_note(res, T, k)}</div>",
             sizing_mode="stretch_width", stylesheets=[VIEW_CSS, SCALE_CSS])
         return layout_part(ctx, "layout", caption, grid, sizing_mode="stretch_both",
                            css_classes=["lf-view-logit-lens"])
@@ -178,6 +178,16 @@ class LogitLensView(View):
                 f"the logit lens (mean over layers)"
                 + (f"; worse than the logit lens on {worse} of {len(tuned)} layers there" if worse else "")
                 + "</span>")
+
+
+def _screen_note(res, T: int, k: int) -> str:
+    """With `decode: bf16_screen`: which of this sample's rows hold sums over bfloat16 logits."""
+    if res.meta.get("decode", "fp32") == "fp32":
+        return ""
+    screened = res["screened"][:-1, :T]
+    return (f"<br><span class='lf-screen-note'>bf16 screen: top-{k} tokens certified equal to float32's; "
+            f"on {int(screened.sum())} of {screened.size} cells below the final layer the probabilities, KL, "
+            f"entropy and rank sum over bfloat16 logits (bounds in docs/METHODS.md)</span>")
 
 
 def _row_name(label: str) -> str:
