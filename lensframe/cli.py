@@ -117,6 +117,10 @@ def cmd_serve(args) -> int:
         opened = pairs
     board = _board(args)
     _check_lock(board, args.frozen)
+    if args.num_threads:
+        from .executor import set_threads
+
+        set_threads(args.num_threads)
     if opened:
         from .focus_url import parse_query
 
@@ -250,6 +254,9 @@ def parser() -> argparse.ArgumentParser:
                    help="focus forwards run on a worker thread per model, beside the event loop that serves "
                         "every session's clicks; at most N wait per model, past that a view says the server is busy "
                         "(default: %(default)s; 0: forwards on the event loop, where one freezes every session)")
+    s.add_argument("--num-threads", type=int, default=None, metavar="N",
+                   help="torch threads per forward in this server (default: the spec's run.threads, else "
+                        "OMP_NUM_THREADS, else 2); at most the cores this process has (docs/SERVING.md)")
     s.add_argument("--timings-log", metavar="FILE",
                    help="append each focus change's server-side time to FILE, one JSON line per change "
                         "(docs/SERVING.md)")
