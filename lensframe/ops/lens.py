@@ -126,31 +126,55 @@ def decode_layers(hs: list[torch.Tensor], final_norm, E: torch.Tensor, bias, k: 
     if L > 1:
         X = torch.cat(xs[:-1])  # [(L-1) R, d], layer-major
         flat = {name: out[name][: L - 1].view((L - 1) * R, *out[name].shape[2:]) for name in out}
+
+        def store(where, pos: torch.Tensor, st: dict) -> None:
+            """Write the statistics of rows X[where] (positions pos) and their KL to the output."""
+            cross = (X[where] * u[pos]).sum(-1) + c[pos] - st["max"]  # p_f . (z_l - max z_l)
+            kl = (neg_h_f[pos] - (cross - st["log_s"])).clamp_min(0)
+            where = where.cpu() if isinstance(where, torch.Tensor) else where  # the output is on CPU
+            for name, value in (("kl", kl), *((n, st[n]) for n in ("ids", "probs", "prob", "rank", "entropy"))):
+                flat[name][where] = value.cpu()
+
         if decode == "bf16_screen":
             from .lens_screen import screen_weights
 
             w = screen_weights(buffers if buffers is not None else {}, E_model, E, bias)
+            fallback = []
         for r0 in range(0, X.shape[0], rows):
             r1 = min(X.shape[0], r0 + rows)
             pos = torch.arange(r0, r1, device=dev) % R
             if decode == "fp32":
                 st = decoded(X[r0:r1], target[pos])
             else:
-                st = screened_stats(w, E, bias, X[r0:r1], target[pos], k, z_buf, e_buf, decoded,
+                st = screened_stats(w, E, bias, X[r0:r1], target[pos], k, z_buf, e_buf,
                                     _half_buffer(buffers if buffers is not None else {}, rows, E, w.Eh.dtype))
-                flat["screened"][r0:r1] = st["screened"]
-            cross = (X[r0:r1] * u[pos]).sum(-1) + c[pos] - st["max"]  # p_f . (z_l - max z_l)
-            flat["kl"][r0:r1] = (neg_h_f[pos] - (cross - st["log_s"])).clamp_min(0)
-            for name in ("ids", "probs", "prob", "rank", "entropy"):
-                flat[name][r0:r1] = st[name]
+                flat["screened"][r0:r1] = st["screened"].to(flat["screened"].device)
+                fallback.append((st["screened"] == 0).nonzero().squeeze(1) + r0)
+            store(slice(r0, r1), pos, st)
+        if decode == "bf16_screen":  # rows the screen could not certify: float32, all blocks' at once
+            _decode_fallback(torch.cat(fallback), X, rows, R, target, decoded, store)
     return out  # each [layers, R, ...]
 
 
-def screened_stats(w, E, bias, x, target, k, z_buf, e_buf, decoded, half_buf) -> dict:
-    """decode_layers' statistics of rows x through the certified bf16 screen (lens_screen): rows
-    the certificate does not prove are decoded in float32 by `decoded`; the others take the top k
-    and the numerators from the exact re-score, the vocabulary sums (normaliser, entropy, rank of
-    y*) from the screened logits with the candidates' and y*'s replaced by their exact values."""
+def _decode_fallback(idx: torch.Tensor, X: torch.Tensor, rows: int, R: int, target, decoded, store) -> None:
+    """Decode rows X[idx] in float32, `rows` at a time. Gathered from every block: a float32 matmul
+    of a block's few fallback rows streamed all of E for them (~0.2 s each on GPT-2's shape, 30% of
+    the screen's time, measured). MKL multiplies fewer than ~10 rows by another kernel, whose logits
+    differ from the block's in the last bits (measured): padded to FALLBACK_ROWS rows, a fallback
+    row gets the float32 decode's own numbers, near-ties included."""
+    for f0 in range(0, len(idx), rows):
+        part = idx[f0 : f0 + rows]
+        filler = torch.arange(min(len(X), FALLBACK_ROWS, rows), device=idx.device)  # within the buffers
+        padded = torch.cat([part, filler])[: max(len(part), len(filler))]
+        st = decoded(X[padded], target[padded % R])
+        store(part, part % R, {name: v[: len(part)] for name, v in st.items()})
+
+
+def screened_stats(w, E, bias, x, target, k, z_buf, e_buf, half_buf) -> dict:
+    """decode_layers' statistics of rows x through the certified bf16 screen (lens_screen): the top
+    k and the numerators from the exact re-score, the vocabulary sums (normaliser, entropy, rank of
+    y*) from the screened logits with the candidates' and y*'s replaced by their exact values.
+    `screened` is 0 on rows the certificate does not prove: the caller decodes those in float32."""
     from .lens_screen import screen
 
     n = x.shape[0]
@@ -161,14 +185,6 @@ def screened_stats(w, E, bias, x, target, k, z_buf, e_buf, decoded, half_buf) ->
           **_screened_sums(sc, m, z_star, target, z_buf, e_buf, bias is None)}
     st["probs"] = (sc.top - m - st["log_s"].unsqueeze(1)).exp()
     st["prob"] = (z_star.squeeze(1) - st["log_s"]).exp()
-    fallback = (~sc.certified).nonzero().squeeze(1)
-    if len(fallback):  # after the screened sums: `decoded` reuses the z and e buffers
-        # MKL multiplies fewer than ~10 rows by another kernel, whose float32 logits differ from
-        # the block's in the last bits (measured): padded to FALLBACK_ROWS rows, the fallback
-        # gets the float32 decode's own numbers, near-ties included
-        pad = torch.cat([fallback, sc.certified.nonzero().squeeze(1)])[: max(len(fallback), FALLBACK_ROWS)]
-        for name, value in decoded(x[pad], target[pad]).items():
-            st[name][fallback] = value[: len(fallback)].to(st[name].dtype)
     return st
 
 
