@@ -15,6 +15,10 @@ layer's residual stream, unembedding, top-k tokens and their probabilities), ove
   transformers       output_hidden_states=True, final norm + lm_head per hidden state, top-k
   limit              a forward with no hooks + the L unembeddings and L+1 top-k the lens needs
                      (on random residuals of the right shape): the least work any tool can do
+  lensframe_bf16_screen  lensframe's view with `decode: bf16_screen` (lensframe/ops/lens_screen.py):
+                     the unembedding in bfloat16, the top-k certified equal to float32's per row
+  limit_bf16         the limit with its L unembeddings in bfloat16 (no re-score, no certificate,
+                     no probabilities' normaliser in float32): the least a bf16 lens can do
 Each runs in its own subprocess (`--child`), so one's allocations never count for the next. Time:
 the pass over all batches after loading and after one warm-up batch. Memory: peak RSS of the pass
 above the RSS before it (VmHWM reset through /proc/self/clear_refs, then VmHWM - VmRSS), i.e. what
@@ -43,7 +47,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 SECTION = "Dataset-wide logit lens: lensframe vs TransformerLens, nnsight, transformers"
-IMPLS = ("lensframe", "transformer_lens", "nnsight", "transformers", "limit")
+IMPLS = ("lensframe", "transformer_lens", "nnsight", "transformers", "limit", "lensframe_bf16_screen", "limit_bf16")
+SCREEN = "lensframe_bf16_screen"
 MODELS = ("gpt2", "smollm2")
 
 
@@ -83,7 +88,8 @@ def reset_peak() -> float:
 
 
 # --- the shared inputs -----------------------------------------------------------------------------
-def spec_text(model_source: str, args) -> str:
+def spec_text(model_source: str, args, decode: str = "fp32") -> str:
+    screen = ", decode: bf16_screen" if decode != "fp32" else ""
     return f"""lensframe: 1
 title: bench_lens_tools
 model: {model_source}
@@ -93,7 +99,7 @@ dataset:
   max_tokens: {args.tokens}
 run: {{batch_size: {args.batch_size}, threads: {args.threads}}}
 views:
-  lens: {{type: logit_lens, metric: prob, top_k: {args.k}}}
+  lens: {{type: logit_lens, metric: prob, top_k: {args.k}{screen}}}
 """
 
 
@@ -112,11 +118,12 @@ def make_gpt2(folder: Path, tokenizer_folder: str) -> str:
     return f"path:{folder}"
 
 
-def board(work: Path, store: str = "store", limit: int | None = None):
+def board(work: Path, store: str = "store", limit: int | None = None, decode: str = "fp32"):
     from lensframe.board import Board
 
     conf = json.loads((work / "conf.json").read_text())
-    text = conf["spec"] if limit is None else re.sub(r"limit: \d+", f"limit: {limit}", conf["spec"])
+    text = conf["spec_screen"] if decode != "fp32" else conf["spec"]
+    text = text if limit is None else re.sub(r"limit: \d+", f"limit: {limit}", text)
     return Board.from_text(text, file="<bench_lens_tools>", base_dir=work, cache_dir=work / store)
 
 
@@ -258,7 +265,27 @@ class Limit(ToolRun):
         return self.decode_rows([x] * self.n_rows, logits[mask])
 
 
-TOOLS = {"transformers": Transformers, "nnsight": NNsight, "transformer_lens": TransformerLens, "limit": Limit}
+class LimitBF16(Limit):
+    """The limit's L unembeddings in bfloat16 (the weights copied once, at load): the floor under
+    any bf16 lens on this machine; the final row from the model's float32 logits, as the limit's."""
+
+    def __init__(self, loaded, k):
+        super().__init__(loaded, k)
+        self.Eh = self.adapter.unembed_weight.bfloat16()
+
+    def decode(self, out, mask):
+        logits, x = out
+        ids, probs = [], []
+        for h in [x] * self.n_rows:
+            i, p = topk_probs(self.adapter.final_norm(h).bfloat16() @ self.Eh.T, self.k)
+            ids.append(i), probs.append(p.float())
+        i, p = topk_probs(logits[mask], self.k)
+        ids.append(i), probs.append(p)
+        return torch_stack(ids), torch_stack(probs)
+
+
+TOOLS = {"transformers": Transformers, "nnsight": NNsight, "transformer_lens": TransformerLens, "limit": Limit,
+         "limit_bf16": LimitBF16}
 
 
 def child_tool(impl: str, work: Path) -> dict:
@@ -303,7 +330,7 @@ def child_tool(impl: str, work: Path) -> dict:
             per_sample[int(s)] = (top_ids[:, offsets[j] : offsets[j + 1]], top_probs[:, offsets[j] : offsets[j + 1]])
     seconds, cpu = time.perf_counter() - t_all, time.process_time() - c_all
     peak = _status_mb("VmHWM")
-    save_top1(work / f"top1-{impl}.npz", [per_sample[i] for i in range(len(lengths))])
+    save_top(work / f"top-{impl}.npz", [per_sample[i] for i in range(len(lengths))])
     extra = {"cache_mb": run.cache_mb} if impl == "transformer_lens" else {}
     if impl == "limit":
         extra["lensframe_decode_s"] = lensframe_decode_on_random(loaded, bl, lengths, conf["k"])
@@ -328,16 +355,17 @@ def lensframe_decode_on_random(loaded, bl, lengths, k: int) -> float:
     return total
 
 
-def child_lensframe(work: Path) -> dict:
+def child_lensframe(work: Path, impl: str = "lensframe") -> dict:
     import lensframe.ops.lens as lens_mod
 
     conf = json.loads((work / "conf.json").read_text())
+    decode = "bf16_screen" if impl == SCREEN else "fp32"
     # fresh stores every run (a second run into the same store would be a cache hit: no pass at all)
     run_id = f"{os.getpid()}"
-    warm = board(work, store=f"store-warm-{run_id}", limit=conf["batch_size"])  # first kernels, first load
+    warm = board(work, store=f"store-warm-{run_id}", limit=conf["batch_size"], decode=decode)  # first kernels, first load
     warm.compute(progress=False)
     del warm
-    b = board(work, store=f"store-lensframe-{run_id}")
+    b = board(work, store=f"store-{impl}-{run_id}", decode=decode)
     t0 = time.perf_counter()
     name = next(iter(b.plan.models))
     b.executor.model(name)
@@ -367,24 +395,26 @@ def child_lensframe(work: Path) -> dict:
     peak = _status_mb("VmHWM")
     res = b.result(b.plan.of_kind("dataset")[0].node)
     lengths = b.executor.tokens(name)["lengths"]
-    save_top1(work / "top1-lensframe.npz",
-              [(res["ids"][i][:, :n], res["probs"][i][:, :n]) for i, n in enumerate(lengths)])
+    save_top(work / f"top-{impl}.npz", [(res["ids"][i][:, :n], res["probs"][i][:, :n]) for i, n in enumerate(lengths)],
+             {name: [res[name][i][:, :n] for i, n in enumerate(lengths)]
+              for name in ("prob", "rank", "kl", "entropy", "screened") if name in res.arrays})
     if report.forward_passes != len(batches(lengths, conf["batch_size"])):
         raise SystemExit(f"lensframe ran {report.forward_passes} forwards, expected one per batch")
     return {"seconds": seconds, "cpu_s": cpu, "load_s": load_s, "rss0_mb": rss0, "peak_mb": peak - rss0, "hwm_mb": peak,
             "forwards": report.forward_passes, "batches": report.batches, **parts}
 
 
-def save_top1(path: Path, per_sample) -> None:
-    """Top-1 id and probability of every (layer, real token), samples in dataset order."""
-    ids = np.concatenate([i[:, :, 0] for i, _ in per_sample], axis=1)
-    probs = np.concatenate([p[:, :, 0] for _, p in per_sample], axis=1)
-    np.savez(path, ids=ids, probs=probs)
+def save_top(path: Path, per_sample, metrics: dict | None = None) -> None:
+    """Top-k ids and probabilities of every (layer, real token), samples in dataset order [L+1, N, k];
+    lensframe's also its four metrics (and the screen's `screened` flags) [L+1, N]."""
+    ids = np.concatenate([i for i, _ in per_sample], axis=1)
+    probs = np.concatenate([p for _, p in per_sample], axis=1)
+    np.savez(path, ids=ids, probs=probs, **{k: np.concatenate(v, axis=1) for k, v in (metrics or {}).items()})
 
 
 def child_main(args) -> int:
     work = Path(args.work)
-    out = child_lensframe(work) if args.child == "lensframe" else child_tool(args.child, work)
+    out = child_lensframe(work, args.child) if args.child in ("lensframe", SCREEN) else child_tool(args.child, work)
     (work / f"result-{args.child}.json").write_text(json.dumps(out))
     return 0
 
@@ -402,7 +432,8 @@ def prepare(model: str, args, root: Path) -> tuple[Path, dict]:
     else:  # the tokenizer comes from SmolLM2's converted folder (lensframe's source loader finds it)
         probe = Board.from_text(spec_text(smol, args), file="<probe>", base_dir=work, cache_dir=work / "probe")
         source = make_gpt2(work / "gpt2-random", probe.sources[next(iter(probe.sources))].folder())
-    conf = {"spec": spec_text(source, args), "threads": args.threads, "k": args.k, "batch_size": args.batch_size}
+    conf = {"spec": spec_text(source, args), "spec_screen": spec_text(source, args, "bf16_screen"),
+            "threads": args.threads, "k": args.k, "batch_size": args.batch_size}
     (work / "conf.json").write_text(json.dumps(conf))
     b = board(work, store="store-tokens")
     name = next(iter(b.plan.models))
@@ -439,14 +470,25 @@ def run_child(impl: str, work: Path, args) -> dict:
 
 
 def agreement(work: Path, impl: str) -> dict | None:
-    ref, got = work / "top1-lensframe.npz", work / f"top1-{impl}.npz"
-    if impl == "limit" or not (ref.exists() and got.exists()):
+    """Against lensframe's float32 decode, over every (layer, real token) cell: the share whose
+    top-1 id agrees, whose top-k ids agree in order, and the largest top-1 probability difference;
+    for the screen also the share of rows certified and its largest differences on each metric."""
+    ref, got = work / "top-lensframe.npz", work / f"top-{impl}.npz"
+    if impl.startswith("limit") or not (ref.exists() and got.exists()):
         return None
     a, b = np.load(ref), np.load(got)
     if a["ids"].shape != b["ids"].shape:
         return {"shape": f"{a['ids'].shape} vs {b['ids'].shape}"}
-    return {"top1": float((a["ids"] == b["ids"]).mean()), "cells": int(a["ids"].size),
-            "prob_diff": float(np.abs(a["probs"] - b["probs"]).max())}
+    out = {"top1": float((a["ids"][..., 0] == b["ids"][..., 0]).mean()),
+           "topk": float((a["ids"] == b["ids"]).all(-1).mean()), "cells": int(a["ids"][..., 0].size),
+           "prob_diff": float(np.abs(a["probs"][..., 0] - b["probs"][..., 0]).max())}
+    if "screened" in b.files:
+        screened = b["screened"][:-1].astype(bool)  # the final row is always float32
+        out["certified"] = float(screened.mean())
+        out["probs_diff"] = float(np.abs(a["probs"] - b["probs"]).max())
+        out["diffs"] = {m: float(np.abs(a[m][:-1][screened] - b[m][:-1][screened]).max()) if screened.any() else 0.0
+                        for m in ("prob", "kl", "entropy", "rank")}
+    return out
 
 
 def bench_model(model: str, args, root: Path, impls: list[str]) -> dict:
@@ -482,10 +524,12 @@ LABELS = {
     "nnsight": "nnsight: `LanguageModel.trace`, blocks' outputs saved",
     "transformers": "transformers: `output_hidden_states=True`",
     "limit": "limit: forward without hooks + L unembeddings and L+1 top-k",
+    SCREEN: "lensframe, `decode: bf16_screen`: bf16 unembedding, top-k certified",
+    "limit_bf16": "limit in bf16: forward without hooks + L bf16 unembeddings and L+1 top-k",
 }
 
 
-def model_table(res: dict) -> tuple[str, dict]:
+def model_table(res: dict, k: int) -> tuple[str, dict]:
     best = res["best"]
     lf = best.get("lensframe", {})
     rows = ["| implementation | wall s | CPU s | forward s | lens decode s | peak RSS above the loaded model, MB "
@@ -499,8 +543,9 @@ def model_table(res: dict) -> tuple[str, dict]:
              else "n/a")
         m = f"{r['peak_mb'] / lf['peak_mb']:.2f}×" if "peak_mb" in lf else "n/a"
         ag = r.get("agreement")
-        ag = ("baseline" if impl == "lensframe" else "— (random residuals)" if impl == "limit" else
-              f"{ag['top1'] * 100:.2f}% of {ag['cells']} (max top-1 prob diff {ag['prob_diff']:.1e})"
+        ag = ("baseline" if impl == "lensframe" else "— (random residuals)" if impl.startswith("limit") else
+              f"{ag['top1'] * 100:.2f}% of {ag['cells']}" + (f", top-{k}: {ag['topk'] * 100:.2f}%" if impl == SCREEN
+                                                             else "") + f" (max top-1 prob diff {ag['prob_diff']:.1e})"
               if ag and "top1" in ag else str(ag))
         rows.append(f"| {LABELS[impl]} | {r['seconds']:.1f} | {r['cpu_s']:.1f} | {r['forward_s']:.1f} | {r['decode_s']:.1f} "
                     f"| {r['peak_mb']:.0f} | {t} | {m} | {ag} |")
@@ -521,6 +566,16 @@ def model_table(res: dict) -> tuple[str, dict]:
             ratios["lim_dec"], ratios["lim_s"] = lim["decode_s"], lim["seconds"]
             if "seconds" in tl:
                 ratios["tl_limit"] = tl["seconds"] / lim["seconds"]
+    sc, lim16 = best.get(SCREEN, {}), best.get("limit_bf16", {})
+    if "seconds" in sc:
+        ratios["screen"] = {"s": sc["seconds"], "cpu": sc["cpu_s"], "dec": sc["decode_s"], "fwd": sc["forward_s"],
+                            "peak": sc["peak_mb"], "agreement": sc.get("agreement"), "k": k,
+                            **{f"{name}_s": best[impl]["seconds"] for name, impl in
+                               (("tl", "transformer_lens"), ("limit", "limit"), ("lf", "lensframe"), ("l16", "limit_bf16"))
+                               if "seconds" in best.get(impl, {})},
+                            **({"tl_cpu": best["transformer_lens"]["cpu_s"]} if "cpu_s" in best.get("transformer_lens", {})
+                               else {}), **({"lf_dec": lf["decode_s"], "lf_peak": lf["peak_mb"]} if "seconds" in lf else {}),
+                            **({"l16_dec": lim16["decode_s"]} if "seconds" in lim16 else {})}
     return "\n".join(rows), ratios
 
 
@@ -543,6 +598,8 @@ def verdicts(r: dict) -> list[str]:
                     "head on every position (lensframe's on the last only: `logits_to_keep=1`) and it decodes the "
                     "final layer twice (lensframe once), and because wall times on a loaded machine vary by "
                     "~10% between subprocesses" if r["limit"] < 1 else ""))
+    if "screen" in r:
+        out.append(screen_verdict(r["screen"]))
     if "mem" in r:
         out.append(f"lensframe peak memory / TransformerLens (run_with_cache recipe) peak: **{r['mem']:.2f}** "
                    f"(target ≤ 0.1: {'met' if r['mem'] <= 0.1 else 'MISSED'}); TL's activation cache alone: "
@@ -550,6 +607,36 @@ def verdicts(r: dict) -> list[str]:
                    f"(`lensframe/ops/lens.py` `_buffers`: z and e float32, [{r['buffer_rows']}, V]) "
                    f"are {r['buffers_mb']:.0f} MB of its peak")
     return out
+
+
+def screen_verdict(s: dict) -> str:
+    """The bf16 screen against TransformerLens, the float32 limit and lensframe's float32 lens, and
+    its agreement with the float32 lens (which must be 100%)."""
+    parts = []
+    if "tl_s" in s:
+        tl = s["tl_s"] / s["s"]
+        parts.append(f"TransformerLens recipe / bf16 screen time: **{tl:.2f}×**"
+                     + (f", CPU {s['tl_cpu'] / s['cpu']:.2f}×" if "tl_cpu" in s else "")
+                     + f" (target ≥ 2×: {'met' if tl >= 2 else 'MISSED'})")
+    for key, name in (("limit_s", "the float32 limit"), ("lf_s", "lensframe's float32 lens"), ("l16_s", "the bf16 limit")):
+        if key in s:
+            parts.append(f"bf16 screen / {name}: {s['s'] / s[key]:.2f}×")
+    if "lf_dec" in s:
+        parts.append(f"lens decodes {s['dec']:.1f} s vs float32's {s['lf_dec']:.1f} s ({s['lf_dec'] / s['dec']:.2f}× faster)"
+                     + (f", the bf16 limit's {s['l16_dec']:.1f} s" if "l16_dec" in s else "")
+                     + f"; peak memory {s['peak']:.0f} MB vs {s['lf_peak']:.0f} MB (the bfloat16 copy of E and a "
+                       "bfloat16 logits buffer)")
+    ag = s.get("agreement") or {}
+    if "topk" in ag:
+        d = ag["diffs"]
+        parts.append(f"agreement with lensframe's float32 lens over {ag['cells']} cells: top-1 "
+                     f"**{ag['top1'] * 100:.2f}%**, top-{s['k']} in order **{ag['topk'] * 100:.2f}%** (must be 100%: "
+                     f"{'met' if ag['top1'] == 1 and ag['topk'] == 1 else 'MISSED'}); rows certified (screened): "
+                     f"{ag['certified'] * 100:.1f}% of the rows before the final one, the rest decoded in float32; "
+                     f"largest differences in screened cells, whose vocabulary sums come from bf16 logits: "
+                     f"top-{s['k']} probs {ag['probs_diff']:.1e}, prob {d['prob']:.1e}, KL {d['kl']:.1e} nats, "
+                     f"entropy {d['entropy']:.1e} nats, rank {d['rank']:.0f}")
+    return "; ".join(parts)
 
 
 def main(argv=None) -> int:
@@ -589,7 +676,7 @@ def main(argv=None) -> int:
            + (f" --out {args.out}" if args.out else ""))
     parts = []
     for model, res in results.items():
-        tab, ratios = model_table(res)
+        tab, ratios = model_table(res, args.k)
         i = res["info"]
         name = ("GPT-2 small shape, random weights" if model == "gpt2" else "SmolLM2-135M")
         parts.append(f"### {name}\n\n`{i['source'] if model != 'gpt2' else 'path:<temp>/gpt2-random'}`: "
@@ -637,10 +724,18 @@ disturbed less than wall time, so the ratios are given on both.
   hidden state already has the final norm: the model's logits are used for it).
 - **limit**: the least work a lens can do: a forward with no hooks (its logits give the last row)
   plus L unembeddings (final norm, `lm_head`) and L+1 top-k on random residuals of the right shape.
+- **lensframe, `decode: bf16_screen`** (issue 18): the same view with the unembedding of every row
+  but the final one computed in bfloat16, the top {k} + 11 candidates re-scored exactly, and a
+  certificate per row that the top-{k} ids equal the float32 decode's (else that row is decoded in
+  float32); the normaliser, entropy, KL and rank of such a row sum over bfloat16 logits
+  (docs/METHODS.md, logit lens). Its peak memory adds a bfloat16 copy of E and a bfloat16 logits buffer.
+- **limit in bf16**: the limit with its L unembeddings in bfloat16: the least a bf16 lens can do
+  (no re-score, no certificate, probabilities from bfloat16 logits).
 
 Top-k probabilities of the three tools are `exp(top logits − logsumexp)` (no full softmax tensor).
 All HF models load through lensframe's source loader (float32, eager attention). Agreement is the
-share of (layer, token) cells whose top-1 token equals lensframe's.
+share of (layer, token) cells whose top-1 token equals lensframe's (float32 decode); for the bf16
+screen also the share whose top-{k} ids equal it in order, and its largest differences.
 
 {results}
 
