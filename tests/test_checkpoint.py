@@ -140,30 +140,33 @@ class Interrupted(Exception):
     pass
 
 
+def compute_interrupted(text: str, tmp_path, store, monkeypatch, after: int) -> None:
+    """A compute that stops, as if killed, after `after` batches of its first dataset pass."""
+    from lensframe.executor import Executor
+
+    original, count = Executor.run_batches, {"n": 0}
+
+    def stopping(self, model, ctx, states, batches, on_batch=None):
+        def counted():
+            on_batch()
+            count["n"] += 1
+            if count["n"] == after:
+                raise Interrupted
+        return original(self, model, ctx, states, batches, counted)
+
+    with monkeypatch.context() as m:
+        m.setattr(Executor, "run_batches", stopping)
+        with pytest.raises(Interrupted):
+            Board.from_text(text, base_dir=tmp_path, cache_dir=store).compute(progress=False)
+
+
 def test_an_interrupted_pass_resumes_from_its_checkpoint_with_identical_results(tiny_models, tmp_path, clean,
                                                                                 monkeypatch):
     """The first dataset pass stops after 9 of its 24 batches (checkpoints every 4: the last at 8);
     the next compute runs the remaining 16 and the later pass, and every stored array equals the clean
     run's. The checkpoint is gone once the results are stored."""
-    from lensframe.executor import Executor
-
     text, store = spec_text(tiny_models["llama"], 4), tmp_path / "store"
-    original = Executor.run_batches
-
-    def stop_after_9(self, model, ctx, states, batches, on_batch=None):
-        count = {"n": 0}
-
-        def counted():
-            on_batch()
-            count["n"] += 1
-            if count["n"] == 9:
-                raise Interrupted
-        return original(self, model, ctx, states, batches, counted)
-
-    monkeypatch.setattr(Executor, "run_batches", stop_after_9)
-    with pytest.raises(Interrupted):
-        Board.from_text(text, base_dir=tmp_path, cache_dir=store).compute(progress=False)
-    monkeypatch.setattr(Executor, "run_batches", original)
+    compute_interrupted(text, tmp_path, store, monkeypatch, after=9)
     assert len(list((store / FOLDER).glob("pass-*.safetensors"))) == 1
 
     board = Board.from_text(text, base_dir=tmp_path, cache_dir=store)
@@ -176,24 +179,9 @@ def test_an_interrupted_pass_resumes_from_its_checkpoint_with_identical_results(
 
 def test_a_checkpoint_of_another_pass_is_not_resumed(tiny_models, tmp_path, monkeypatch):
     """A changed dataset makes another pass (other node keys, other batches): its checkpoint is ignored."""
-    from lensframe.executor import Executor
-
     store = tmp_path / "store"
     text = spec_text(tiny_models["gpt2"], 2).replace("  lens: {type: logit_lens, top_k: 3}\n", "")
-    original = Executor.run_batches
-
-    def stop_after_5(self, model, ctx, states, batches, on_batch=None):
-        def counted(n={"n": 0}):
-            on_batch()
-            n["n"] += 1
-            if n["n"] == 5:
-                raise Interrupted
-        return original(self, model, ctx, states, batches, counted)
-
-    monkeypatch.setattr(Executor, "run_batches", stop_after_5)
-    with pytest.raises(Interrupted):
-        Board.from_text(text, base_dir=tmp_path, cache_dir=store).compute(progress=False)
-    monkeypatch.setattr(Executor, "run_batches", original)
+    compute_interrupted(text, tmp_path, store, monkeypatch, after=5)
     other = text.replace("Text 0 tells", "Text zero tells")
     report = Board.from_text(other, base_dir=tmp_path, cache_dir=store).compute(progress=False)
     assert report.resumed_batches == 0
