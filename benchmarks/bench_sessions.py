@@ -334,6 +334,9 @@ Browser time: click → every view shows the new focus (no spinner). Server time
 the focus change → the last view rendered, with the wait for a worker's forward; not the websocket,
 not the time the click's message waited for the event loop (the browser time has both). An error: views
 that did not follow within {CLICK_TIMEOUT_MS // 1000} s, an error card, a busy note, a JavaScript error.
+The two engines' server times do not measure the same thing: with the forwards on the event loop, a
+forward delays the other sessions' clicks before their changes start (invisible to the server time),
+while with workers a change's wait for its forward is inside it. The browser time is the comparable one.
 
 {text}
 
