@@ -15,7 +15,6 @@ import threading
 import time
 import os
 import secrets
-import sys
 import traceback
 import uuid
 from urllib.parse import urlencode
@@ -101,7 +100,6 @@ class ComputeJob:
 # own; on one others can reach, a card shows only the error and an id, and the traceback goes to
 # the server log under that id (serve() sets this).
 SHOW_TRACEBACKS = {"value": True}
-SWITCH_INTERVAL_S = 0.0005  # the GIL's switch interval in a server (see serve())
 # How many focus forwards may wait per model in a served session (serve() sets it; Page).
 FOCUS_QUEUE = {"value": 0}
 
@@ -413,12 +411,6 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
 
     # transformers imported here, before the compute job's thread and the warm-up both load models
     transformers_names("AutoModelForCausalLM", "AutoTokenizer")
-    # A focus forward on a worker thread gives up the GIL in each of its ~1,000 torch ops and must
-    # get it back from the event loop, which renders other sessions' clicks in pure Python; at the
-    # default 5 ms switch interval each hand-back can wait 5 ms, and a 0.1 s forward took seconds
-    # with 20 sessions clicking (benchmarks/bench_sessions.py). 0.5 ms keeps the forward near its
-    # own speed at a small cost in switches.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     if read_only_store:
         board.store.read_only = True  # a write now raises instead of racing the other servers
         require_stored(board)
