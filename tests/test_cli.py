@@ -49,7 +49,7 @@ def test_validate_normalized_expands_shorthands(tiny_models, tmp_path, capsys):
     norm = yaml.safe_load(capsys.readouterr().out)
     assert list(norm["models"]) == ["main"] and norm["models"]["main"]["source"].startswith("path:")
     assert norm["views"]["lens"] == {"type": "logit_lens", "pin": {}, "metric": "prob", "top_k": 5,
-                                     "stream": "resid_post", "lens": "logit",
+                                     "stream": "resid_post", "lens": "logit", "decode": "fp32",
                                      "tuned": {"train_tokens": 2048, "steps": 100, "lr": 0.001,
                                                "batch_tokens": 32, "seed": 0}}
     assert norm["layout"] == "text\nlens\nattn\n"
