@@ -387,8 +387,6 @@ class Executor:
         (lensframe.focus_worker batches the samples that sessions wait for). Each sample's captures
         are cut out of the batch as the dataset pass cuts kept focus results (right padding under
         the attention mask: its real tokens compute as alone, up to float rounding), then memoized."""
-        import torch
-
         from .ops.kept_focus import sample_captures
 
         nodes = [p.node for p in self.board.plan.of_kind("focus", model)]
@@ -407,11 +405,7 @@ class Executor:
             loaded = self.model(model)
             rows = [self.sample_ids(model, s) for s, _ in todo]
             lengths = [len(r) for r in rows]
-            ids = torch.full((len(rows), max(lengths)), loaded.tokenizer.pad_token_id or 0, dtype=torch.long)
-            mask = torch.zeros_like(ids, dtype=torch.bool)
-            for i, r in enumerate(rows):
-                ids[i, : len(r)] = torch.as_tensor(r)
-                mask[i, : len(r)] = True
+            ids, mask = _right_padded(rows, loaded.tokenizer.pad_token_id or 0)
             missing = [nd for nd in nodes if any(nd not in kept for _, kept in todo)]
             hooks = set().union(*(get_op(nd.op).hooks(nd, loaded.info) for nd in missing))
             captures: dict = {}
@@ -525,12 +519,7 @@ class Executor:
         loaded = self.model(model)
         rows = [self.sample_ids(model, p) for p in probes]
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
-        pad = loaded.tokenizer.pad_token_id or 0
-        ids = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids, dtype=torch.bool)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.as_tensor(r)
-            mask[i, : len(r)] = True
+        ids, mask = _right_padded(rows, loaded.tokenizer.pad_token_id or 0)
         with self.model_lock(model):
             out = self._forward(loaded, ids.to(loaded.device), mask.to(loaded.device), set(), {})
         last = out.logits[torch.arange(len(rows)), torch.as_tensor(lengths - 1)].float()
@@ -569,6 +558,18 @@ class Executor:
         with self.model_lock(model):
             out = self._forward(loaded, input_ids, torch.ones_like(input_ids, dtype=torch.bool), set(), {}, edits)
         return torch.log_softmax(out.logits[0].float(), -1).cpu().numpy()
+
+
+def _right_padded(rows, pad: int):
+    """Token id rows as one [N, longest] batch padded on the right, and its attention mask."""
+    import torch
+
+    ids = torch.full((len(rows), max(len(r) for r in rows)), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.as_tensor(r)
+        mask[i, : len(r)] = True
+    return ids, mask
 
 
 def _say_for(progress):
