@@ -133,7 +133,7 @@ def cmd_serve(args) -> int:
           websocket_origins=args.allow_websocket_origin, open_query=opened, watch=args.watch,
           allow_local_views=args.allow_local_views, allow_hosts=args.allow_host,
           basic_auth=args.basic_auth or os.environ.get("LENSFRAME_BASIC_AUTH"), oauth_provider=args.oauth_provider,
-          focus_queue=args.focus_queue, timings_log=args.timings_log)
+          focus_queue=args.focus_queue, focus_process=args.focus_process, timings_log=args.timings_log)
     return 0
 
 
@@ -254,6 +254,10 @@ def parser() -> argparse.ArgumentParser:
                    help="focus forwards run on a worker thread per model, beside the event loop that serves "
                         "every session's clicks; at most N wait per model, past that a view says the server is busy "
                         "(default: %(default)s; 0: forwards on the event loop, where one freezes every session)")
+    s.add_argument("--focus-process", action="store_true",
+                   help="run each model's focus forwards in a process of its own, not a thread of this one: "
+                        "a forward then keeps its speed while the event loop renders other sessions' clicks, "
+                        "at the cost of a second copy of each model's weights in memory (docs/SERVING.md)")
     s.add_argument("--num-threads", type=int, default=None, metavar="N",
                    help="torch threads per forward in this server (default: the spec's run.threads, else "
                         "OMP_NUM_THREADS, else 2); at most the cores this process has (docs/SERVING.md)")

@@ -417,14 +417,24 @@ class Executor:
                 out[s] = self._focus_memo.put(self.focus_key(model, s), results)
         return [out[s] for s in samples]
 
-    def focus_workers(self, max_waiting: int = 16):
+    def remember_focus(self, model: str, sample, results: dict) -> dict:
+        """Memoize focus results computed elsewhere (a focus process) as focus() would have."""
+        return self._focus_memo.put(self.focus_key(model, sample), results)
+
+    def focus_workers(self, max_waiting: int = 16, process: bool = False):
         """The FocusWorkers (lensframe.focus_worker) that run this executor's focus forwards for a
-        served page off the event loop; made on first use, shared by every session of the board."""
+        served page off the event loop, on threads or (process=True) in a process per model; made
+        on first use, shared by every session of the board."""
         if self._focus_workers is None:
             from .focus_worker import FocusWorkers
 
-            self._focus_workers = FocusWorkers(self, max_waiting)
+            self._focus_workers = FocusWorkers(self, max_waiting, process=process)
         return self._focus_workers
+
+    def close_focus_workers(self) -> None:
+        """Stop this executor's focus workers and their processes (a board replaced by --watch)."""
+        if self._focus_workers is not None:
+            self._focus_workers.close()
 
     def focus_ready(self, model: str, sample) -> bool:
         """Whether focus() of this sample answers without a forward (memoized, or every focus node

@@ -13,10 +13,15 @@ so a forward runs beside the event loop, which keeps answering every other sessi
   (Executor.focus_batch), which on a CPU costs far less than one forward each.
 - Bounded: at most `max_waiting` requests wait per model; past that `request` raises Busy, and the
   page says the server is busy instead of queueing the click behind minutes of work.
+- In a process (`process=True`, `serve --focus-process`): the thread hands the forward to a child
+  process holding its own copy of the model (lensframe.focus_process), and waits for it without
+  the GIL, so neither the forward nor the event loop slows the other down; the results go into
+  the executor's focus memo as if computed here.
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future
 
@@ -42,8 +47,11 @@ class _Request:
 
 
 class FocusWorkers:
-    def __init__(self, executor, max_waiting: int = 16, max_batch: int = 8):
+    def __init__(self, executor, max_waiting: int = 16, max_batch: int = 8, process: bool = False):
         self.executor, self.max_waiting, self.max_batch = executor, max_waiting, max_batch
+        self.process = process
+        self.observer = None  # called with each forward's model, samples and milliseconds (serve --timings-log)
+        self._procs: dict = {}  # model -> its FocusProcess (process=True), kept while the board serves
         self._lock = threading.Condition()
         self._queues: dict[str, OrderedDict] = {}  # model -> {memo key: _Request} waiting, oldest first
         self._running: dict[str, list] = {}  # model -> [(memo key, _Request)] of the forward running now
@@ -95,6 +103,36 @@ class FocusWorkers:
                     req.future.cancel()
                 queue.clear()
             self._lock.notify_all()
+            procs, self._procs = list(self._procs.values()), {}
+        for proc in procs:
+            proc.close()
+
+    def warm(self, model: str) -> float:
+        """With process=True: start the model's focus process and wait until it has loaded the
+        model (the server does this before it accepts sessions); returns the seconds it took."""
+        return self._proc(model).wait_ready() if self.process else 0.0
+
+    def _proc(self, model: str):
+        from .focus_process import FocusProcess
+
+        with self._lock:
+            proc = self._procs.get(model)
+            if proc is None or not proc.alive:
+                import torch
+
+                proc = self._procs[model] = FocusProcess(self.executor.board, model,
+                                                         torch.get_num_threads())
+            return proc
+
+    def _forward(self, model: str, subjects: list) -> list[dict]:
+        """The focus results of `subjects`: computed here, or by the model's process and then
+        memoized here (so the pages' executor.focus finds them)."""
+        if not self.process:
+            if len(subjects) == 1:
+                return [self.executor.focus(model, subjects[0])]
+            return self.executor.focus_batch(model, subjects)
+        results = self._proc(model).focus(subjects)
+        return [self.executor.remember_focus(model, s, r) for s, r in zip(subjects, results)]
 
     def _supersede(self, owner, model: str, key) -> None:
         last = self._latest.get((owner, model))
@@ -128,11 +166,9 @@ class FocusWorkers:
                 batch = self._take(model)
             batch = [(key, req) for key, req in batch if req.future.set_running_or_notify_cancel()]
             if batch:
+                t0 = time.perf_counter()
                 try:
-                    if len(batch) == 1:
-                        results = [self.executor.focus(model, batch[0][1].subject)]
-                    else:
-                        results = self.executor.focus_batch(model, [req.subject for _, req in batch])
+                    results = self._forward(model, [req.subject for _, req in batch])
                 except BaseException as exc:  # the pages show it in the views' cards
                     for _, req in batch:
                         req.future.set_exception(exc)
@@ -141,6 +177,8 @@ class FocusWorkers:
                         req.future.set_result(result)
                 self.runs += 1
                 self.batched += len(batch) - 1
+                if self.observer is not None:
+                    self.observer(model=model, samples=len(batch), forward_ms=round((time.perf_counter() - t0) * 1e3, 2))
             with self._lock:
                 self._running.pop(model, None)
 

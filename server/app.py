@@ -102,6 +102,7 @@ class ComputeJob:
 SHOW_TRACEBACKS = {"value": True}
 # How many focus forwards may wait per model in a served session (serve() sets it; Page).
 FOCUS_QUEUE = {"value": 0}
+FOCUS_PROCESS = {"value": False}  # serve --focus-process: the forwards in a process per model
 
 
 def render_view(view, ctx) -> pn.viewable.Viewable:
@@ -134,15 +135,18 @@ class Page:
     makes every render build new components (the re-create engine, for bench_serving)."""
 
     def __init__(self, board, focus: Focus, job: ComputeJob | None = None, notices=(), in_place: bool = True,
-                 sidebar: bool = False, focus_queue: int = 0):
+                 sidebar: bool = False, focus_queue: int = 0, focus_process: bool = False):
         """sidebar: parts for the served template (a stacked probe box, a grid that fills the main area).
         focus_queue: > 0 in a served session: a focus forward runs on the board's worker threads
         (lensframe.focus_worker, at most this many waiting per model) while the event loop serves
-        other sessions; 0: on the event loop (notebooks, tests, the old engine in bench_serving)."""
+        other sessions; 0: on the event loop (notebooks, tests, the old engine in bench_serving).
+        focus_process: the workers hand each forward to a process per model (lensframe.focus_process)."""
         self.board, self.focus = board, focus
         self.cards, self.refreshers = {}, []
         self._watchers, self._callbacks = [], []
-        self.workers = board.executor.focus_workers(focus_queue) if focus_queue > 0 else None
+        self.workers = board.executor.focus_workers(focus_queue, focus_process) if focus_queue > 0 else None
+        if self.workers is not None and timings.enabled():
+            self.workers.observer = timings.record
         self.page_id = uuid.uuid4().hex[:8]
         self.clock = timings.ChangeClock(self.page_id)
         follows: dict[str, set] = {}  # view id -> the focus fields it follows
@@ -371,6 +375,12 @@ def warm_up(board, say=say) -> None:
             continue
         how = "focus pass" if ex.forward_passes > passes else "focus results read from the store"
         say(f"warm: {name} loaded in {loaded:.1f}s, {how} on sample {sample} in {time.perf_counter() - t1:.1f}s")
+        if FOCUS_PROCESS["value"] and FOCUS_QUEUE["value"] > 0:
+            try:
+                seconds = ex.focus_workers(FOCUS_QUEUE["value"], process=True).warm(name)
+                say(f"warm: {name}'s focus process ready in {seconds:.1f}s")
+            except Exception as exc:  # its requests fail in the views' cards, and a later one starts it again
+                say(f"warm: the focus process of {name} failed: {type(exc).__name__}: {exc}")
     say(f"warm: ready; {ex.forward_passes} forward pass(es) so far in this process")
 
 
@@ -394,7 +404,7 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
           websocket_origins=(), warm: bool = True, open_query=None, watch: bool = False,
           allow_local_views: bool = False, allow_hosts=(), basic_auth: str | None = None,
           oauth_provider: str | None = None, cookie_secret: str | None = None, focus_queue: int = 16,
-          timings_log=None, **kwargs):
+          focus_process: bool = False, timings_log=None, **kwargs):
     """Serve the board: one page (and Focus) per browser session. With a writable store the dataset
     passes start at once in the background; with read_only_store every stored result must already
     be there (require_stored), and nothing is computed or written but focus passes in memory.
@@ -402,7 +412,7 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
     when its spec file changes, and move every open page to it (server/watch.py). Requests are
     answered only for the hosts it serves under (server/hosts.py: the address, loopback names and
     allow_hosts), against DNS rebinding. focus_queue: see Page (0 runs focus forwards on the event
-    loop); timings_log: a file that gets each focus change's server-side time (server/timings.py)."""
+    loop); focus_process: the forwards in a process per model, not a thread; timings_log: a file that gets each focus change's server-side time (server/timings.py)."""
     from .hosts import LOOPBACK, restrict, served_hosts
     from .template import SessionPage
     from .watch import LiveSpec
@@ -411,6 +421,7 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
 
     # transformers imported here, before the compute job's thread and the warm-up both load models
     transformers_names("AutoModelForCausalLM", "AutoTokenizer")
+    FOCUS_QUEUE["value"], FOCUS_PROCESS["value"] = max(0, int(focus_queue)), bool(focus_process)
     if read_only_store:
         board.store.read_only = True  # a write now raises instead of racing the other servers
         require_stored(board)
@@ -436,7 +447,6 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *websocket_origins,
                *(h if ":" in h else f"{h}:{port}" for h in allow_hosts)]
     SHOW_TRACEBACKS["value"] = address in LOOPBACK  # a page others can reach gets no tracebacks
-    FOCUS_QUEUE["value"] = max(0, int(focus_queue))
     if timings_log:
         timings.open_log(timings_log)
     auth = _login(address, port, basic_auth, oauth_provider, cookie_secret)

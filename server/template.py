@@ -21,7 +21,7 @@ from lensframe.focus import FIELDS, Focus
 from lensframe.views.base import neuron_label
 from lensframe.views.widgets import PatchedHTML
 
-from .app import CSS, FOCUS_QUEUE, Page, address_follows, url_focus
+from .app import CSS, FOCUS_PROCESS, FOCUS_QUEUE, Page, address_follows, url_focus
 from .watch import carried_focus
 
 def without_web_font(template) -> None:
@@ -198,7 +198,8 @@ class SessionPage:
             self.page.stop()
             self.state.stop()
         self.board = board
-        self.page = Page(board, focus, job, notices, sidebar=True, focus_queue=FOCUS_QUEUE["value"])
+        self.page = Page(board, focus, job, notices, sidebar=True, focus_queue=FOCUS_QUEUE["value"],
+                         focus_process=FOCUS_PROCESS["value"])
         self.state = FocusState(board, focus)
         self.title.object = f"<h1 class='lf-title'>{html.escape(board.title)}</h1>"
         self.tab.title = board.title

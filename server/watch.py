@@ -26,6 +26,7 @@ from lensframe.errors import LensframeError
 from lensframe.focus import Focus
 
 POLL_S = 0.5  # how often the file is looked at
+OLD_WORKERS_S = 60  # a replaced board's focus workers end this long after its pages moved
 SETTLE_S = 0.1  # a changed file must read the same again after this long before it is used
 
 
@@ -111,7 +112,10 @@ class LiveSpec:
         job = None if board.store.read_only else ComputeJob(board, after=self.job).start()
         self.status = "loading models and the first focus pass"
         warm_up(board, say=lambda line: self.say(line))  # models are kept from the old board: usually instant
+        old = self.board
         self.board, self.job, self.error, self.status = board, job, None, ""
+        # the old board's focus processes hold a copy of each model: ended once its pages have moved
+        threading.Timer(OLD_WORKERS_S, old.executor.close_focus_workers).start()
         self.version += 1
         self.say(f"watch: serving the new version ({time.perf_counter() - t0:.1f}s)")
         return True

@@ -241,3 +241,69 @@ def test_a_page_past_the_queue_bound_says_the_server_is_busy(tiny_models, tmp_pa
         lock.release()
     for page in pages:
         page.stop()
+
+
+def test_a_focus_process_answers_as_this_process_would(tiny_models, tmp_path):
+    """`serve --focus-process`: the child builds the same board from the spec, and its results of a
+    dataset sample, of several samples batched, and of a probe (with its lens rows) equal this
+    process's own focus passes; they land in this process's memo, with no forward run here."""
+    from lensframe.probes import Probe
+
+    from .conftest import float32_atol
+
+    views = "  attn: {type: attention}\n  neurons: {type: neurons}\n  lens: {type: logit_lens}\n"
+    spec = tiny_spec(tiny_models["llama"], views)
+    board = Board.from_text(spec, base_dir=tmp_path, cache_dir=tmp_path / "store")
+    board.compute(progress=False)
+    reference = Board.from_text(spec, base_dir=tmp_path, cache_dir=tmp_path / "store").executor
+    ex = board.executor
+    workers = FocusWorkers(ex, max_waiting=8, process=True)
+    try:
+        assert workers.warm("main") > 0
+        before = ex.forward_passes
+        probe = Probe("The tower is in")
+        with workers._lock:  # all three wait together: 4 and 1 run as one batch, the probe alone
+            futures = [workers.request("main", s, owner=f"page{i}") for i, s in enumerate((4, 1, probe))]
+        got = [f.result(120) for f in futures]
+        assert ex.forward_passes == before, "the forwards ran in the child"
+        assert all(ex.focus_ready("main", s) for s in (4, 1, probe))
+        atol = float32_atol(3, 32)
+        for result, subject in zip(got, (4, 1, probe)):
+            want = reference.focus("main", subject)
+            assert result.keys() == want.keys() and ex.focus("main", subject) is result
+            for node in want:
+                for k, b in want[node].arrays.items():
+                    a = result[node].arrays[k]
+                    if a.dtype.kind == "f":
+                        np.testing.assert_allclose(a, b, atol=atol * max(1.0, float(np.abs(b).max())), err_msg=k)
+                    else:
+                        np.testing.assert_array_equal(a, b, err_msg=k)
+    finally:
+        workers.close()
+    assert all(not p.alive for p in workers._procs.values())
+
+
+def test_a_focus_process_that_dies_fails_its_request_and_the_next_starts_another(tiny_models, tmp_path):
+    from lensframe.focus_process import FocusProcessError
+
+    board = Board.from_text(tiny_spec(tiny_models["gpt2"], "  attn: {type: attention}\n"), base_dir=tmp_path,
+                            cache_dir=tmp_path / "store")
+    board.compute(progress=False)
+    workers = FocusWorkers(board.executor, max_waiting=4, process=True)
+    try:
+        workers.warm("main")
+        first = workers._procs["main"]
+        with first._lock:  # the worker takes the request and waits here; the child dies meanwhile
+            future = workers.request("main", 2, owner="a")
+            deadline = time.monotonic() + 30
+            while "main" not in workers._running:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            first.proc.kill()
+            first.proc.wait()
+        with pytest.raises(FocusProcessError, match="focus process of model 'main' ended"):
+            future.result(60)
+        assert workers.request("main", 2, owner="a").result(120), "a new process answers"
+        assert workers._procs["main"] is not first and not first.alive
+    finally:
+        workers.close()
