@@ -7,6 +7,8 @@ spec validator and the compiler can use view classes without importing Panel.
 from __future__ import annotations
 
 import html
+import inspect
+from pathlib import Path
 from typing import ClassVar, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,6 +85,39 @@ class View:
 
     def render(self, ctx):
         raise NotImplementedError
+
+    # --- lensframe export (docs/WRITING_VIEWS.md, "Exporting") ---------------------------------
+    # A view that can live in a static page names its JS port (a file beside its module) and ships
+    # what the port needs to redraw it for any exported focus (export_data), with its size planned
+    # from shapes (export_size). Any other view is a note card in the exported page saying why.
+    export_script: ClassVar[Optional[str]] = None
+    export_note: ClassVar[str] = ""  # why it is not exported (default: it has no JS port)
+    export_by_layer: ClassVar[bool] = False  # its data grows with the exported layers (--layers)
+
+    def export_refusal(self) -> str:
+        """Why this view is a note in an exported page ("" when it exports)."""
+        if self.export_script is not None:
+            return ""
+        return self.export_note or (f"{self.type} views have no JS port, so an exported page cannot redraw "
+                                    f"them (lensframe serve shows this view)")
+
+    def export_script_path(self) -> Path:
+        return Path(inspect.getfile(type(self))).parent / self.export_script
+
+    def export_data(self, ex):
+        """What the JS port reads (lensframe.export_pack.ExportData), for ex.samples; ex is an
+        ExportContext. Called after the page's first render, so ex.rendered holds its parts."""
+        raise NotImplementedError
+
+    def export_size(self, shapes) -> dict[str, int]:
+        """Planned bytes in the page by part (its data and its first render), from
+        lensframe.export_plan.ExportShapes, without reading any result but the token counts."""
+        raise NotImplementedError
+
+
+LIVE_MODEL_NOTE = ("runs the model on what you type or click, so it needs a live model: "
+                   "lensframe serve shows this view")
+RUNTIME_JS = Path(__file__).parent / "js" / "runtime.js"
 
 
 class ComparesModels:

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 
 from lensframe.graph import Node
 
-from .base import VIEW_CSS, View, ViewParams, esc, html_part, html_slot, layout_part
+from .base import LIVE_MODEL_NOTE, VIEW_CSS, View, ViewParams, esc, html_part, html_slot, layout_part
 
 POLL_MS = 1000  # a batch of restored runs takes a second or more on a CPU
 TITLES = {"resid": "residual restored", "mlp": "MLP output restored", "attn": "attention output restored"}
@@ -49,6 +49,7 @@ TRACE_CSS = """
 
 
 class CausalTraceView(View):
+    export_note = LIVE_MODEL_NOTE
     type = "causal_trace"
     default_title = "Causal trace"
     description = ("causal tracing (Meng et al. 2022) of the focused text: corrupt a span of tokens, restore each "

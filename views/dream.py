@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lensframe.graph import Node
 from lensframe.dream_spec import DreamSettings, DreamTarget, check_dream
 
-from .base import View, ViewParams, esc, html_part, html_slot, layout_part, neuron_label
+from .base import LIVE_MODEL_NOTE, View, ViewParams, esc, html_part, html_slot, layout_part, neuron_label
 from .top_examples import examples_node, layer_issues
 
 
@@ -38,6 +38,7 @@ class Anneal(BaseModel):
 
 
 class DreamView(View):
+    export_note = LIVE_MODEL_NOTE
     type = "dream"
     default_title = "Deep dream"
     description = "optimise an input to excite the focused neuron (text deep dream), live, against its best example"

@@ -15,12 +15,13 @@ from typing import ClassVar, Optional
 import numpy as np
 from pydantic import Field
 
-from .base import ComparesModels, View, ViewParams, esc, html_slot, layout_part
+from .base import LIVE_MODEL_NOTE, ComparesModels, View, ViewParams, esc, html_slot, layout_part
 
 POLL_MS = 300
 
 
 class EditSearchView(ComparesModels, View):
+    export_note = LIVE_MODEL_NOTE
     type = "edit_search"
     default_title = "What fires the edit"
     description = ("at a layer whose MLP changed, every vocabulary token and dataset n-gram ranked by how much the "

@@ -15,13 +15,14 @@ from pydantic import Field
 
 from lensframe.graph import Node
 
-from .base import View, ViewParams, esc, html_part, layout_part
+from .base import LIVE_MODEL_NOTE, View, ViewParams, esc, html_part, layout_part
 
 PROMPT_TAIL = 6  # prompt tokens shown (greyed) before the continuation: enough to read where it starts
 POLL_MS = 150
 
 
 class GenerateView(View):
+    export_note = LIVE_MODEL_NOTE
     type = "generate"
     default_title = "Generate"
     description = ("the focused sample's or probe's continuation per model (greedy or sampled), each token with its "

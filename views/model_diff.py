@@ -25,7 +25,7 @@ from lensframe.graph import Node
 from lensframe.model_compare import (DIRECTIONS, NULL_DIRECTIONS, TOP_SV, changed_matrices, layer_ranking,
                                    text_kl_baseline)
 
-from .base import ComparesModels, VIEW_CSS, View, ViewParams, esc, html_part, layout_part
+from .base import LIVE_MODEL_NOTE, ComparesModels, VIEW_CSS, View, ViewParams, esc, html_part, layout_part
 
 # Chips' hover tips drawn by the page (an HTML pane runs no script, so CSS draws them: a native
 # `title` shows late and unstyled). Fixed with no offsets, a tip sits where it would in the text
@@ -63,6 +63,7 @@ SUB = "₁₂₃₄₅₆₇₈₉"
 
 
 class ModelDiffView(ComparesModels, View):
+    export_note = LIVE_MODEL_NOTE
     type = "model_diff"
     default_title = "Model diff"
     description = ("what an edit did, from the reference model (`other`) to `model`: weight change per layer (with "

@@ -11,10 +11,11 @@ from typing import Optional
 
 from pydantic import Field
 
-from .base import View, ViewParams, esc, html_part, layout_part
+from .base import LIVE_MODEL_NOTE, View, ViewParams, esc, html_part, layout_part
 
 
 class ProbesView(View):
+    export_note = LIVE_MODEL_NOTE
     type = "probes"
     default_title = "Probes"
     description = "the probe set: each probe's next token per model, KL between two models, a chosen token's change"

@@ -19,6 +19,7 @@ class TextView(View):
     description = "dataset samples and the focused sample's tokens (click to focus)"
     reads = ("sample", "text", "position")
     sets = ("sample", "text", "position")
+    export_script = "js/text.js"
 
     class Params(ViewParams):
         show_samples: bool = Field(True, description="show the list of samples beside the tokens")
@@ -58,3 +59,23 @@ class TextView(View):
                                on_click=lambda index: ctx.set(sample=index, text=None, position=None))
             parts.append(samples)
         return layout_part(ctx, "layout", *parts, sizing_mode="stretch_both", css_classes=["lf-view-text"])
+
+    # --- export (views/js/text.js): the labels of the exported samples; the tokens are the page's
+    def export_data(self, ex):
+        from lensframe.export_pack import ExportData
+
+        ds = ex.board.dataset
+        samples = ex.rendered._parts.get("samples")
+        if samples is not None:  # the list offers the exported samples only: the page holds no other
+            keep = set(ex.samples)
+            samples.items = [it for it in samples.items if it["index"] in keep]
+        labels = {str(s): ds.labels[s] for s in ex.samples} if ds.labels else None
+        return ExportData(meta={"labels": labels})
+
+    def export_size(self, shapes):
+        n = len(shapes.options.samples)
+        ds = shapes.board.dataset
+        label = max((len(str(x)) for x in ds.labels), default=0) if ds.labels else 0
+        listed = min(n, self.p.max_samples or n) if self.p.show_samples else 0
+        return {"labels": n * (label + 10), "first render": 3_000 + 12 * int(shapes.lengths(self.model).max(initial=0))
+                + listed * (PREVIEW_CHARS + 50)}

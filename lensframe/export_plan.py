@@ -1,0 +1,195 @@
+"""The size of an exported page (`lensframe export`), planned before anything is written.
+
+Bytes per view come from the stored shapes (each exported sample's token count, the model's layers,
+heads and vocabulary) and the options (which samples, which attention layers), through each view's
+`export_size` (views/base.py); the rest is the page's fixed part: Bokeh's and Panel's JavaScript
+inline (~3 MB), lensframe's runtime and the views' ports, and the shared token strings. `--max-mb`
+refuses a page over the limit and names options that would fit. No Panel, no model: numpy and the
+store only.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LensframeError
+from .estimate import fmt
+
+# Inline glue around the libraries (es-module-shims, Bokeh's loader, the page's HTML), measured on
+# an export of an empty page (bokeh 3.9, panel 1.9).
+PAGE_GLUE_BYTES = 45_000
+# What Bokeh inlines: these bundles (bokeh-api and mathjax are not loaded), and Panel's.
+BOKEH_BUNDLES = ("bokeh.min.js", "bokeh-gl.min.js", "bokeh-widgets.min.js", "bokeh-tables.min.js")
+
+
+@dataclass
+class ExportOptions:
+    """samples: the dataset samples the page holds (its focus can move between them only);
+    layers: the layers whose attention patterns it holds (None: every layer)."""
+
+    samples: list[int]
+    layers: list[int] | None = None
+
+
+@dataclass
+class ExportPlan:
+    views: dict[str, int]  # view id -> planned bytes (its data and its first render)
+    notes: dict[str, str]  # view id -> why it is a note in the page
+    fixed: dict[str, int] = field(default_factory=dict)  # the page's own parts: scripts, tokens
+
+    @property
+    def total(self) -> int:
+        return sum(self.views.values()) + sum(self.fixed.values())
+
+    def describe(self) -> str:
+        parts = [f"{vid} {fmt(n)}" for vid, n in self.views.items()] + [f"{k} {fmt(n)}" for k, n in self.fixed.items()]
+        return f"{fmt(self.total)} ({', '.join(parts)})"
+
+    def to_json(self) -> dict:
+        return {"total": self.total, "views": self.views, "fixed": self.fixed, "notes": self.notes}
+
+
+class ExportShapes:
+    """What a view's export_size reads: the exported samples' token counts per model (stored
+    tokenization), the models' shapes, the options."""
+
+    def __init__(self, board, options: ExportOptions):
+        self.board, self.options = board, options
+        self._lengths: dict[str, np.ndarray] = {}
+
+    def info(self, model: str):
+        return self.board.infos[model]
+
+    def lengths(self, model: str) -> np.ndarray:
+        """Token counts of the exported samples, in export order."""
+        if model not in self._lengths:
+            res = self.board.executor.tokens(model)
+            self._lengths[model] = np.asarray(res["lengths"])[self.options.samples].astype(np.int64)
+        return self._lengths[model]
+
+    def layers(self, model: str) -> list[int]:
+        n = self.info(model).n_layers
+        return [l for l in (self.options.layers if self.options.layers is not None else range(n)) if l < n]
+
+
+def js_baseline_bytes() -> int:
+    """Bokeh's and Panel's JavaScript as the page inlines it, from the installed files."""
+    total = PAGE_GLUE_BYTES
+    bokeh = importlib.util.find_spec("bokeh")
+    panel = importlib.util.find_spec("panel")
+    if bokeh is not None:
+        js = Path(bokeh.origin).parent / "server" / "static" / "js"
+        total += sum((js / name).stat().st_size for name in BOKEH_BUNDLES if (js / name).exists())
+    if panel is not None:
+        p = Path(panel.origin).parent / "dist" / "panel.min.js"
+        total += p.stat().st_size if p.exists() else 0
+    return total
+
+
+def port_bytes(views) -> int:
+    """lensframe's runtime and the JS ports of the exportable views (each type once)."""
+    from .views.base import RUNTIME_JS
+
+    scripts = {view.export_script_path() for view in views}
+    return RUNTIME_JS.stat().st_size + sum(p.stat().st_size for p in scripts)
+
+
+def tokens_bytes(board, model: str, samples: list[int]) -> int:
+    """The shared token strings of the exported samples (display strings and their repr())."""
+    strings = board.executor.tokens(model).meta["strings"]
+    rows = [list(strings[s]) for s in samples]
+    return len(json.dumps({"strings": rows, "reprs": [[repr(t) for t in r] for r in rows]}, ensure_ascii=False)
+               .encode()) + 8 * len(samples)
+
+
+def plan_export(board, options: ExportOptions) -> ExportPlan:
+    shapes = ExportShapes(board, options)
+    views, notes, exported = {}, {}, []
+    for vid, view in board.views.items():
+        why = view.export_refusal()
+        if why:
+            notes[vid] = why
+            views[vid] = NOTE_BYTES
+            continue
+        exported.append(view)
+        views[vid] = int(sum(view.export_size(shapes).values()))
+    fixed = {"scripts": js_baseline_bytes() + (port_bytes(exported) if exported else 0)}
+    models = sorted({v.model for v in exported})
+    if models:
+        fixed["tokens"] = sum(tokens_bytes(board, m, options.samples) for m in models)
+    return ExportPlan(views, notes, fixed)
+
+
+NOTE_BYTES = 1_500  # a note card in the page
+
+
+def parse_samples(text: str, n_samples: int) -> list[int]:
+    """'0-49', '3', '0-9,20,30-35' -> sample indices (in that order, without repeats)."""
+    out: list[int] = []
+    for item in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", item)
+        if not m:
+            raise LensframeError(f"--samples {text!r}: cannot read {item.strip()!r}\n"
+                                 f"    hint: write samples as 0-49, or 3,7,10-12")
+        lo, hi = int(m.group(1)), int(m.group(2) if m.group(2) is not None else m.group(1))
+        if hi < lo:
+            raise LensframeError(f"--samples {text!r}: {lo}-{hi} is empty\n    hint: write the lower index first")
+        if hi >= n_samples:
+            raise LensframeError(f"--samples {text!r}: the dataset has {n_samples} samples (0..{n_samples - 1})\n"
+                                 f"    hint: --samples 0-{min(hi, n_samples - 1)}")
+        out.extend(i for i in range(lo, hi + 1) if i not in out)
+    return out
+
+
+def ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5' (what --samples and --layers read)."""
+    out, i = [], 0
+    while i < len(indices):
+        j = i
+        while j + 1 < len(indices) and indices[j + 1] == indices[j] + 1:
+            j += 1
+        out.append(str(indices[i]) if i == j else f"{indices[i]}-{indices[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def check_fits(board, plan: ExportPlan, options: ExportOptions, max_bytes: int, spec_name: str) -> None:
+    """Refuse a page over max_bytes, naming options that fit: fewer samples (the first ones of those
+    asked), or fewer attention layers (the first ones) with every sample asked."""
+    if plan.total <= max_bytes:
+        return
+    fits = []
+    n = _largest(len(options.samples), lambda k: plan_export(board, ExportOptions(options.samples[:k], options.layers))
+                 .total <= max_bytes)
+    if n:
+        p = plan_export(board, ExportOptions(options.samples[:n], options.layers))
+        fits.append(f"--samples {ranges(options.samples[:n])} ({fmt(p.total)})")
+    has_layers = [v for v in board.views.values() if not v.export_refusal() and v.export_by_layer]
+    if has_layers:
+        layers = ExportShapes(board, options).layers(has_layers[0].model)
+        m = _largest(len(layers), lambda k: plan_export(board, ExportOptions(options.samples, layers[:k]))
+                     .total <= max_bytes)
+        if m:
+            p = plan_export(board, ExportOptions(options.samples, layers[:m]))
+            fits.append(f"--layers {ranges(layers[:m])} ({fmt(p.total)})")
+    hint = ("options that fit: " + "; ".join(fits)) if fits else \
+        "nothing fits: even one sample with one layer is larger (raise --max-mb)"
+    raise LensframeError(f"{spec_name}: the exported page would be {plan.describe()}, over --max-mb "
+                         f"{fmt(max_bytes)}\n    hint: {hint}")
+
+
+def _largest(n: int, fits) -> int:
+    """The largest k in 1..n with fits(k), for fits monotone (0 when none)."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
