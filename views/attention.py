@@ -23,6 +23,8 @@ class AttentionView(View):
     description = "attention pattern of the focused layer and head, with all heads of the layer"
     reads = ("sample", "text", "position", "layer", "head")
     sets = ("head", "position")
+    export_script = "js/attention.js"
+    export_by_layer = True
 
     class Params(ViewParams):
         show_heads: bool = Field(True, description="show the thumbnails of all heads of the layer")
@@ -86,3 +88,50 @@ class AttentionView(View):
                                      sizing_mode="stretch_height"))
         body = layout_part(ctx, "body", *parts, cls=pn.Row, sizing_mode="stretch_both")
         return layout_part(ctx, "layout", caption, body, sizing_mode="stretch_both", css_classes=["lf-view-attention"])
+
+    # --- export (views/js/attention.js): every exported sample's patterns at the exported layers --
+    def export_data(self, ex):
+        from lensframe.export_pack import ExportData, fixed_digits, smallest_uint
+        from lensframe.export_plan import ranges
+
+        n_layers, n_heads = ex.board.infos[self.model].n_layers, ex.board.infos[self.model].n_heads
+        layers = [l for l in (ex.options.layers if ex.options.layers is not None else range(n_layers)) if l < n_layers]
+        weights, orders = [], []
+        for s in ex.samples:
+            ctx = ex.context(s)
+            pattern = ctx.focus_result(self.attention_node(ex.board.spec.dataset.max_tokens))["pattern"]
+            T = len(ctx.tokens())
+            if pattern.shape[-1] != T:
+                raise ValueError(f"sample {s}: the attention pattern has {pattern.shape[-1]} positions, the tokens {T}")
+            p = pattern[layers]  # [layers, heads, q, k]
+            q, k = np.tril_indices(T)
+            below = p[..., q, k]
+            # what the tips (3 decimals) and the caption (2) show; the 2-decimal digits are those of
+            # the 3-decimal ones or one more, so one bit says which
+            q3, q2 = fixed_digits(below, 3), fixed_digits(below, 2)
+            up = q2 - q3 // 10
+            assert ((up == 0) | (up == 1)).all()
+            weights.append((q3 * 2 + up).astype(np.uint16).ravel())
+            # each query row's keys by weight (sorted() is stable: ties keep the earlier key)
+            masked = np.where(np.tril(np.ones((T, T), dtype=bool)), -p, np.inf)
+            order = np.argsort(masked, axis=-1, kind="stable")[..., :3]
+            if T < 3:
+                order = np.pad(order, [(0, 0)] * 3 + [(0, 3 - T)])
+            orders.append(order.astype(smallest_uint(max(T - 1, 0))).ravel())
+        top = max(int(o.max(initial=0)) for o in orders)
+        return ExportData(
+            meta={"samples": list(ex.samples), "layers": layers, "layers_text": ranges(layers), "n_layers": n_layers,
+                  "n_heads": n_heads},
+            arrays={"weights": np.concatenate(weights), "order": np.concatenate(orders).astype(smallest_uint(top))})
+
+    def export_size(self, shapes):
+        from lensframe.export_pack import b64_size
+
+        lengths = shapes.lengths(self.model)
+        n_layers, heads = len(shapes.layers(self.model)), shapes.info(self.model).n_heads
+        per = n_layers * heads
+        weights = int((lengths * (lengths + 1) // 2).sum()) * per * 2
+        order = int(lengths.sum()) * per * 3 * (1 if int(lengths.max(initial=0)) <= 256 else 2)
+        T0 = int(lengths[0]) if len(lengths) else 0
+        return {"weights": b64_size(weights), "order": b64_size(order),
+                "first render": 5_000 + T0 * T0 * 75 + heads * T0 * T0 * 6}

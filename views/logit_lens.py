@@ -56,6 +56,7 @@ class LogitLensView(View):
     description = "layers x positions: top-1 token of every layer's decoded residual (logit lens)"
     reads = ("sample", "text", "position", "layer")
     sets = ("layer", "position")
+    export_script = "js/logit_lens.js"
 
     class Params(ViewParams):
         metric: Literal["prob", "rank", "kl", "entropy"] = Field("prob", description="cell colour")
@@ -152,18 +153,68 @@ class LogitLensView(View):
                       row_title=ROW_TITLE[self.p.stream], col_title=COL_TITLE, sizing_mode="stretch_both"),
             on_click=clicked)
         final = finals[pos]
-        low, high = _scale_ends(self.p.metric, metric, vocab_size)
         caption = html_part(
             ctx, "caption",
             f"<div class='lf-lens-head'>{ctx.subject_label()} · position <b class='lf-position'>{pos}</b> "
             f"<code>{esc(repr(tokens[pos]))}</code> → final prediction <code>{esc(repr(final))}</code>"
-            f" · colour: <span class='lf-lens-metric'>{METRIC_HELP[self.p.metric]}</span> "
-            f"<span class='lf-scale'><span class='lf-scale-low'>{esc(low)}</span>"
-            f"<span class='lf-scale-bar'></span><span class='lf-scale-high'>{esc(high)}</span></span>"
-            f"{self._tuned_note(ctx)}{_screen_note(res, T, k)}</div>",
+            + self._caption_tail(ctx, res, metric, T),
             sizing_mode="stretch_width", stylesheets=[VIEW_CSS, SCALE_CSS])
         return layout_part(ctx, "layout", caption, grid, sizing_mode="stretch_both",
                            css_classes=["lf-view-logit-lens"])
+
+    def _caption_tail(self, ctx, res, metric: np.ndarray, T: int) -> str:
+        """The caption after the focused position's tokens: the colour scale and the notes (the
+        same for every position of a sample, so an export ships it once per sample)."""
+        low, high = _scale_ends(self.p.metric, metric, ctx.board.infos[self.model].vocab_size)
+        return (f" · colour: <span class='lf-lens-metric'>{METRIC_HELP[self.p.metric]}</span> "
+                f"<span class='lf-scale'><span class='lf-scale-low'>{esc(low)}</span>"
+                f"<span class='lf-scale-bar'></span><span class='lf-scale-high'>{esc(high)}</span></span>"
+                f"{self._tuned_note(ctx)}{_screen_note(res, T, self.p.top_k)}</div>")
+
+    # --- export (views/js/logit_lens.js): every exported sample's stored rows, packed ---------------
+    def export_data(self, ex):
+        from lensframe.export_pack import ExportData, fixed_digits, smallest_uint
+
+        k, rows = self.p.top_k, []
+        for s in ex.samples:
+            ctx = ex.context(s)
+            res = ctx.row(self.lens_node(ex.board.spec.dataset.max_tokens))
+            T = len(ctx.tokens())
+            rows.append((s, T, res, ctx))
+        meta0 = rows[0][2].meta
+        layers, blocks = meta0["layers"], meta0["blocks"]
+        ids = np.concatenate([res["ids"][:, :T, :k].ravel() for _, T, res, _ in rows])
+        vocab_ids, local = np.unique(ids, return_inverse=True)
+        vocab = _decoder(ex.board.executor.model(self.model).tokenizer, vocab_ids)
+        strings = [vocab[int(i)] for i in vocab_ids]
+        metric = np.concatenate([res[self.p.metric][:, :T].ravel() for _, T, res, _ in rows])
+        probs = np.concatenate([res["probs"][:, :T, :k].ravel() for _, T, res, _ in rows])
+        tails = {str(s): self._caption_tail(ctx, res, res[self.p.metric][:, :T], T) for s, T, res, ctx in rows}
+        return ExportData(
+            meta={"samples": list(ex.samples), "layers": layers, "blocks": blocks, "k": k, "metric": self.p.metric,
+                  "vocab_size": ex.board.infos[self.model].vocab_size, "tip": METRIC_TIP[self.p.metric],
+                  "row_names": [_row_name(x) for x in layers], "vocab": strings, "reprs": [repr(t) for t in strings],
+                  "tails": tails},
+            arrays={"ids": local.astype(smallest_uint(max(len(strings) - 1, 0))),
+                    # probabilities as the tips show them: 3 decimals, Python's rounding
+                    "probs": fixed_digits(probs, 3).astype(np.uint16),
+                    "metric": metric.astype(np.float32) if metric.dtype.kind == "f" else metric.astype(np.int32)})
+
+    def export_size(self, shapes):
+        from lensframe.export_pack import b64_size
+
+        lengths, k = shapes.lengths(self.model), self.p.top_k
+        # distinct top-k tokens of the exported rows, read from the stored ids
+        res = shapes.board.result(self.lens_node(shapes.board.spec.dataset.max_tokens))
+        L = len(res.meta["layers"])
+        cells = int(L * lengths.sum())
+        seen = np.unique(np.concatenate([res["ids"][s, :, :int(T), :k].ravel()
+                                         for s, T in zip(shapes.options.samples, lengths)]))
+        id_bytes = 2 if len(seen) <= 65536 else 4
+        first_T = int(lengths[0]) if len(lengths) else 0
+        return {"ids": b64_size(cells * k * id_bytes), "probs": b64_size(cells * k * 2),
+                "metric": b64_size(cells * 4), "vocab": len(seen) * 24, "captions": len(lengths) * 420,
+                "first render": 6_000 + L * first_T * (110 + 16 * k)}
 
     def _tuned_note(self, ctx) -> str:
         if self.p.lens != "tuned":
