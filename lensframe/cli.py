@@ -137,6 +137,28 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """The dashboard as one HTML file that opens offline (server/export.py): planned first, refused
+    over --max-mb with the options that fit, then the missing results computed and the page written."""
+    from .export_plan import check_fits, export_options, plan_export
+
+    if args.max_mb is not None and args.max_mb <= 0:
+        raise LensframeError(f"--max-mb {args.max_mb}: give a size in MB above 0")
+    board = _board(args)
+    options = export_options(board, args.samples, args.layers)
+    limit = int(args.max_mb * 10**6) if args.max_mb is not None else None
+    if limit is not None:  # before any forward: the plan needs the token counts only
+        check_fits(board, plan_export(board, options), options, limit, args.spec)
+    board.compute(progress=not args.quiet)
+    from lensframe.server.export import export
+
+    report = export(board, args.output, options, max_bytes=limit)
+    for vid, why in report.plan.notes.items():
+        print(f"{args.spec}: note: view {vid!r} is a note in the page: it {why}", file=sys.stderr)
+    print(report.describe())
+    return 0
+
+
 def cmd_lock(args) -> int:
     from .lock import write_lock
 
@@ -289,6 +311,17 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--workers", type=int, help="shard the dataset over N local Dask worker processes")
     where.add_argument("--scheduler", help="shard the dataset over a Dask cluster (tcp://host:8786)")
     c.set_defaults(fn=cmd_compute)
+    ex = with_board(sub.add_parser("export", help="write the dashboard as one HTML file that opens offline, its views "
+                                                  "linked in the page (no server)"))
+    ex.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
+    ex.add_argument("--samples", metavar="RANGES",
+                    help="the samples the page holds, e.g. 0-49 or 3,7,10-12 (default: every sample)")
+    ex.add_argument("--layers", metavar="RANGES",
+                    help="the layers whose attention patterns the page holds, e.g. 0-11 (default: every layer)")
+    ex.add_argument("--max-mb", type=float, metavar="MB",
+                    help="refuse (exit 2) a page over MB megabytes, naming the --samples or --layers that fit")
+    ex.add_argument("--quiet", "-q", action="store_true", help="no progress bar while missing results are computed")
+    ex.set_defaults(fn=cmd_export)
     lk = with_board(sub.add_parser("lock", help="write SPEC's lock file beside it (models, data, versions it resolves to)"))
     lk.set_defaults(fn=cmd_lock)
     df = sub.add_parser("diff", help="what two specs differ in, and which results would be computed again")

@@ -119,29 +119,55 @@ def plan_export(board, options: ExportOptions) -> ExportPlan:
         exported.append(view)
         views[vid] = int(sum(view.export_size(shapes).values()))
     fixed = {"scripts": js_baseline_bytes() + (port_bytes(exported) if exported else 0)}
+    if exported:  # the components' modules and stylesheets, once per page: about the file that holds them
+        fixed["components"] = COMPONENTS_BYTES
     models = sorted({v.model for v in exported})
     if models:
         fixed["tokens"] = sum(tokens_bytes(board, m, options.samples) for m in models)
     return ExportPlan(views, notes, fixed)
 
 
-NOTE_BYTES = 1_500  # a note card in the page
+NOTE_BYTES = 4_500  # a note card in the page (its text and stylesheets)
+# The JSComponents' modules and stylesheets (views/widgets.py) and Panel's stylesheet models, once
+# per page: measured on an export of text, logit_lens and attention (bokeh 3.9, panel 1.9).
+COMPONENTS_BYTES = 50_000
 
 
-def parse_samples(text: str, n_samples: int) -> list[int]:
+def export_options(board, samples=None, layers=None) -> ExportOptions:
+    """Options from what a user gives: samples and layers as "0-49,60" text, a list or a range
+    (default: every sample, every layer). Samples a view is pinned to are added: the page must hold them."""
+    n = len(board.dataset)
+    picked = list(range(n)) if samples is None else (parse_samples(samples, n, "--samples") if isinstance(samples, str)
+                                                   else [int(s) for s in samples])
+    bad = [s for s in picked if not 0 <= s < n]
+    if bad or not picked:
+        raise LensframeError(f"samples {ranges(bad) if bad else '(none)'}: the dataset has {n} samples (0..{n - 1})\n"
+                             f"    hint: e.g. --samples 0-{min(n, 50) - 1}")
+    for view in board.views.values():
+        pin = view.p.pin.sample
+        if pin is not None and pin < n and pin not in picked and not view.export_refusal():
+            picked.append(pin)
+    if layers is not None:
+        depth = max(info.n_layers for info in board.infos.values())
+        layers = parse_samples(layers, depth, "--layers") if isinstance(layers, str) else [int(x) for x in layers]
+    return ExportOptions(picked, layers)
+
+
+def parse_samples(text: str, n_samples: int, option: str = "--samples") -> list[int]:
     """'0-49', '3', '0-9,20,30-35' -> sample indices (in that order, without repeats)."""
     out: list[int] = []
     for item in str(text).split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", item)
         if not m:
-            raise LensframeError(f"--samples {text!r}: cannot read {item.strip()!r}\n"
-                                 f"    hint: write samples as 0-49, or 3,7,10-12")
+            raise LensframeError(f"{option} {text!r}: cannot read {item.strip()!r}\n"
+                                 f"    hint: write them as 0-49, or 3,7,10-12")
         lo, hi = int(m.group(1)), int(m.group(2) if m.group(2) is not None else m.group(1))
         if hi < lo:
-            raise LensframeError(f"--samples {text!r}: {lo}-{hi} is empty\n    hint: write the lower index first")
+            raise LensframeError(f"{option} {text!r}: {lo}-{hi} is empty\n    hint: write the lower index first")
         if hi >= n_samples:
-            raise LensframeError(f"--samples {text!r}: the dataset has {n_samples} samples (0..{n_samples - 1})\n"
-                                 f"    hint: --samples 0-{min(hi, n_samples - 1)}")
+            what = "samples" if option == "--samples" else "layers"
+            raise LensframeError(f"{option} {text!r}: there are {n_samples} {what} (0..{n_samples - 1})\n"
+                                 f"    hint: {option} 0-{n_samples - 1}")
         out.extend(i for i in range(lo, hi + 1) if i not in out)
     return out
 
@@ -180,7 +206,7 @@ def check_fits(board, plan: ExportPlan, options: ExportOptions, max_bytes: int, 
     hint = ("options that fit: " + "; ".join(fits)) if fits else \
         "nothing fits: even one sample with one layer is larger (raise --max-mb)"
     raise LensframeError(f"{spec_name}: the exported page would be {plan.describe()}, over --max-mb "
-                         f"{fmt(max_bytes)}\n    hint: {hint}")
+                         f"{max_bytes / 1e6:g}\n    hint: {hint}")
 
 
 def _largest(n: int, fits) -> int:

@@ -66,6 +66,10 @@ def export(board, path, options: ExportOptions, max_bytes: int | None = None) ->
     if max_bytes is not None:
         check_fits(board, plan, options, max_bytes, str(board.spec.file))
     page, views, fixed = build_html(board, options, plan)
+    if max_bytes is not None and len(page) > max_bytes:  # the plan estimates the strings: the limit holds anyway
+        raise LensframeError(f"{board.spec.file}: the exported page came out at {len(page):,} bytes, over --max-mb "
+                             f"({max_bytes:,} bytes; the plan said {plan.total:,}), so it was not written\n"
+                             f"    hint: fewer --samples or --layers, or a higher --max-mb")
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(page)
@@ -141,10 +145,11 @@ def build_html(board, options: ExportOptions, plan: ExportPlan) -> tuple[bytes, 
     page = f"{head}<head>\n{scripts}{before}{data}</body>{after}"
     out = page.encode("utf-8")
 
-    first = first_render_bytes(doc, root, cards)
+    first, components = first_render_bytes(doc, root, cards)
     views_bytes = {vid: first.get(vid, 0) + len(blocks.get(vid, "").encode()) for vid in board.views}
     tokens_b = len(json.dumps(tokens, ensure_ascii=False, separators=(",", ":")).encode())
-    fixed = {"scripts": len(out) - sum(views_bytes.values()) - tokens_b, "tokens": tokens_b}
+    fixed = {"scripts": len(out) - sum(views_bytes.values()) - tokens_b - components, "components": components,
+             "tokens": tokens_b}
     return out, views_bytes, fixed
 
 
@@ -219,26 +224,40 @@ def inline_stylesheets(doc) -> None:
         m.stylesheets = new
 
 
-def first_render_bytes(doc, root, cards) -> dict[str, int]:
-    """Bytes of each card in the page's document JSON (Bokeh writes a model in full where it first
-    occurs, so a stylesheet shared by cards counts in the first)."""
+def first_render_bytes(doc, root, cards) -> tuple[dict[str, int], int]:
+    """Bytes of each card in the page's document JSON, less what its components' classes bring
+    once per page (a JSComponent's module and stylesheets, Panel's stylesheet models: Bokeh writes
+    them in full where they first occur), which is returned apart."""
     ids = {card._models[root.ref["id"]][0].id: vid for vid, card in cards.items()}
     out: dict[str, int] = {}
+    shared = [0]
+    size = lambda node: len(json.dumps(node, separators=(",", ":"), ensure_ascii=False, default=str).encode())  # noqa: E731
 
-    def walk(node) -> None:
+    def once(n: int, vid) -> None:
+        shared[0] += n
+        if vid is not None:
+            out[vid] -= n
+
+    def walk(node, vid=None) -> None:
         if isinstance(node, dict):
-            vid = ids.get(node.get("id")) if "type" in node else None
-            if vid is not None and vid not in out:
-                out[vid] = len(json.dumps(node, separators=(",", ":"), ensure_ascii=False, default=str).encode())
-                return
+            if node.get("type") == "object" and "attributes" in node:
+                if node.get("name", "").endswith("StyleSheet"):
+                    once(size(node), vid)
+                    return
+                if vid is None and node.get("id") in ids:
+                    vid = ids[node["id"]]
+                    out[vid] = size(node)
+                attrs = node["attributes"]
+                if "esm" in attrs:  # a JSComponent's module, the same for each instance of its class
+                    once(size(attrs["esm"]) + size(attrs.get("stylesheets", [])), vid)
             for v in node.values():
-                walk(v)
+                walk(v, vid)
         elif isinstance(node, list):
             for v in node:
-                walk(v)
+                walk(v, vid)
 
     walk(doc.to_json().content)
-    return out
+    return out, shared[0]
 
 
 __all__ = ["ExportOptions", "ExportReport", "export", "build_html", "FIELDS"]

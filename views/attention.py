@@ -134,4 +134,4 @@ class AttentionView(View):
         order = int(lengths.sum()) * per * 3 * (1 if int(lengths.max(initial=0)) <= 256 else 2)
         T0 = int(lengths[0]) if len(lengths) else 0
         return {"weights": b64_size(weights), "order": b64_size(order),
-                "first render": 5_000 + T0 * T0 * 75 + heads * T0 * T0 * 6}
+                "first render": 5_000 + T0 * T0 * 75 + heads * T0 * T0 * 20}  # tips; thumbnails as JSON

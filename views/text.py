@@ -77,5 +77,5 @@ class TextView(View):
         ds = shapes.board.dataset
         label = max((len(str(x)) for x in ds.labels), default=0) if ds.labels else 0
         listed = min(n, self.p.max_samples or n) if self.p.show_samples else 0
-        return {"labels": n * (label + 10), "first render": 3_000 + 12 * int(shapes.lengths(self.model).max(initial=0))
+        return {"labels": n * (label + 10), "first render": 6_000 + 12 * int(shapes.lengths(self.model).max(initial=0))
                 + listed * (PREVIEW_CHARS + 50)}

@@ -1,0 +1,275 @@
+"""`lensframe export`: the planned size against the written one, --max-mb's refusal, note cards
+for views that cannot export, Python's number formatting in the page's JS, and the exported page
+in an offline Chromium: clicks on a token, a lens cell, a head and a sample move the other views,
+and every card shows what the served dashboard shows at the same focus (DOM text and hover tips,
+compared), with no request leaving the page.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lensframe.cli import main
+from tests.conftest import tiny_spec
+
+VIEWS = "  text: {type: text}\n  lens: {type: logit_lens, metric: kl}\n  attn: {type: attention}\n  gen: {type: generate}"
+LAYOUT = "layout: |\n  text text\n  lens attn\n  gen gen\n"
+LINKED = ("text", "lens", "attn")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_models, tmp_path_factory):
+    """A tiny GPT-2 spec (focus results kept in the store), computed, and its page exported."""
+    from lensframe.board import Board
+
+    root = tmp_path_factory.mktemp("export")
+    spec = root / "spec.yaml"
+    spec.write_text(tiny_spec(tiny_models["gpt2"], VIEWS, extra=LAYOUT, keep_focus_mb=64))
+    board = Board.from_file(spec, cache_dir=root / "store")
+    report = board.export(root / "board.html")
+    return {"spec": spec, "store": root / "store", "board": board, "report": report, "root": root}
+
+
+def test_plan_matches_the_written_page(exported):
+    report = exported["report"]
+    html = report.path.read_bytes()
+    assert report.bytes == len(html)
+    assert abs(report.plan.total - report.bytes) / report.bytes < 0.05, (report.plan.describe(), report.describe())
+    # the packed data of each exportable view as planned from shapes: arrays exactly, strings estimated
+    for vid in LINKED:
+        planned, written = report.plan.views[vid], report.views[vid]
+        assert 0.5 < planned / written < 2, (vid, planned, written)
+    # the page asks nothing of any host: no URL but the libraries' own comments and strings
+    assert b'rel="icon"' not in html and b"cdn.holoviz.org/panel" not in html.split(b"<body>", 1)[0]
+
+
+def test_data_is_packed_not_json_floats(exported):
+    html = exported["report"].path.read_text()
+    block = re.search(r'<script type="application/json" id="lf-data-attn">(.*?)</script>', html, re.S).group(1)
+    data = json.loads(block)
+    assert set(data["arrays"]) == {"weights", "order"}
+    assert data["arrays"]["weights"]["dtype"] == "uint16" and data["arrays"]["order"]["dtype"] == "uint8"
+    assert not re.search(r"\d\.\d{5,}", block)  # no float written out in decimal
+
+
+def test_a_view_that_cannot_export_is_a_note(exported):
+    report, html = exported["report"], exported["report"].path.read_text()
+    assert set(report.plan.notes) == {"gen"}
+    assert "lf-export-note" in html and "lf-card-gen" in html
+    assert "needs a live model" in report.plan.notes["gen"]
+    header = json.loads(re.search(r'id="lf-export">(.*?)</script>', html, re.S).group(1))
+    assert [v["id"] for v in header["views"]] == list(LINKED)
+
+
+def test_max_mb_refuses_with_what_fits(exported, tmp_path, capsys):
+    out = tmp_path / "big.html"
+    total = exported["report"].plan.total
+    limit = (total - 20_000) / 1e6  # a little under the whole page: fewer samples fit
+    code = main(["export", str(exported["spec"]), "--cache-dir", str(exported["store"]), "-o", str(out),
+                 "--max-mb", f"{limit:.3f}", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert "over --max-mb" in err and "Traceback" not in err
+    m = re.search(r"options that fit: --samples 0-(\d+) \(", err)
+    assert m, err
+    n = int(m.group(1)) + 1
+    assert 0 < n < 8
+    # and what it names does fit
+    code = main(["export", str(exported["spec"]), "--cache-dir", str(exported["store"]), "-o", str(out),
+                 "--max-mb", f"{limit:.3f}", "--samples", f"0-{n - 1}", "-q"])
+    assert code == 0 and out.stat().st_size <= limit * 1e6
+
+
+def test_bad_samples_are_one_message(exported, tmp_path, capsys):
+    code = main(["export", str(exported["spec"]), "--cache-dir", str(exported["store"]), "-o",
+                 str(tmp_path / "x.html"), "--samples", "3-40"])
+    err = capsys.readouterr().err
+    assert code == 2 and "there are 8 samples (0..7)" in err and "hint: --samples 0-7" in err
+    assert "Traceback" not in err
+
+
+# --- in the browser --------------------------------------------------------------------------------
+
+CARD = r"""
+(vid) => {
+  // a card's text (through open shadow roots, without <style>, <script> and the hover tip) and the
+  // hover tips of its tokens, cells, labels and heads, in document order
+  function find(root) {
+    const hit = root.querySelector('.lf-card-' + vid);
+    if (hit) return hit;
+    for (const el of root.querySelectorAll('*')) if (el.shadowRoot) { const h = find(el.shadowRoot); if (h) return h; }
+    return null;
+  }
+  const text = [], tips = [];
+  function walk(node) {
+    if (node.nodeType === 3) { const t = node.data.trim(); if (t) text.push(t); return; }
+    if (node.nodeType !== 1 && node.nodeType !== 11) return;
+    if (node.nodeType === 1) {
+      if (['STYLE', 'SCRIPT'].includes(node.tagName) || node.classList.contains('lf-tip')) return;
+      if (node.dataset && node.dataset.tip && !node.classList.contains('lf-sample')) tips.push(node.dataset.tip);
+      if (node.shadowRoot) walk(node.shadowRoot);
+    }
+    for (const c of node.childNodes) walk(c);
+  }
+  walk(find(document));
+  return {text: text.join(' | '), tips};
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def offline(exported, browser):
+    """The exported page in a context with the network off; every request but the file is counted."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_offline(True)
+    requests, errors = [], []
+
+    def route(r):
+        if r.request.url.startswith(("file:", "data:", "blob:")):
+            r.continue_()
+        else:
+            requests.append(r.request.url)
+            r.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: None if r.url.startswith("file:") else requests.append(r.url))
+    page.goto(exported["report"].path.as_uri())
+    page.locator(".lf-card-attn .lf-head").first.wait_for(timeout=60_000)
+    yield page, requests, errors
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def served(exported, browser, tmp_path_factory):
+    """The same spec and store served; yields a function: focus query -> each linked card's text and tips."""
+    from lensframe.server.process import serve_process
+
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with serve_process(exported["spec"], "--cache-dir", str(exported["store"]), log_path=log, wait_s=120) as server:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+
+        def cards(query: str, expect: dict) -> dict:
+            page = context.new_page()
+            page.goto(server.url + "?" + query)
+            for selector, text in expect.items():
+                page.locator(selector).filter(has_text=re.compile(rf"^{re.escape(text)}$")).first.wait_for(timeout=60_000)
+            page.wait_for_timeout(300)
+            out = {vid: page.evaluate(CARD, vid) for vid in LINKED}
+            page.close()
+            return out
+
+        yield cards
+        context.close()
+
+
+def _after(page, selector: str, text: str) -> None:
+    page.locator(selector).filter(has_text=re.compile(rf"^{re.escape(text)}$")).first.wait_for(timeout=10_000)
+    page.wait_for_timeout(150)
+
+
+def _same(page, served_cards) -> None:
+    for vid in LINKED:
+        here = page.evaluate(CARD, vid)
+        assert here["text"] == served_cards[vid]["text"], vid
+        assert here["tips"] == served_cards[vid]["tips"], vid
+
+
+@pytest.mark.browser
+def test_exported_page_links_offline_like_the_served_one(exported, offline, served):
+    page, requests, errors = offline
+    artifacts = Path(__file__).parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    text, lens, attn = (page.locator(f".lf-card-{v}") for v in LINKED)
+    T = text.locator(".lf-token").count()
+    assert T > 6
+    _same(page, served("", {".lf-card-attn .lf-position": str(T - 1)}))
+
+    # a token: every view moves to its position
+    text.locator('.lf-token[data-position="5"]').click()
+    _after(page, ".lf-card-attn .lf-position", "5")
+    assert lens.locator(".lf-position").inner_text() == "5"
+    _same(page, served("position=5", {".lf-card-attn .lf-position": "5"}))
+
+    # a lens cell: row 1 is the block below the last (rows: final block on top, embed at the bottom)
+    blocks = exported["board"].result(exported["board"].views["lens"].lens_node(16)).meta["blocks"]
+    layer = blocks[::-1][1]
+    lens.locator('.lf-cell[data-row="1"][data-col="3"]').click()
+    _after(page, ".lf-card-attn .lf-layer", str(layer))
+    assert attn.locator(".lf-position").inner_text() == "3" and text.locator(".lf-position").inner_text() == "3"
+    _same(page, served(f"position=3&layer={layer}", {".lf-card-attn .lf-layer": str(layer),
+                                                     ".lf-card-attn .lf-position": "3"}))
+
+    # a head
+    attn.locator('.lf-head[data-head="2"]').click()
+    _after(page, ".lf-card-attn .lf-head-index", "2")
+    page.screenshot(path=str(artifacts / "export-after-clicks.png"))
+    _same(page, served(f"position=3&layer={layer}&head=2", {".lf-card-attn .lf-head-index": "2",
+                                                            ".lf-card-attn .lf-layer": str(layer)}))
+
+    # another sample: its tokens everywhere, position back to its last token
+    text.locator('.lf-sample[data-sample="3"]').click()
+    _after(page, ".lf-card-text .lf-sample-index", "3")
+    T3 = text.locator(".lf-token").count()
+    _same(page, served(f"sample=3&layer={layer}&head=2", {".lf-card-attn .lf-position": str(T3 - 1),
+                                                          ".lf-card-lens .lf-sample-index": "3"}))
+    page.screenshot(path=str(artifacts / "export-sample-3.png"))
+    assert page.locator(".lf-export-note").count() == 1
+    assert requests == [] and errors == []
+
+
+def _float32s(n: int, seed: int = 0) -> list[float]:
+    rng = random.Random(seed)
+    out = [0.0, 1.0, 0.5, 0.125, 0.375, 0.0625, 2.5, 9.9995, 0.99995, 1e-5, 1.5e-5, 123456.7, 0.0001234,
+           65504.0, 1e21 / 3, 5e-324 * 0 + 1e-30, 0.045, 0.055, 0.0005, 0.9995]
+    for _ in range(n):
+        e = rng.uniform(-8, 6)
+        out.append(rng.random() * 10 ** e)
+    for k in range(200):  # exact ties at 2, 3 and 4 digits (dyadic values)
+        out.append((2 * k + 1) / 64)
+        out.append((2 * k + 1) / 1024 * 10)
+    return [struct.unpack("f", struct.pack("f", x))[0] for x in out]
+
+
+@pytest.mark.browser
+def test_python_formatting_in_the_page(offline):
+    page = offline[0]
+    values = [x for x in _float32s(3000) if math.isfinite(x) and x < 1e20]
+    got = page.evaluate("""(xs) => xs.map((x) => [LF.fixed(x, 0), LF.fixed(x, 2), LF.fixed(x, 3), LF.general(x, 4),
+                                                  LF.general(x, 3), LF.fixed(-x, 3)])""", values)
+    want = [[f"{x:.0f}", f"{x:.2f}", f"{x:.3f}", f"{x:.4g}", f"{x:.3g}", f"{-x:.3f}"] for x in values]
+    bad = [(x, g, w) for x, g, w in zip(values, got, want) if g != w]
+    assert not bad, bad[:5]
+
+
+def test_fixed_digits_is_pythons_rounding():
+    from lensframe.export_pack import fixed_digits
+
+    xs = np.array(_float32s(20000, seed=1), dtype=np.float32)
+    xs = xs[xs < 1e6]
+    for n in (2, 3):
+        want = [int(f"{float(x):.{n}f}".replace(".", "")) for x in xs]
+        assert fixed_digits(xs, n).tolist() == want
