@@ -273,3 +273,30 @@ def test_fixed_digits_is_pythons_rounding():
     for n in (2, 3):
         want = [int(f"{float(x):.{n}f}".replace(".", "")) for x in xs]
         assert fixed_digits(xs, n).tolist() == want
+
+
+@pytest.mark.browser
+def test_layers_not_exported_are_said(exported, browser):
+    """--layers 0: the attention view holds layer 0 only; focusing another layer says so."""
+    report = exported["board"].export(exported["root"] / "layer0.html", samples="0-1", layers="0")
+    assert report.plan.views["attn"] < exported["report"].plan.views["attn"]
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_offline(True)
+    try:
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(report.path.as_uri())
+        attn = page.locator(".lf-card-attn")
+        attn.locator(".lf-head").first.wait_for(timeout=60_000)
+        assert attn.locator(".lf-sample").count() == 0 and page.locator(".lf-card-text .lf-sample").count() == 2
+        page.locator('.lf-card-lens .lf-cell[data-row="1"][data-col="2"]').click()  # layer 1
+        _after(page, ".lf-card-attn .lf-layer", "1")
+        assert "layer 1 is not in this exported page: it holds layers 0" in attn.locator(".lf-attn-head").inner_text()
+        assert attn.locator(".lf-head").count() == 0
+        page.locator('.lf-card-lens .lf-cell[data-row="2"][data-col="2"]').click()  # layer 0 again
+        _after(page, ".lf-card-attn .lf-layer", "0")
+        assert attn.locator(".lf-head").count() == 4 and "attends to" in attn.locator(".lf-attn-head").inner_text()
+        assert errors == []
+    finally:
+        context.close()
