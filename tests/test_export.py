@@ -19,9 +19,10 @@ import pytest
 from lensframe.cli import main
 from tests.conftest import tiny_spec
 
-VIEWS = "  text: {type: text}\n  lens: {type: logit_lens, metric: kl}\n  attn: {type: attention}\n  gen: {type: generate}"
-LAYOUT = "layout: |\n  text text\n  lens attn\n  gen gen\n"
-LINKED = ("text", "lens", "attn")
+VIEWS = ("  text: {type: text}\n  lens: {type: logit_lens, metric: kl}\n  attn: {type: attention}\n"
+         "  neurons: {type: neurons, top_n: 6}\n  gen: {type: generate}")
+LAYOUT = "layout: |\n  text text neurons\n  lens attn neurons\n  gen gen gen\n"
+LINKED = ("text", "lens", "attn", "neurons")
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +204,7 @@ def test_exported_page_links_offline_like_the_served_one(exported, offline, serv
     page, requests, errors = offline
     artifacts = Path(__file__).parent / "artifacts"
     artifacts.mkdir(exist_ok=True)
-    text, lens, attn = (page.locator(f".lf-card-{v}") for v in LINKED)
+    text, lens, attn = (page.locator(f".lf-card-{v}") for v in ("text", "lens", "attn"))
     T = text.locator(".lf-token").count()
     assert T > 6
     _same(page, served("", {".lf-card-attn .lf-position": str(T - 1)}))
@@ -230,12 +231,25 @@ def test_exported_page_links_offline_like_the_served_one(exported, offline, serv
     _same(page, served(f"position=3&layer={layer}&head=2", {".lf-card-attn .lf-head-index": "2",
                                                             ".lf-card-attn .lf-layer": str(layer)}))
 
+    # a neuron: the strip of its activations over the sample appears
+    neurons = page.locator(".lf-card-neurons")
+    key = neurons.locator(".lf-neuron-list .lf-bar-row").nth(2).get_attribute("data-key")
+    neurons.locator(f'.lf-neuron-list .lf-bar-row[data-key="{key}"]').first.click()
+    _after(page, ".lf-card-neurons .lf-neuron", f"L{layer}/N{key}")
+    _same(page, served(f"position=3&layer={layer}&head=2&neuron={key}",
+                       {".lf-card-neurons .lf-neuron": f"L{layer}/N{key}", ".lf-card-attn .lf-head-index": "2"}))
+    # a token of that strip moves the position
+    neurons.locator('.lf-token[data-position="6"]').click()
+    _after(page, ".lf-card-attn .lf-position", "6")
+    _same(page, served(f"position=6&layer={layer}&head=2&neuron={key}",
+                       {".lf-card-neurons .lf-neuron": f"L{layer}/N{key}", ".lf-card-attn .lf-position": "6"}))
+
     # another sample: its tokens everywhere, position back to its last token
     text.locator('.lf-sample[data-sample="3"]').click()
     _after(page, ".lf-card-text .lf-sample-index", "3")
     T3 = text.locator(".lf-token").count()
-    _same(page, served(f"sample=3&layer={layer}&head=2", {".lf-card-attn .lf-position": str(T3 - 1),
-                                                          ".lf-card-lens .lf-sample-index": "3"}))
+    _same(page, served(f"sample=3&layer={layer}&head=2&neuron={key}", {".lf-card-attn .lf-position": str(T3 - 1),
+                                                                       ".lf-card-lens .lf-sample-index": "3"}))
     page.screenshot(path=str(artifacts / "export-sample-3.png"))
     assert page.locator(".lf-export-note").count() == 1
     assert requests == [] and errors == []

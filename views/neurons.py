@@ -17,12 +17,18 @@ def acts_node(view: View, max_tokens: int) -> Node:
     return Node.make("neuron_acts", view.model, inputs=(view.tokens_node(max_tokens),))
 
 
+LEGEND = ("<span class='lf-neurons-legend' style='color: #666'>m: activation (the down projection's input), "
+          "\u2016v\u2016: value-vector norm</span>")
+
+
 class NeuronsView(View):
     type = "neurons"
     default_title = "Neurons"
     description = "MLP neurons at the focused token, ranked by activation and by |m_i| ||v_i||"
     reads = ("sample", "text", "position", "layer", "neuron")
     sets = ("neuron", "position")
+    export_script = "js/neurons.js"
+    export_by_layer = True
 
     class Params(ViewParams):
         top_n: int = Field(15, ge=1, le=200, description="neurons listed in each ranking")
@@ -79,8 +85,7 @@ class NeuronsView(View):
             ctx, "caption",
             f"<div class='lf-neurons-head'>{ctx.subject_label()} · layer <b class='lf-layer'>{layer}</b> · "
             f"position <b class='lf-position'>{pos}</b> <code>{esc(repr(tokens[pos]))}</code> · "
-            f"{acts.shape[-1]} neurons · <span class='lf-neurons-legend' style='color: #666'>m: activation (the down projection's input), "
-            f"\u2016v\u2016: value-vector norm</span></div>", sizing_mode="stretch_width")]
+            f"{acts.shape[-1]} neurons · {LEGEND}</div>", sizing_mode="stretch_width")]
         # the focused neuron over the sample: built on the first render and hidden while no neuron
         # is focused, so focusing one patches two components instead of adding them to the page
         shown = neuron is not None and neuron < acts.shape[-1]
@@ -100,3 +105,62 @@ class NeuronsView(View):
             init=dict(sizing_mode="stretch_width"), on_click=lambda index: ctx.set(position=index)))
         parts.append(layout_part(ctx, "lists", *lists, cls=pn.Row, sizing_mode="stretch_both"))
         return layout_part(ctx, "layout", *parts, sizing_mode="stretch_both", css_classes=["lf-view-neurons"])
+
+    # --- export (views/js/neurons.js): the ranked lists at every exported (sample, layer, position),
+    # and each listed neuron's activations over its sample, for the strip
+    def export_data(self, ex):
+        from lensframe.export_pack import ExportData
+
+        max_tokens, n = ex.board.spec.dataset.max_tokens, self.p.top_n
+        info = ex.board.infos[self.model]
+        layers = [l for l in (ex.options.layers if ex.options.layers is not None else range(info.n_layers))
+                  if l < info.n_layers]
+        norms = ex.context(ex.samples[0]).prepared(self.norms_node())["norms"][layers]  # [layers, d_mlp]
+        act_ids, act_m, size_ids, size_m, strip_ids, strips, starts = [], [], [], [], [], [], [0]
+        for s in ex.samples:
+            acts = ex.context(s).focus_result(self.acts_node(max_tokens))["acts"][layers]  # [layers, T, d_mlp]
+            size = np.abs(acts) * norms[:, None, :]
+            # each (layer, position) ranked as render ranks its one row
+            by_act = np.stack([np.stack([np.argsort(-row)[:n] for row in layer]) for layer in acts])
+            by_size = np.stack([np.stack([np.argsort(-row)[:n] for row in layer]) for layer in size])
+            act_ids.append(by_act.ravel())
+            act_m.append(np.take_along_axis(acts, by_act, -1).ravel())
+            size_ids.append(by_size.ravel())
+            size_m.append(np.take_along_axis(acts, by_size, -1).ravel())
+            for li in range(len(layers)):  # the neurons a click on these lists can focus
+                listed = np.unique(np.concatenate([by_act[li].ravel(), by_size[li].ravel()]))
+                strip_ids.append(listed)
+                strips.append(acts[li][:, listed].T.ravel())  # [listed, T]
+                starts.append(starts[-1] + len(listed))
+        return ExportData(
+            meta={"samples": list(ex.samples), "layers": layers, "layers_text": _ranges(layers), "n": n,
+                  "n_layers": info.n_layers, "d_mlp": info.d_mlp, "legend": LEGEND},
+            arrays={"norms": norms.astype(np.float32).ravel(), "act_ids": np.concatenate(act_ids).astype(np.uint16),
+                    "act_m": np.concatenate(act_m).astype(np.float32),
+                    "size_ids": np.concatenate(size_ids).astype(np.uint16),
+                    "size_m": np.concatenate(size_m).astype(np.float32),
+                    "strip_ids": np.concatenate(strip_ids).astype(np.uint16),
+                    "strip_starts": np.asarray(starts, dtype=np.uint32),
+                    "strips": np.concatenate(strips).astype(np.float32)})
+
+    def export_size(self, shapes):
+        from lensframe.export_pack import b64_size
+
+        lengths, n = shapes.lengths(self.model), self.p.top_n
+        info = shapes.info(self.model)
+        nl = len(shapes.layers(self.model))
+        cells = int(lengths.sum()) * nl
+        # neurons listed at a layer of a sample: at most 2n per position; ranked lists overlap from
+        # one position to the next, about half of them new (measured on SmolLM2: 0.4-0.6)
+        listed = sum(min(info.d_mlp, int(0.5 * 2 * n * T)) for T in lengths) * nl
+        strip_values = sum(min(info.d_mlp, int(0.5 * 2 * n * T)) * int(T) for T in lengths) * nl
+        T0 = int(lengths[0]) if len(lengths) else 0
+        return {"norms": b64_size(nl * info.d_mlp * 4), "lists": b64_size(cells * n * 2 * 6),
+                "strips": b64_size(listed * 2 + strip_values * 4) + b64_size(4 * (len(lengths) * nl + 1)),
+                "first render": 6_000 + 2 * n * 330 + T0 * 60}
+
+
+def _ranges(indices) -> str:
+    from lensframe.export_plan import ranges
+
+    return ranges(list(indices))
