@@ -1,12 +1,12 @@
 """Exported pages (`lensframe export`): size per view and in all against the plan's estimate, and how
 fast the page paints in Chromium, offline.
 
-    python benchmarks/bench_export.py [--specs specs/demo.yaml specs/neurons.yaml] [--samples RANGES]
+    python benchmarks/bench_export.py [--specs specs/demo.yaml specs/neurons.yaml:0-9] [--samples RANGES]
                                       [--cache-dir /tmp/lf-bench-export] [--screenshot docs/export.png]
                                       [--loads 3] [--no-write]
 
 For each spec: the board is computed (warm when the store already holds it), its page planned and
-exported with every sample (or --samples), then opened --loads times from the file in a fresh offline
+exported with every sample (or --samples, or the ranges after the spec's name: SPEC:0-9), then opened --loads times from the file in a fresh offline
 Chromium context: first contentful paint (the browser's own paint timing) and the time until every
 exported view has drawn its components (the lens grid's cells, the attention heads, the tokens),
 median of the loads. --screenshot saves the first spec's page (1400x1000) for the README.
@@ -81,7 +81,7 @@ def mb(n: int) -> str:
 def section(results: list[dict], machine: dict, command: str) -> str:
     lines = [f"Machine: {machine['cores']} cores ({machine['cpu']}), load {machine['load']}; "
              f"{time.strftime('%Y-%m-%d')}. Command: `{command}`.", "",
-             "Each page holds every sample of its dataset (its views' data for each) and is opened from the "
+             "Each page holds the samples named (its views' data for each) and is opened from the "
              "file with the network off: first contentful paint is Chromium's paint timing; *views drawn* is "
              "the time from navigation until every exported view shows its components. The plan is what "
              "`lensframe export --max-mb` checks before writing (from the stored shapes: token counts, "
@@ -112,7 +112,10 @@ def section(results: list[dict], machine: dict, command: str) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--specs", nargs="+", default=[str(ROOT / "specs" / "demo.yaml"), str(ROOT / "specs" / "neurons.yaml")])
+    # the neurons spec's page holds every neuron listed at every layer and position: 10 of its 60
+    # samples make a page of ~30 MB (all 60: ~140 MB, which --max-mb would refuse)
+    ap.add_argument("--specs", nargs="+", default=[str(ROOT / "specs" / "demo.yaml"),
+                                                   str(ROOT / "specs" / "neurons.yaml") + ":0-9"])
     ap.add_argument("--samples", default=None, help="samples exported (default: every sample)")
     ap.add_argument("--cache-dir", default="/tmp/lf-bench-export")
     ap.add_argument("--screenshot", default=None, help="save the first spec's exported page here (png)")
@@ -126,8 +129,9 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for i, spec in enumerate(args.specs):
+        spec, _, samples = spec.partition(":")
         spec = Path(spec).resolve()
-        r = export_spec(spec, out_dir / f"store-{spec.stem}", args.samples, out_dir / f"{spec.stem}.html")
+        r = export_spec(spec, out_dir / f"store-{spec.stem}", samples or args.samples, out_dir / f"{spec.stem}.html")
         print(r["report"].describe(), flush=True)
         r["load"] = load_times(r["report"].path, r["drawn"], args.loads,
                                Path(args.screenshot) if args.screenshot and i == 0 else None)
@@ -135,7 +139,9 @@ def main(argv=None) -> int:
         print(f"  first contentful paint {r['load']['fcp']:.2f}s, views drawn {r['load']['ready']:.2f}s, "
               f"requests {r['load']['requests']}", flush=True)
         results.append(r)
-    command = "python benchmarks/bench_export.py" + (f" --samples {args.samples}" if args.samples else "")
+    command = "python benchmarks/bench_export.py " + " ".join(
+        f"--specs {' '.join(str(Path(x).relative_to(ROOT)) if x.startswith(str(ROOT)) else x for x in args.specs)}"
+        .split()) + (f" --samples {args.samples}" if args.samples else "")
     text = section(results, machine(), command)
     print(text)
     if not args.no_write:

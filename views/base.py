@@ -91,15 +91,15 @@ class View:
     # what the port needs to redraw it for any exported focus (export_data), with its size planned
     # from shapes (export_size). Any other view is a note card in the exported page saying why.
     export_script: ClassVar[Optional[str]] = None
-    export_note: ClassVar[str] = ""  # why it is not exported (default: it has no JS port)
+    export_note: ClassVar[str] = ""  # why it is not exported, after "this <type> view" (default: no JS port)
     export_by_layer: ClassVar[bool] = False  # its data grows with the exported layers (--layers)
 
     def export_refusal(self) -> str:
         """Why this view is a note in an exported page ("" when it exports)."""
         if self.export_script is not None:
             return ""
-        return self.export_note or (f"{self.type} views have no JS port, so an exported page cannot redraw "
-                                    f"them (lensframe serve shows this view)")
+        return self.export_note or ("has no JS port yet, so an exported page cannot redraw it "
+                                    "(lensframe serve shows this view)")
 
     def export_script_path(self) -> Path:
         return Path(inspect.getfile(type(self))).parent / self.export_script
