@@ -127,6 +127,9 @@ def plan_export(board, options: ExportOptions) -> ExportPlan:
     return ExportPlan(views, notes, fixed)
 
 
+# An option is suggested when its planned page is this much under the limit: strings are estimated
+# (measured: the plan within 2% of the written page, docs/BENCHMARKS.md), and what is suggested must fit.
+SUGGESTION_MARGIN = 0.02
 NOTE_BYTES = 4_500  # a note card in the page (its text and stylesheets)
 # The JSComponents' modules and stylesheets (views/widgets.py) and Panel's stylesheet models, once
 # per page: measured on an export of text, logit_lens and attention (bokeh 3.9, panel 1.9).
@@ -190,8 +193,9 @@ def check_fits(board, plan: ExportPlan, options: ExportOptions, max_bytes: int, 
     if plan.total <= max_bytes:
         return
     fits = []
+    room = max_bytes * (1 - SUGGESTION_MARGIN)
     n = _largest(len(options.samples), lambda k: plan_export(board, ExportOptions(options.samples[:k], options.layers))
-                 .total <= max_bytes)
+                 .total <= room)
     if n:
         p = plan_export(board, ExportOptions(options.samples[:n], options.layers))
         fits.append(f"--samples {ranges(options.samples[:n])} ({fmt(p.total)})")
@@ -199,7 +203,7 @@ def check_fits(board, plan: ExportPlan, options: ExportOptions, max_bytes: int, 
     if has_layers:
         layers = ExportShapes(board, options).layers(has_layers[0].model)
         m = _largest(len(layers), lambda k: plan_export(board, ExportOptions(options.samples, layers[:k]))
-                     .total <= max_bytes)
+                     .total <= room)
         if m:
             p = plan_export(board, ExportOptions(options.samples, layers[:m]))
             fits.append(f"--layers {ranges(layers[:m])} ({fmt(p.total)})")

@@ -20,9 +20,9 @@ from lensframe.cli import main
 from tests.conftest import tiny_spec
 
 VIEWS = ("  text: {type: text}\n  lens: {type: logit_lens, metric: kl}\n  attn: {type: attention}\n"
-         "  neurons: {type: neurons, top_n: 6}\n  gen: {type: generate}")
-LAYOUT = "layout: |\n  text text neurons\n  lens attn neurons\n  gen gen gen\n"
-LINKED = ("text", "lens", "attn", "neurons")
+         "  neurons: {type: neurons, top_n: 6}\n  top: {type: top_examples, k: 4}\n  gen: {type: generate}")
+LAYOUT = "layout: |\n  text text neurons\n  lens attn neurons\n  top top gen\n"
+LINKED = ("text", "lens", "attn", "neurons", "top")
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +125,18 @@ CARD = r"""
 """
 
 
+# what the top_examples histogram draws (its Bokeh figure: the bars' source, the line, the ranges, the label)
+FIGURE = r"""
+() => {
+  const figs = [...Bokeh.documents[0]._all_models.values()].filter((m) => Array.isArray(m.renderers) && m.x_range);
+  return figs.map((f) => ({sources: f.renderers.map((r) => Object.fromEntries(Object.entries(r.data_source.data)
+                             .map(([k, v]) => [k, Array.from(v).map(Number)]))),
+                           x: [f.x_range.start, f.x_range.end], y: [f.y_range.start, f.y_range.end],
+                           label: f.below[0].axis_label}));
+}
+"""
+
+
 @pytest.fixture(scope="module")
 def browser():
     from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
@@ -178,8 +190,13 @@ def served(exported, browser, tmp_path_factory):
             page.goto(server.url + "?" + query)
             for selector, text in expect.items():
                 page.locator(selector).filter(has_text=re.compile(rf"^{re.escape(text)}$")).first.wait_for(timeout=60_000)
+            neuron = re.search(r"neuron=(\d+)", query)
+            if neuron:  # the histogram's patch comes with the view's: wait for its label all the same
+                page.wait_for_function(f"() => ({FIGURE})().some((f) => f.label.endsWith('/N{neuron.group(1)}'))",
+                                       timeout=60_000)
             page.wait_for_timeout(300)
             out = {vid: page.evaluate(CARD, vid) for vid in LINKED}
+            out["figure"] = page.evaluate(FIGURE)
             page.close()
             return out
 
@@ -192,11 +209,23 @@ def _after(page, selector: str, text: str) -> None:
     page.wait_for_timeout(150)
 
 
+def _first_difference(a: str, b: str) -> str:
+    x, y = a.split(" | "), b.split(" | ")
+    i = next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+    return f"at item {i}: exported {x[max(0, i - 3):i + 3]} served {y[max(0, i - 3):i + 3]}"
+
+
 def _same(page, served_cards) -> None:
     for vid in LINKED:
         here = page.evaluate(CARD, vid)
-        assert here["text"] == served_cards[vid]["text"], vid
+        assert here["text"] == served_cards[vid]["text"], (vid, _first_difference(here["text"], served_cards[vid]["text"]))
         assert here["tips"] == served_cards[vid]["tips"], vid
+    figure, theirs = page.evaluate(FIGURE), served_cards["figure"]
+    assert len(figure) == len(theirs) == 1
+    if theirs[0]["sources"][0].get("count"):  # a neuron is focused: the histogram is shown
+        assert figure[0]["label"] == theirs[0]["label"]
+        assert json.dumps(figure[0]["sources"]) == json.dumps(theirs[0]["sources"])
+        np.testing.assert_allclose(figure[0]["x"] + figure[0]["y"], theirs[0]["x"] + theirs[0]["y"], rtol=1e-12)
 
 
 @pytest.mark.browser
@@ -243,6 +272,19 @@ def test_exported_page_links_offline_like_the_served_one(exported, offline, serv
     _after(page, ".lf-card-attn .lf-position", "6")
     _same(page, served(f"position=6&layer={layer}&head=2&neuron={key}",
                        {".lf-card-neurons .lf-neuron": f"L{layer}/N{key}", ".lf-card-attn .lf-position": "6"}))
+
+    # a top example's token: its sample and position (the sample is one the page holds)
+    top = page.locator(".lf-card-top")
+    assert top.locator(".lf-neuron").inner_text() == f"L{layer}/N{key}"
+    top.locator(".lf-example").first.locator(".lf-token").nth(1).click()
+    head = top.locator(".lf-example-head").first.inner_text()
+    sample = int(re.search(r"sample (\d+)", head).group(1))
+    _after(page, ".lf-card-text .lf-sample-index", str(sample))
+    position = text.locator(".lf-position").inner_text()
+    _same(page, served(f"sample={sample}&position={position}&layer={layer}&head=2&neuron={key}",
+                       {".lf-card-neurons .lf-neuron": f"L{layer}/N{key}", ".lf-card-attn .lf-position": position,
+                        ".lf-card-text .lf-sample-index": str(sample)}))
+    page.screenshot(path=str(artifacts / "export-top-example.png"))
 
     # another sample: its tokens everywhere, position back to its last token
     text.locator('.lf-sample[data-sample="3"]').click()

@@ -36,6 +36,8 @@ class TopExamplesView(View):
     description = "dataset examples that most activate the focused neuron, and its activation histogram"
     reads = ("layer", "neuron", "text")
     sets = ("sample", "text", "position")
+    export_script = "js/top_examples.js"
+    export_by_layer = True
 
     class Params(ViewParams):
         layers: Union[Literal["all"], list[int]] = Field("all", description="layers whose neurons are indexed")
@@ -85,6 +87,53 @@ class TopExamplesView(View):
                  html_part(ctx, "caption", caption, visible=shown, **wide)]
         return layout_part(ctx, "layout", *parts, *(p for slot in slots for p in slot), sizing_mode="stretch_both",
                            scroll=True, css_classes=["lf-view-top-examples"])
+
+    # --- export (views/js/top_examples.js): every neuron of the indexed layers the page holds ------
+    def export_data(self, ex):
+        from lensframe.export_pack import ExportData, smallest_uint
+
+        res = ex.rendered.result(self.node(ex.board.spec.dataset.max_tokens))
+        indexed = list(res.meta["layers"])
+        wanted = set(ex.options.layers) if ex.options.layers is not None else set(indexed)
+        layers = [l for l in indexed if l in wanted]
+        li = [indexed.index(l) for l in layers]
+        ds = ex.board.dataset
+        samples = res["samples"][li]  # [layers, d_mlp, k], -1 where a neuron has fewer examples
+        values, positions, windows = res["values"][li], res["positions"][li], res["windows"][li].astype(np.float32)
+        # what each example's strip shades (max(0, v / its value), as _fill); the colour is all it sets
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shade = np.where((values[..., None] > 0) & ~np.isnan(windows), np.maximum(0, windows / values[..., None]), 0)
+        missing = len(ds)  # samples -1 -> the dtype's top value
+        referenced = sorted({int(x) for x in np.unique(samples) if x >= 0})
+        strings = ex.board.executor.tokens(self.model).meta["strings"]
+        hist = res["hist"][li]
+        return ExportData(
+            meta={"layers": layers, "indexed": indexed, "indexed_text": str(indexed),
+                  "exported_text": _ranges(layers), "k": self.p.k, "window": list(res.meta["window"]),
+                  "edges": [float(e) for e in res["edges"]], "n_layers": ex.board.infos[self.model].n_layers,
+                  "d_mlp": int(samples.shape[1]), "exported": list(ex.samples),
+                  "strings": {str(x): list(strings[x]) for x in referenced},
+                  "labels": {str(x): ds.labels[x] for x in referenced} if ds.labels else None},
+            arrays={"values": values.astype(np.float32).ravel(),
+                    "samples": np.where(samples < 0, missing, samples).astype(smallest_uint(missing)).ravel(),
+                    "positions": positions.astype(smallest_uint(int(positions.max(initial=0)))).ravel(),
+                    "shade": np.rint(np.clip(shade, 0, 1) * 255).astype(np.uint8).ravel(),
+                    "hist": hist.astype(smallest_uint(int(hist.max(initial=0)))).ravel()})
+
+    def export_size(self, shapes):
+        from lensframe.export_pack import b64_size
+
+        info = shapes.info(self.model)
+        indexed = range(info.n_layers) if self.p.layers == "all" else self.p.layers
+        wanted = set(shapes.layers(self.model))
+        nl, k, d = len([l for l in indexed if l in wanted]), self.p.k, info.d_mlp
+        lengths = np.asarray(shapes.board.executor.tokens(self.model)["lengths"])
+        tokens = int(lengths.sum())
+        sample_b = 1 if len(lengths) < 255 else 2
+        hist_b = 1 if tokens < 256 else (2 if tokens < 65536 else 4)
+        window = 17  # lensframe.ops.neurons.WINDOW: 12 before, the peak, 4 after
+        return {"examples": b64_size(nl * d * k * (4 + sample_b + 1 + window)), "hist": b64_size(nl * d * 48 * hist_b),
+                "tokens": tokens * 14, "first render": 28_000 + 400 * k}  # the histogram's figure: ~20 kB
 
     def _fill(self, ctx, res, layer: int, neuron: int, slots) -> tuple[str, dict, str]:
         """The header, the histogram's bars and the caption of one neuron, with its examples put
@@ -228,3 +277,9 @@ def histogram_part(ctx, bars: dict | None, visible: bool = True, xlabel: str = "
     box = ctx.part("hist-box", pn.Column, visible=visible, init={
         "objects": [pane], "sizing_mode": "stretch_width", "css_classes": ["lf-hist"]})
     return box
+
+
+def _ranges(indices) -> str:
+    from lensframe.export_plan import ranges
+
+    return ranges(list(indices))
