@@ -30,10 +30,12 @@ BOKEH_BUNDLES = ("bokeh.min.js", "bokeh-gl.min.js", "bokeh-widgets.min.js", "bok
 @dataclass
 class ExportOptions:
     """samples: the dataset samples the page holds (its focus can move between them only);
-    layers: the layers whose attention patterns it holds (None: every layer)."""
+    layers: the layers whose attention patterns, neurons and top examples it holds (None: every
+    layer); focus: the focus the page opens at (fields of Focus; default: the first sample)."""
 
     samples: list[int]
     layers: list[int] | None = None
+    focus: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -136,9 +138,16 @@ NOTE_BYTES = 4_500  # a note card in the page (its text and stylesheets)
 COMPONENTS_BYTES = 50_000
 
 
-def export_options(board, samples=None, layers=None) -> ExportOptions:
+# Focus fields an exported page can open at (a probe's text needs a live model; selections need the
+# cluster views, which do not export yet)
+EXPORT_FOCUS = ("sample", "position", "layer", "head", "neuron")
+
+
+def export_options(board, samples=None, layers=None, focus=None) -> ExportOptions:
     """Options from what a user gives: samples and layers as "0-49,60" text, a list or a range
-    (default: every sample, every layer). Samples a view is pinned to are added: the page must hold them."""
+    (default: every sample, every layer); focus as a query string ("sample=3&layer=5", as the served
+    page's address and `serve --open` write it) or a dict. Samples a view is pinned to are added: the
+    page must hold them."""
     n = len(board.dataset)
     picked = list(range(n)) if samples is None else (parse_samples(samples, n, "--samples") if isinstance(samples, str)
                                                    else [int(s) for s in samples])
@@ -153,7 +162,31 @@ def export_options(board, samples=None, layers=None) -> ExportOptions:
     if layers is not None:
         depth = max(info.n_layers for info in board.infos.values())
         layers = parse_samples(layers, depth, "--layers") if isinstance(layers, str) else [int(x) for x in layers]
-    return ExportOptions(picked, layers)
+    return ExportOptions(picked, layers, export_focus(board, focus, picked))
+
+
+def export_focus(board, focus, samples: list[int]) -> dict:
+    """The page's first focus from --focus, checked as a served page checks its address."""
+    from urllib.parse import urlencode
+
+    from .focus_url import parse_query, query_string
+
+    if not focus:
+        return {}
+    text = focus if isinstance(focus, str) else urlencode(focus)
+    pairs, _ = query_string(text)
+    hint = f"    hint: fields: {', '.join(EXPORT_FOCUS)}, e.g. --focus \"sample=3&position=5&layer=12\""
+    other = [n for n, _ in pairs if n not in EXPORT_FOCUS]
+    if other:
+        why = " (a probe's text needs a live model: lensframe serve --open takes it)" if "text" in other else ""
+        raise LensframeError(f"--focus {text!r}: an exported page cannot open at {', '.join(map(repr, other))}{why}\n{hint}")
+    fields, problems = parse_query(pairs, board)
+    if problems:
+        raise LensframeError(f"--focus {text!r}: " + "; ".join(problems) + f"\n{hint}")
+    if "sample" in fields and fields["sample"] not in samples:
+        raise LensframeError(f"--focus {text!r}: sample {fields['sample']} is not among the exported samples "
+                             f"({ranges(samples)})\n    hint: add it to --samples")
+    return fields
 
 
 def parse_samples(text: str, n_samples: int, option: str = "--samples") -> list[int]:

@@ -85,7 +85,7 @@ def build_html(board, options: ExportOptions, plan: ExportPlan) -> tuple[bytes, 
     from panel.io.resources import set_resource_mode
 
     focus = board.new_focus()
-    focus.sample = options.samples[0]
+    focus.update(**{"sample": options.samples[0], **options.focus})  # the page opens there
     cards, contexts = {}, {}
     for vid, view in board.views.items():
         why = plan.notes.get(vid)

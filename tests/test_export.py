@@ -356,3 +356,34 @@ def test_layers_not_exported_are_said(exported, browser):
         assert errors == []
     finally:
         context.close()
+
+
+@pytest.mark.browser
+def test_a_page_opens_at_the_focus_given(exported, browser, served):
+    """--focus: the page opens where a served page opens at the same address, and clicks from there
+    land where the served page's do."""
+    query = "sample=2&position=4&layer=1&head=3&neuron=7"
+    report = exported["board"].export(exported["root"] / "focused.html", focus=query)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_offline(True)
+    try:
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(report.path.as_uri())
+        page.locator(".lf-card-top .lf-example").first.wait_for(timeout=60_000)
+        _same(page, served(query, {".lf-card-neurons .lf-neuron": "L1/N7", ".lf-card-attn .lf-head-index": "3"}))
+        page.locator('.lf-card-text .lf-token[data-position="1"]').click()
+        _after(page, ".lf-card-attn .lf-position", "1")
+        _same(page, served(query.replace("position=4", "position=1"),
+                           {".lf-card-neurons .lf-neuron": "L1/N7", ".lf-card-attn .lf-position": "1"}))
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_focus_a_page_cannot_open_at_is_one_message(exported, tmp_path, capsys):
+    code = main(["export", str(exported["spec"]), "--cache-dir", str(exported["store"]), "-o",
+                 str(tmp_path / "x.html"), "--focus", "text=The cat"])
+    err = capsys.readouterr().err
+    assert code == 2 and "needs a live model" in err and "Traceback" not in err and not (tmp_path / "x.html").exists()

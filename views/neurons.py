@@ -117,6 +117,8 @@ class NeuronsView(View):
                   if l < info.n_layers]
         norms = ex.context(ex.samples[0]).prepared(self.norms_node())["norms"][layers]  # [layers, d_mlp]
         act_ids, act_m, size_ids, size_m, strip_ids, strips, starts = [], [], [], [], [], [], [0]
+        # besides the listed neurons, the one the page opens at and the one the view is pinned to
+        chosen = [x for x in (ex.options.focus.get("neuron"), self.p.pin.neuron) if x is not None and x < info.d_mlp]
         for s in ex.samples:
             acts = ex.context(s).focus_result(self.acts_node(max_tokens))["acts"][layers]  # [layers, T, d_mlp]
             size = np.abs(acts) * norms[:, None, :]
@@ -128,7 +130,7 @@ class NeuronsView(View):
             size_ids.append(by_size.ravel())
             size_m.append(np.take_along_axis(acts, by_size, -1).ravel())
             for li in range(len(layers)):  # the neurons a click on these lists can focus
-                listed = np.unique(np.concatenate([by_act[li].ravel(), by_size[li].ravel()]))
+                listed = np.unique(np.concatenate([by_act[li].ravel(), by_size[li].ravel(), chosen]).astype(np.int64))
                 strip_ids.append(listed)
                 strips.append(acts[li][:, listed].T.ravel())  # [listed, T]
                 starts.append(starts[-1] + len(listed))
