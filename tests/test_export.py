@@ -387,3 +387,31 @@ def test_focus_a_page_cannot_open_at_is_one_message(exported, tmp_path, capsys):
                  str(tmp_path / "x.html"), "--focus", "text=The cat"])
     err = capsys.readouterr().err
     assert code == 2 and "needs a live model" in err and "Traceback" not in err and not (tmp_path / "x.html").exists()
+
+
+PLUGIN = """from lensframe.views.base import View, esc, html_pane
+
+
+class Caption(View):
+    type = "caption"
+    description = "a line of text (written before views could export: no export_script)"
+
+    def render(self, ctx):
+        return html_pane(f"<div class='lf-caption'>{esc(ctx.sample)}</div>")
+"""
+
+
+def test_a_plugin_view_without_a_port_is_left_out_with_a_note(tiny_models, tmp_path, capsys):
+    (tmp_path / "my_views.py").write_text(PLUGIN)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(tiny_spec(tiny_models["gpt2"], "  text: {type: text}\n  note: {type: ./my_views.py:Caption}\n"))
+    out = tmp_path / "page.html"
+    code = main(["export", str(spec), "--allow-local-views", "--cache-dir", str(tmp_path / "store"), "-o", str(out),
+                 "--samples", "0-1", "-q"])
+    err = capsys.readouterr().err
+    assert code == 0 and "view 'note' is a note in the page: it has no JS port yet" in err
+    html = out.read_text()
+    assert "lf-export-note" in html and "this caption view has no JS port yet" in html
+    assert "lf-caption" not in html  # its render never ran for the page
+    header = json.loads(re.search(r'id="lf-export">(.*?)</script>', html, re.S).group(1))
+    assert [v["id"] for v in header["views"]] == ["text"]
