@@ -23,8 +23,9 @@ from .estimate import fmt
 # Inline glue around the libraries (es-module-shims, Bokeh's loader, the page's HTML), measured on
 # an export of an empty page (bokeh 3.9, panel 1.9).
 PAGE_GLUE_BYTES = 45_000
-# What Bokeh inlines: these bundles (bokeh-api and mathjax are not loaded), and Panel's.
-BOKEH_BUNDLES = ("bokeh.min.js", "bokeh-gl.min.js", "bokeh-widgets.min.js", "bokeh-tables.min.js")
+# What the page inlines: these Bokeh bundles (bokeh-api and mathjax are not loaded; bokeh-gl is left
+# out, no view draws with WebGL), and Panel's.
+BOKEH_BUNDLES = ("bokeh.min.js", "bokeh-widgets.min.js", "bokeh-tables.min.js")
 
 
 @dataclass
@@ -79,14 +80,16 @@ class ExportShapes:
         return [l for l in (self.options.layers if self.options.layers is not None else range(n)) if l < n]
 
 
-def js_baseline_bytes() -> int:
-    """Bokeh's and Panel's JavaScript as the page inlines it, from the installed files."""
+def js_baseline_bytes(webgl: bool = False) -> int:
+    """Bokeh's and Panel's JavaScript as the page inlines it, from the installed files (bokeh-gl
+    only for a page with a WebGL plot)."""
     total = PAGE_GLUE_BYTES
     bokeh = importlib.util.find_spec("bokeh")
     panel = importlib.util.find_spec("panel")
     if bokeh is not None:
         js = Path(bokeh.origin).parent / "server" / "static" / "js"
-        total += sum((js / name).stat().st_size for name in BOKEH_BUNDLES if (js / name).exists())
+        bundles = BOKEH_BUNDLES + (("bokeh-gl.min.js",) if webgl else ())
+        total += sum((js / name).stat().st_size for name in bundles if (js / name).exists())
     if panel is not None:
         p = Path(panel.origin).parent / "dist" / "panel.min.js"
         total += p.stat().st_size if p.exists() else 0
@@ -120,7 +123,8 @@ def plan_export(board, options: ExportOptions) -> ExportPlan:
             continue
         exported.append(view)
         views[vid] = int(sum(view.export_size(shapes).values()))
-    fixed = {"scripts": js_baseline_bytes() + (port_bytes(exported) if exported else 0)}
+    fixed = {"scripts": js_baseline_bytes(any(v.export_webgl for v in exported))
+             + (port_bytes(exported) if exported else 0)}
     if exported:  # the components' modules and stylesheets, once per page: about the file that holds them
         fixed["components"] = COMPONENTS_BYTES
     models = sorted({v.model for v in exported})

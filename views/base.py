@@ -93,6 +93,7 @@ class View:
     export_script: ClassVar[Optional[str]] = None
     export_note: ClassVar[str] = ""  # why it is not exported, after "this <type> view" (default: no JS port)
     export_by_layer: ClassVar[bool] = False  # its data grows with the exported layers (--layers)
+    export_webgl: ClassVar[bool] = False  # it draws a HoloViews plot (WebGL): the page keeps bokeh-gl
 
     def export_refusal(self) -> str:
         """Why this view is a note in an exported page ("" when it exports)."""

@@ -38,6 +38,7 @@ class TopExamplesView(View):
     sets = ("sample", "text", "position")
     export_script = "js/top_examples.js"
     export_by_layer = True
+    export_webgl = True
 
     class Params(ViewParams):
         layers: Union[Literal["all"], list[int]] = Field("all", description="layers whose neurons are indexed")
