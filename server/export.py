@@ -1,7 +1,7 @@
 """`lensframe export`: the dashboard as one HTML file that opens offline, its views linked in JS.
 
 The page is the served page's first render: the same views render the same components into cards
-on the spec's grid (as server/app.py Page does), for the first exported sample. It is saved with
+on the spec's grid (as server/app.py Page does), at the first exported sample or --focus. It is saved with
 Bokeh's and Panel's JavaScript and every stylesheet inline (no template: the served
 FastListTemplate asks 22 CDN hosts), and without favicon links, so it asks nothing of any host.
 
@@ -28,7 +28,6 @@ from lensframe.context import ViewContext
 from lensframe.errors import LensframeError
 from lensframe.export_pack import ExportContext
 from lensframe.export_plan import ExportOptions, ExportPlan, check_fits, plan_export, ranges
-from lensframe.focus import FIELDS
 from lensframe.views.base import RUNTIME_JS, VIEW_CSS
 
 from .app import CSS, render_view
@@ -40,6 +39,7 @@ EXPORT_CSS = """
                   font-size: 12px; }
 """
 ICON_LINK = re.compile(r'<link rel="(?:apple-touch-icon|icon)"[^>]*>\n?')
+# the focus fields the page's runtime holds (the selections and the probe set stay on the server)
 _FOCUS_JSON = ("model", "sample", "text", "position", "layer", "head", "neuron", "cluster", "text_cluster")
 
 
@@ -96,6 +96,9 @@ def build_html(board, options: ExportOptions, plan: ExportPlan) -> tuple[bytes, 
         else:
             ctx = contexts[vid] = ViewContext(board, focus, view)
             body = render_view(view, ctx)
+            if {"lf-error-card"} & set(getattr(body, "css_classes", None) or []):  # a page is not shared broken
+                raise LensframeError(f"{board.spec.file}: view {vid!r} ({view.type}) failed to render: "
+                                     f"{html.unescape(re.sub('<[^>]+>', '', body.object))[:500]}")
         cards[vid] = pn.Card(pn.Column(body, sizing_mode="stretch_both", css_classes=["lf-view-body"]),
                              title=view.title, collapsible=False, sizing_mode="stretch_both",
                              css_classes=["lf-card", f"lf-card-{vid}", f"lf-type-{view.type}"]
@@ -272,4 +275,4 @@ def first_render_bytes(doc, root, cards) -> tuple[dict[str, int], int]:
     return out, shared[0]
 
 
-__all__ = ["ExportOptions", "ExportReport", "export", "build_html", "FIELDS"]
+__all__ = ["ExportOptions", "ExportReport", "export", "build_html"]
