@@ -20,9 +20,10 @@ from lensframe.cli import main
 from tests.conftest import tiny_spec
 
 VIEWS = ("  text: {type: text}\n  lens: {type: logit_lens, metric: kl}\n  attn: {type: attention}\n"
-         "  neurons: {type: neurons, top_n: 6}\n  top: {type: top_examples, k: 4}\n  gen: {type: generate}")
-LAYOUT = "layout: |\n  text text neurons\n  lens attn neurons\n  top top gen\n"
-LINKED = ("text", "lens", "attn", "neurons", "top")
+         "  neurons: {type: neurons, top_n: 6}\n  top: {type: top_examples, k: 4}\n  gen: {type: generate}\n"
+         "  pinned: {type: attention, show_heads: false, pin: {layer: 0, head: 1}}")
+LAYOUT = "layout: |\n  text text neurons\n  lens attn neurons\n  top pinned gen\n"
+LINKED = ("text", "lens", "attn", "neurons", "top", "pinned")  # pinned: a view that keeps its layer and head
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,8 @@ def test_a_view_that_cannot_export_is_a_note(exported):
     assert "lf-export-note" in html and "lf-card-gen" in html
     assert "needs a live model" in report.plan.notes["gen"]
     header = json.loads(re.search(r'id="lf-export">(.*?)</script>', html, re.S).group(1))
-    assert [v["id"] for v in header["views"]] == list(LINKED)
+    assert [v["id"] for v in header["views"]] == ["text", "lens", "attn", "neurons", "top", "pinned"]
+    assert header["views"][-1]["pin"] == {"layer": 0, "head": 1}
 
 
 def test_max_mb_refuses_with_what_fits(exported, tmp_path, capsys):
