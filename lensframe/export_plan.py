@@ -244,8 +244,13 @@ def check_fits(board, plan: ExportPlan, options: ExportOptions, max_bytes: int, 
         if m:
             p = plan_export(board, ExportOptions(options.samples, layers[:m]))
             fits.append(f"--layers {ranges(layers[:m])} ({fmt(p.total)})")
+    if not fits and has_layers:  # both at once: the first sample at the first layer
+        layers = ExportShapes(board, options).layers(has_layers[0].model)
+        p = plan_export(board, ExportOptions(options.samples[:1], layers[:1]))
+        if p.total <= room:
+            fits.append(f"--samples {options.samples[0]} --layers {layers[0]} ({fmt(p.total)})")
     hint = ("options that fit: " + "; ".join(fits)) if fits else \
-        "nothing fits: even one sample with one layer is larger (raise --max-mb)"
+        "nothing fits: even one sample (and one layer) is larger; raise --max-mb"
     raise LensframeError(f"{spec_name}: the exported page would be {plan.describe()}, over --max-mb "
                          f"{max_bytes / 1e6:g}\n    hint: {hint}")
 

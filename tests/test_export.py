@@ -417,3 +417,19 @@ def test_a_plugin_view_without_a_port_is_left_out_with_a_note(tiny_models, tmp_p
     assert "lf-caption" not in html  # its render never ran for the page
     header = json.loads(re.search(r'id="lf-export">(.*?)</script>', html, re.S).group(1))
     assert [v["id"] for v in header["views"]] == ["text"]
+
+
+def test_max_mb_refuses_before_any_forward(tiny_models, tmp_path, capsys):
+    """On a store that holds nothing yet, --max-mb plans from the token counts alone and refuses
+    without running the model (nothing but the tokenization is stored)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(tiny_spec(tiny_models["gpt2"], VIEWS, extra=LAYOUT, keep_focus_mb=64))
+    store = tmp_path / "store"
+    code = main(["export", str(spec), "--cache-dir", str(store), "-o", str(tmp_path / "x.html"), "--max-mb", "3.4",
+                 "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "over --max-mb 3.4" in err and "options that fit: --samples 0" in err, err
+    from lensframe.store import Store
+
+    stored = [doc.get("node", "") for _, doc, _ in Store(store).entries()]
+    assert stored and all(label.startswith("tokens") for label in stored), stored

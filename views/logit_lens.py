@@ -204,16 +204,19 @@ class LogitLensView(View):
         from lensframe.export_pack import b64_size
 
         lengths, k = shapes.lengths(self.model), self.p.top_k
-        # distinct top-k tokens of the exported rows, read from the stored ids
+        info = shapes.info(self.model)
         res = shapes.board.result(self.lens_node(shapes.board.spec.dataset.max_tokens))
-        L = len(res.meta["layers"])
+        L = len(res.meta["layers"]) if res is not None else info.n_layers + 1
         cells = int(L * lengths.sum())
-        seen = np.unique(np.concatenate([res["ids"][s, :, :int(T), :k].ravel()
-                                         for s, T in zip(shapes.options.samples, lengths)]))
-        id_bytes = 2 if len(seen) <= 65536 else 4
+        if res is not None:  # the distinct top-k tokens of the exported rows, from the stored ids
+            distinct = len(np.unique(np.concatenate([res["ids"][s, :, :int(T), :k].ravel()
+                                                     for s, T in zip(shapes.options.samples, lengths)])))
+        else:  # not computed yet (--max-mb checks before any forward): a quarter of the cells' tokens
+            distinct = min(info.vocab_size, cells * k // 4)
+        id_bytes = 2 if distinct <= 65536 else 4
         first_T = int(lengths[0]) if len(lengths) else 0
         return {"ids": b64_size(cells * k * id_bytes), "probs": b64_size(cells * k * 2),
-                "metric": b64_size(cells * 4), "vocab": len(seen) * 24, "captions": len(lengths) * 420,
+                "metric": b64_size(cells * 4), "vocab": distinct * 24, "captions": len(lengths) * 420,
                 "first render": 6_000 + L * first_T * (110 + 16 * k)}
 
     def _tuned_note(self, ctx) -> str:
