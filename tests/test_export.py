@@ -21,9 +21,10 @@ from tests.conftest import tiny_spec
 
 VIEWS = ("  text: {type: text}\n  lens: {type: logit_lens, metric: kl}\n  attn: {type: attention}\n"
          "  neurons: {type: neurons, top_n: 6}\n  top: {type: top_examples, k: 4}\n  gen: {type: generate}\n"
-         "  pinned: {type: attention, show_heads: false, pin: {layer: 0, head: 1}}")
-LAYOUT = "layout: |\n  text text neurons\n  lens attn neurons\n  top pinned gen\n"
-LINKED = ("text", "lens", "attn", "neurons", "top", "pinned")  # pinned: a view that keeps its layer and head
+         "  pinned: {type: attention, show_heads: false, pin: {layer: 0, head: 1}}\n  finder: {type: layer_finder}")
+LAYOUT = "layout: |\n  text text neurons\n  lens attn neurons\n  top pinned gen\n  finder finder finder\n"
+# pinned: a view that keeps its layer and head
+LINKED = ("text", "lens", "attn", "neurons", "top", "pinned", "finder")
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +68,8 @@ def test_a_view_that_cannot_export_is_a_note(exported):
     assert "lf-export-note" in html and "lf-card-gen" in html
     assert "needs a live model" in report.plan.notes["gen"]
     header = json.loads(re.search(r'id="lf-export">(.*?)</script>', html, re.S).group(1))
-    assert [v["id"] for v in header["views"]] == ["text", "lens", "attn", "neurons", "top", "pinned"]
-    assert header["views"][-1]["pin"] == {"layer": 0, "head": 1}
+    assert [v["id"] for v in header["views"]] == ["text", "lens", "attn", "neurons", "top", "pinned", "finder"]
+    assert header["views"][5]["pin"] == {"layer": 0, "head": 1}
 
 
 def test_max_mb_refuses_with_what_fits(exported, tmp_path, capsys):
@@ -295,6 +296,13 @@ def test_exported_page_links_offline_like_the_served_one(exported, offline, serv
     _same(page, served(f"sample=3&layer={layer}&head=2&neuron={key}", {".lf-card-attn .lf-position": str(T3 - 1),
                                                                        ".lf-card-lens .lf-sample-index": "3"}))
     page.screenshot(path=str(artifacts / "export-sample-3.png"))
+
+    # a layer in the layer finder: every view that reads the layer moves to it
+    other = 0 if layer != 0 else 1
+    page.locator(f'.lf-card-finder .lf-bar-row[data-key="{other}"]').click()
+    _after(page, ".lf-card-attn .lf-layer", str(other))
+    _same(page, served(f"sample=3&layer={other}&head=2&neuron={key}", {".lf-card-attn .lf-layer": str(other),
+                                                                      ".lf-card-finder .lf-layer": str(other)}))
     assert page.locator(".lf-export-note").count() == 1
     assert requests == [] and errors == []
 

@@ -25,6 +25,7 @@ class LayerFinderView(View):
                    "against the neighbouring layers), from one model alone; click a layer to focus it")
     reads = ("layer",)
     sets = ("layer",)
+    export_script = "js/layer_finder.js"
 
     class Params(ViewParams):
         window: int = Field(3, ge=1, le=10, description="layers on each side a statistic is compared with")
@@ -65,6 +66,23 @@ class LayerFinderView(View):
                            sizing_mode="stretch_width", css_classes=["lf-finder-detail"], styles={"overflow": "auto"})
         return layout_part(ctx, "layout", head, bars, detail, sizing_mode="stretch_both", scroll=True,
                            css_classes=["lf-view-layer-finder"])
+
+    # --- export (views/js/layer_finder.js): the detail of each layer, rendered here (one per layer) ----
+    def export_data(self, ex):
+        from lensframe.export_pack import ExportData
+        from lensframe.layer_stats import SPECTRAL, ranked_layers
+
+        ctx = ex.rendered
+        res = ctx.result(self.stats_node())
+        names = res.meta["names"]
+        return ExportData(meta={"details": [self._detail(ctx, res, names, layer, SPECTRAL)
+                                            for layer in range(res.meta["n_layers"])],
+                                "default": int(ranked_layers(res.arrays)[0])})
+
+    def export_size(self, shapes):
+        n_layers = shapes.info(self.model).n_layers
+        # each layer's table: a row per matrix (about 10 in a block) of ~250 characters
+        return {"details": n_layers * 3_000, "first render": 8_000 + n_layers * 400}
 
     def _why(self, res, names, layer: int) -> str:
         """What makes a layer stand out, shortest first: dead units, off-grid matrices, the spectral outlier."""
