@@ -206,6 +206,8 @@ def cmd_views(args) -> int:
     for name, cls in view_types().items():
         print(f"{name}: {cls.description}")
         print(f"    reads focus: {', '.join(cls.reads) or '-'}; a click sets: {', '.join(cls.sets) or '-'}")
+        print("    lensframe export: " + ("linked in the page (a JS port)" if cls.export_script else
+                                         f"a note in the page: it {cls.export_note or 'has no JS port yet'}"))
         for pname, f in cls.Params.model_fields.items():
             kind = type_name(f.annotation).replace("\\|", "|")
             print(f"    {pname}: {kind} = {default_text(f).strip('`') or 'None'}  {f.description or ''}".rstrip())

@@ -441,3 +441,13 @@ def test_max_mb_refuses_before_any_forward(tiny_models, tmp_path, capsys):
 
     stored = [doc.get("node", "") for _, doc, _ in Store(store).entries()]
     assert stored and all(label.startswith("tokens") for label in stored), stored
+
+
+def test_views_say_whether_they_export(capsys):
+    assert main(["views"]) == 0
+    out = capsys.readouterr().out
+    blocks = {b.split(":", 1)[0]: b for b in re.split(r"\n(?=\S)", out)}
+    for name in ("text", "logit_lens", "attention", "neurons", "top_examples", "layer_finder"):
+        assert "lensframe export: linked in the page" in blocks[name], name
+    assert "lensframe export: a note in the page: it runs the model" in blocks["generate"]
+    assert "lensframe export: a note in the page: it has no JS port yet" in blocks["ffn_vocab"]
