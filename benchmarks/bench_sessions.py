@@ -283,7 +283,13 @@ def summary(res: dict) -> dict:
     js = max((c.get("js_errors", 0) for c in clicks), default=0)
     server = [line for line in res["server"] if line.get("ms") is not None]
     fw = [line["ms"] for line in server if line.get("forward")]
+    forwards = [line["forward_ms"] for line in res["server"] if "forward_ms" in line]
+    span = (max(t := [line["t"] for line in server]) - min(t)) if server else float("nan")
     return {
+        # the loop's share of the time spent rendering the changes that waited for no forward: a floor
+        # on how busy it was (with --focus-queue 0 it also ran the forwards, which this leaves out)
+        "loop_busy": sum(line["ms"] for line in server if not line.get("forward")) / 1e3 / span,
+        "forward_p50": pct(forwards, 50), "forward_p95": pct(forwards, 95), "forwards": len(forwards),
         "clicks": len(clicks), "errors": len(errors), "js_errors": js,
         "browser_p50": pct([c["ms"] for c in ok], 50), "browser_p95": pct([c["ms"] for c in ok], 95),
         "browser_sample_p95": pct([c["ms"] for c in ok if c["kind"] == "sample"], 95),
@@ -350,8 +356,8 @@ def main(argv=None) -> int:
         reniced = max(s["reniced"] for _, s in rows)
         body = f"""`{cmd} --out docs/BENCHMARKS.md`, {datetime.now(timezone.utc):%Y-%m-%d}, {m['cores']} cores ({m['cpu']}),
 load {m['load']}; the server with OMP_NUM_THREADS={args.threads}, Chromium on the same machine at nice 19
-(standing in for the users' own machines: at normal priority its renderers take most of 2 cores;
-{reniced} Chromium processes were reniced once every page was open).
+and its session's autogroup too (standing in for the users' own machines: otherwise its renderers
+take half of 2 cores or more; {reniced} Chromium processes were reniced once every page was open).
 
 {args.sessions} Chromium sessions click on one server at once, {args.clicks} clicks each, {args.think[0]:g}–{args.think[1]:g} s
 of think time between a click's views showing it and the next click. Spec: `{args.spec}` with
@@ -372,6 +378,10 @@ Goal on 2 cores: 0 errors and a server-side p95 under 1 s. **{'Met' if goal else
 {new['errors']} errors and a server p95 of {new['server_p95']:.0f} ms (browser p95 {new['browser_p95']:.0f} ms), against
 {old['errors']} errors and {old['server_p95']:.0f} ms (browser p95 {old['browser_p95']:.0f} ms) {last} (the same clicks, the same run).
 """
+        body += "\nWhere the time went: " + "; ".join(
+            f"{name}: the loop rendered for at least {s['loop_busy']:.0%} of the run"
+            + (f", and the workers' {s['forwards']} forwards took {s['forward_p50']:.0f} / {s['forward_p95']:.0f} ms "
+               "(p50 / p95)" if s["forwards"] else "") for name, s in rows) + ".\n"
         examples = [f"{name}: {s['error_examples']}" for name, s in rows if s["error_examples"]]
         if examples:
             body += "\nFirst errors: " + "; ".join(examples) + ".\n"
