@@ -6,13 +6,17 @@ does (no weights load), which gives the store key of every result its views need
 referenced by a spec when its key is one of those, or when it is a result computed on demand (a
 dream, an edit search) from models the spec uses (the entry's refs name their fingerprints). `gc`
 removes the entries of each store that no given spec references, and the leftovers of interrupted
-writes; it refuses to run when a spec does not check, since it would then not know that spec's keys.
+writes. A dataset pass's checkpoint (lensframe.checkpoint) is kept while a given spec still needs
+every result it is computing (it resumes that pass) and at least one of them is not stored yet;
+gc removes the others (a spec edited since, or a pass finished while its checkpoint was being
+written). It refuses to run when a spec does not check, since it would then not know that spec's keys.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
 
+from .checkpoint import checkpoints
 from .errors import LensframeError
 
 STORED_KINDS = ("prepare", "dataset", "derive")  # focus and lookup results live in memory (or in kept_focus)
@@ -47,6 +51,20 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MB"
 
 
+def _resumable(doc, keys, entries) -> bool:
+    """Whether a given spec resumes this checkpoint: it needs every result the pass computes, and
+    one of them is not stored yet. A checkpoint without keys (unreadable) is resumed by nobody."""
+    ckpt_keys = (doc or {}).get("keys") or []
+    return bool(ckpt_keys) and all(k in keys for k in ckpt_keys) and any(k not in entries for k in ckpt_keys)
+
+
+def _describe(doc) -> str:
+    if doc is None:
+        return "(unreadable)"
+    done, total = doc.get("done", "?"), doc.get("batches") or "?"
+    return f"batch {done} of {total} of a pass computing {', '.join(doc.get('nodes') or []) or '?'}"
+
+
 def cache_command(args) -> int:
     from .board import Board
 
@@ -75,6 +93,7 @@ def cache_command(args) -> int:
             return bool(refs.get("models")) and set(refs["models"]) <= fingerprints
 
         unreferenced = [k for k, (doc, _) in entries.items() if not referenced(k, doc)]
+        ckpts = [(path, doc, size, _resumable(doc, keys, entries)) for path, doc, size in checkpoints(store)]
         total = sum(size for _, size in entries.values())
         print(f"store {root}: {len(entries)} entries, {_mb(total)}")
         if args.action == "list":
@@ -95,6 +114,10 @@ def cache_command(args) -> int:
             print(f"  referenced by none of these specs: {len(unreferenced)} entries, "
                   f"{_mb(sum(entries[k][1] for k in unreferenced))}" + (" (lensframe cache gc removes them)"
                                                                         if unreferenced else ""))
+            for path, doc, size, resumable in ckpts:
+                print(f"  checkpoint {path.name[:17]}  {_mb(size):>10}  {_describe(doc)}: "
+                      + ("resumed by the next compute or serve" if resumable
+                         else "no spec given resumes it (lensframe cache gc removes it)"))
             continue
         leftovers = store.leftovers()
         freed = sum(entries[k][1] for k in unreferenced) + sum(p.stat().st_size for p in leftovers)
@@ -107,6 +130,13 @@ def cache_command(args) -> int:
             print(f"  {verb} {p.relative_to(root)} (left by an interrupted write)")
             if not args.dry_run:
                 p.unlink(missing_ok=True)
-        print(f"  {verb} {len(unreferenced)} entries and {len(leftovers)} leftover file(s), {_mb(freed)}; "
+        stale = [(path, doc, size) for path, doc, size, resumable in ckpts if not resumable]
+        for path, doc, size in stale:
+            print(f"  {verb} checkpoint {path.name[:17]}  {_mb(size):>10}  {_describe(doc)}")
+            if not args.dry_run:
+                path.unlink(missing_ok=True)
+        freed += sum(size for _, _, size in stale)
+        print(f"  {verb} {len(unreferenced)} entries, {len(leftovers)} leftover file(s) and {len(stale)} "
+              f"checkpoint(s), {_mb(freed)}; "
               f"kept {len(entries) - len(unreferenced)} entries")
     return 0

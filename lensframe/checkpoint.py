@@ -142,20 +142,23 @@ def decode(doc, arrays: dict):
 class PassCheckpoint:
     """Load, save and drop the checkpoint of one dataset pass in a store."""
 
-    def __init__(self, store, name: str, every, nodes, say=None):
+    def __init__(self, store, name: str, every, nodes, say=None, keys=()):
         self.path = Path(store.root) / FOLDER / f"{name}.safetensors"
         self.name, self.nodes = name, list(nodes)
+        self.keys = list(keys)  # the nodes' store keys: `lensframe cache gc` keeps a checkpoint a spec still needs
         self.batches_every, self.seconds_every = parse_every(every)
         self.enabled = not store.read_only and (self.batches_every > 0 or self.seconds_every > 0)
         self.say = say or (lambda line: None)
         self._last_done, self._last_time = 0, time.monotonic()
         self.saved = 0  # checkpoints written by this pass (tests and reports count them)
+        self.batches = 0  # the pass's batch count, written beside `done` (for `lensframe cache list`)
 
     def load(self, n_batches: int):
         """(batches done, {node: state}) of this pass's checkpoint, or None (none, unreadable, or
         of another pass: then it is ignored, and overwritten by the next checkpoint)."""
         from safetensors.numpy import load_file
 
+        self.batches = n_batches
         if not self.enabled or not self.path.is_file():
             return None
         try:
@@ -194,7 +197,7 @@ class PassCheckpoint:
             self.enabled = False
             return False
         doc = {"format": FORMAT, "pass": self.name, "done": done, "nodes": [n.label() for n in self.nodes],
-               "states": encoded}
+               "keys": self.keys, "batches": self.batches, "states": encoded}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.parent / f"{temp_prefix('tmp')}{self.path.name}"
         write_safetensors(tmp, arrays, {HEADER_KEY: json.dumps(doc)})
@@ -208,6 +211,22 @@ class PassCheckpoint:
         if not self.path.parent.is_dir():
             return
         self.path.unlink(missing_ok=True)
+
+
+def checkpoints(store) -> list[tuple[Path, dict | None, int]]:
+    """The checkpoints in a store: (path, its header without the states, or None when unreadable,
+    bytes), for `lensframe cache list|gc`. Reads only each file's header."""
+    out = []
+    for path in sorted((Path(store.root) / FOLDER).glob("pass-*.safetensors")):
+        try:
+            with open(path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                doc = json.loads(json.loads(f.read(n))["__metadata__"][HEADER_KEY])
+            doc.pop("states", None)
+        except Exception:
+            doc = None
+        out.append((path, doc, path.stat().st_size))
+    return out
 
 
 # safetensors dtype names (https://github.com/huggingface/safetensors, the format's header)

@@ -310,7 +310,8 @@ class Executor:
             states, passes = self.shards.run(model, nodes, inputs, batches, bar.update)
         else:
             ckpt = PassCheckpoint(self.board.store, pass_name(model, [p.key for p in todo], batches),
-                                  self.board.spec.run.checkpoint_every, nodes, say=_say_for(progress))
+                                  self.board.spec.run.checkpoint_every, nodes, say=_say_for(progress),
+                                  keys=[p.key for p in todo])
             resumed = ckpt.load(len(batches))
             done, states = resumed if resumed else (0, {n: get_op(n.op).init(n, ctx) for n in nodes})
             if done:

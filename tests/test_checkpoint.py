@@ -187,6 +187,27 @@ def test_a_checkpoint_of_another_pass_is_not_resumed(tiny_models, tmp_path, monk
     assert report.resumed_batches == 0
 
 
+def test_cache_gc_keeps_a_checkpoint_its_spec_resumes_and_removes_one_no_spec_does(tiny_models, tmp_path,
+                                                                                 monkeypatch, capsys):
+    from lensframe.cli import main
+
+    store = tmp_path / "store"
+    text = spec_text(tiny_models["gpt2"], 2).replace("  lens: {type: logit_lens, top_k: 3}\n", "")
+    compute_interrupted(text, tmp_path, store, monkeypatch, after=5)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    assert main(["cache", "list", str(spec), "--cache-dir", str(store)]) == 0
+    listed = capsys.readouterr().out
+    assert "checkpoint pass-" in listed and "batch 4 of" in listed and "resumed by the next compute" in listed
+    assert main(["cache", "gc", str(spec), "--cache-dir", str(store)]) == 0
+    assert "0 checkpoint(s)" in capsys.readouterr().out and checkpoint_done(store) == 4
+    spec.write_text(text.replace("Text 0 tells", "Text zero tells"))  # edited: another pass
+    assert main(["cache", "gc", str(spec), "--cache-dir", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "removed checkpoint pass-" in out and "1 checkpoint(s)" in out
+    assert checkpoint_done(store) == 0
+
+
 # --- kill -9 and rerun, as a researcher's long run dies ------------------------------------------
 # `lensframe compute` in a subprocess, each batch slowed by 40 ms (by the test, around the real
 # pass) so that the kills land inside the pass on any machine.
@@ -207,12 +228,11 @@ sys.exit(main(["compute", sys.argv[1], "--cache-dir", sys.argv[2], "--json"]))
 
 def checkpoint_done(store) -> int:
     """Batches done in the store's checkpoint (0 when there is none), read as the header says."""
-    files = list((store / FOLDER).glob("pass-*.safetensors")) if (store / FOLDER).is_dir() else []
-    if not files:
-        return 0
-    with open(files[0], "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        return json.loads(json.loads(f.read(n))["__metadata__"]["lensframe_checkpoint"])["done"]
+    from lensframe.checkpoint import checkpoints
+    from lensframe.store import Store
+
+    found = checkpoints(Store(store))
+    return found[0][1]["done"] if found else 0
 
 
 def test_compute_killed_with_sigkill_at_several_points_resumes_and_equals_a_clean_run(tiny_models, tmp_path, clean):
