@@ -126,7 +126,7 @@ def plan_export(board, options: ExportOptions) -> ExportPlan:
     fixed = {"scripts": js_baseline_bytes(any(v.export_webgl for v in exported))
              + (port_bytes(exported) if exported else 0)}
     if exported:  # the components' modules and stylesheets, once per page: about the file that holds them
-        fixed["components"] = COMPONENTS_BYTES
+        fixed["components"] = COMPONENTS_BYTES + sum({k: n for v in exported for k, n in v.export_components.items()}.values())
     models = sorted({v.model for v in exported})
     if models:
         fixed["tokens"] = sum(tokens_bytes(board, m, options.samples) for m in models)
@@ -142,8 +142,8 @@ NOTE_BYTES = 4_500  # a note card in the page (its text and stylesheets)
 COMPONENTS_BYTES = 50_000
 
 
-# Focus fields an exported page can open at (a probe's text needs a live model; selections need the
-# cluster views, which do not export yet)
+# Focus fields an exported page can open at (a probe's text needs a live model; a served page's
+# address holds no cluster either, and selections are looked up live)
 EXPORT_FOCUS = ("sample", "position", "layer", "head", "neuron")
 
 

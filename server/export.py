@@ -161,6 +161,8 @@ def build_html(board, options: ExportOptions, plan: ExportPlan) -> tuple[bytes, 
 def wire(board, contexts: dict, root) -> tuple[dict, list]:
     """The Bokeh models of each exported view's parts (by "view/part") and the views' entries in the
     page's header; each clickable part's data_event calls LF.click."""
+    from bokeh.models import CustomJS
+
     from lensframe.views.widgets import _Clickable
 
     models, views = {}, []
@@ -175,6 +177,13 @@ def wire(board, contexts: dict, root) -> tuple[dict, list]:
             models[key], parts[name] = model, key
             if isinstance(component, _Clickable):
                 on_data_event(model, f"LF.click({json.dumps(vid)}, {json.dumps(name)}, cb_obj.data)")
+        for name, (component, events) in view.export_parts(ctx).items():  # e.g. a map: a plot's gestures
+            model = component._models[root.ref["id"]][0]
+            key = f"{vid}/{name}"
+            models[key], parts[name] = model, key
+            for event in events:
+                model.js_on_event(event, CustomJS(code=f"LF.click({json.dumps(vid)}, {json.dumps(f'{name}.{event}')}, "
+                                                       "{x: cb_obj.x, y: cb_obj.y, final: cb_obj.final})"))
         views.append({"id": vid, "type": view.type, "model": view.model, "reads": list(view.reads),
                       "pin": {k: v for k, v in view.p.pin.model_dump().items() if v is not None}, "parts": parts})
     return models, views

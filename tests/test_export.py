@@ -452,3 +452,159 @@ def test_views_say_whether_they_export(capsys):
         assert "lensframe export: linked in the page" in blocks[name], name
     assert "lensframe export: a note in the page: it runs the model" in blocks["generate"]
     assert "lensframe export: a note in the page: it has no JS port yet" in blocks["ffn_vocab"]
+
+
+# --- the cluster maps and the difference view ---------------------------------------------------------
+
+CLUSTER_VIEWS = """  text: {type: text}
+  nc: {type: neuron_clusters, layers: [0], n_neurons: 64, k: 4, n_perm: 200}
+  tc: {type: text_clusters, layer: 0, k: 3}
+  diffc: {type: difference, layer: 0, k: 3}
+  diff: {type: difference, layer: 0, k: 3, compare: labels, a: food, b: law}
+  neurons: {type: neurons, top_n: 6}
+"""
+CLUSTER_LAYOUT = "layout: |\n  text text tc\n  nc nc diffc\n  neurons diff diffc\n"
+CLUSTER_LINKED = ("text", "nc", "tc", "diffc", "diff", "neurons")
+
+# the marks of a map (the focused cluster's outlines, the selection's rings, the focused point's frame)
+MARKS = r"""
+(name) => {
+  const f = [...Bokeh.documents[0]._all_models.values()].find((m) => m.name === name && Array.isArray(m.renderers));
+  return f.renderers.filter((r) => !('row' in r.data_source.data))
+          .map((r) => [Array.from(r.data_source.data.x), Array.from(r.data_source.data.y)]);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster_export(tmp_path_factory):
+    """The planted-topics model of tests/test_cluster_views.py (60 texts of 3 topics), a spec with
+    both cluster maps, both kinds of difference view, text and neurons, computed and exported."""
+    from lensframe.board import Board
+    from tests.test_cluster_views import build_planted, spec_text
+
+    root = tmp_path_factory.mktemp("export-clusters")
+    spec = root / "spec.yaml"
+    spec.write_text(spec_text(build_planted(root / "llama"), CLUSTER_VIEWS).replace("keep_focus_mb: 0", "keep_focus_mb: 64")
+                    + CLUSTER_LAYOUT)
+    board = Board.from_file(spec, cache_dir=root / "store")
+    return {"spec": spec, "store": root / "store", "board": board, "report": board.export(root / "clusters.html")}
+
+
+def test_cluster_views_export_as_planned(cluster_export):
+    report = cluster_export["report"]
+    assert report.plan.notes == {}
+    assert abs(report.plan.total - report.bytes) / report.bytes < 0.05, (report.plan.describe(), report.describe())
+    for vid in ("nc", "tc", "diffc", "diff"):
+        assert 0.7 < report.plan.views[vid] / report.views[vid] < 1.4, (vid, report.plan.views[vid], report.views[vid])
+    html = report.path.read_text()
+    data = json.loads(re.search(r'id="lf-data-diffc">(.*?)</script>', html, re.S).group(1))
+    assert len(data["meta"]["heads"]) == 3  # every cluster described in advance
+
+
+def _map_point(page, card, name: str, avoid=()) -> tuple[int, float, float]:
+    """A point of the map drawn inside its frame, far from the others (a click picks it and no
+    neighbour), not in `avoid`: its row and page pixel."""
+    from tests.test_browser_clusters import _FIGURE
+
+    card.locator(".lf-map-plot").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    fig = page.evaluate(_FIGURE, name)
+    L, T, W, H = fig["frame"]
+    pts = [(r, x, y) for r, x, y in zip(fig["rows"], fig["px"], fig["py"])
+           if L + 6 < x < L + W - 6 and T + 6 < y < T + H - 6 and r not in avoid]
+    alone = lambda p: min((math.hypot(p[1] - x, p[2] - y) for _, x, y in zip(fig["rows"], fig["px"], fig["py"])  # noqa: E731
+                           if (x, y) != (p[1], p[2])), default=1e9)
+    return max(pts, key=alone)
+
+
+def _click_point(page, card, name: str, row: int) -> None:
+    from tests.test_browser_clusters import _FIGURE
+
+    card.locator(".lf-map-plot").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    fig = page.evaluate(_FIGURE, name)
+    j = fig["rows"].index(row)
+    page.mouse.click(fig["px"][j], fig["py"][j])
+
+
+@pytest.mark.browser
+def test_cluster_views_link_offline_like_the_served_ones(cluster_export, browser):
+    """Legend clicks, a member neuron, taps on both maps and a representative text, done in the
+    exported page (offline) and in the served page alike: every card's DOM text and tips, and the
+    maps' marks, are the same after each; a lasso in the exported page says it needs a server."""
+    from lensframe.server.process import serve_process
+
+    report = cluster_export["report"]
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_offline(True)
+    requests, errors = [], []
+    context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("file:", "data:", "blob:"))
+                  else (requests.append(r.request.url), r.abort()))
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(report.path.as_uri())
+    page.locator(".lf-card-nc .lf-legend-item").first.wait_for(timeout=60_000)
+
+    log = cluster_export["spec"].parent / "serve.log"
+    with serve_process(cluster_export["spec"], "--cache-dir", str(cluster_export["store"]), log_path=log,
+                       wait_s=120) as server:
+        live = browser.new_context(viewport={"width": 1400, "height": 1000})
+        theirs = live.new_page()
+        theirs.goto(server.url)
+        theirs.locator(".lf-card-nc .lf-legend-item").first.wait_for(timeout=60_000)
+
+        def same(expect: dict) -> None:
+            for p in (page, theirs):
+                for selector, text in expect.items():
+                    p.locator(selector).filter(has_text=re.compile(rf"^{re.escape(text)}$")).first.wait_for(timeout=60_000)
+            theirs.wait_for_timeout(400)
+            for vid in CLUSTER_LINKED:
+                a, b = page.evaluate(CARD, vid), theirs.evaluate(CARD, vid)
+                assert a["text"] == b["text"], (vid, _first_difference(a["text"], b["text"]))
+                assert a["tips"] == b["tips"], vid
+            for name in ("lf-neurons-map", "lf-texts-map"):
+                assert page.evaluate(MARKS, name) == theirs.evaluate(MARKS, name), name
+
+        def both(action) -> None:
+            for p in (page, theirs):
+                action(p)
+
+        same({".lf-card-text .lf-sample-index": "0"})
+        # a neuron cluster in the legend: its members listed; one of them focused (the neurons view follows)
+        both(lambda p: p.locator(".lf-card-nc .lf-legend-item").nth(2).click())
+        same({".lf-card-nc .lf-cluster": "2"})
+        label = page.locator(".lf-card-nc .lf-bar-row").nth(1).locator(".lf-bar-label").inner_text()
+        both(lambda p: p.locator(".lf-card-nc .lf-bar-row").nth(1).click())
+        same({".lf-card-neurons .lf-layer": label.split("/")[0][1:], ".lf-card-nc .lf-focused-neuron": label})
+        # a text cluster in the legend: the difference view describes it (computed in advance)
+        both(lambda p: p.locator(".lf-card-tc .lf-legend-item").nth(1).click())
+        same({".lf-card-diffc .lf-group-a": "cluster 1"})
+        # a text on the map: it is focused, with its cluster
+        row = _map_point(page, page.locator(".lf-card-tc"), "lf-texts-map", avoid={0})[0]
+        both(lambda p: _click_point(p, p.locator(".lf-card-tc"), "lf-texts-map", row))
+        same({".lf-card-text .lf-sample-index": str(row), ".lf-card-tc .lf-focused-text": f"#{row}"})
+        page.screenshot(path=str(Path(__file__).parent / "artifacts" / "export-clusters.png"))
+        # a representative text of the difference view
+        pick = int(page.locator(".lf-card-diffc .lf-sample").nth(2).get_attribute("data-sample"))
+        both(lambda p: p.locator(f'.lf-card-diffc .lf-sample[data-sample="{pick}"]').first.click())
+        same({".lf-card-text .lf-sample-index": str(pick)})
+        # a neuron on the map: its layer, index and cluster
+        nrow = _map_point(page, page.locator(".lf-card-nc"), "lf-neurons-map")[0]
+        both(lambda p: _click_point(p, p.locator(".lf-card-nc"), "lf-neurons-map", nrow))
+        page.locator(".lf-card-nc .lf-focused-neuron").first.wait_for(timeout=10_000)
+        same({".lf-card-nc .lf-focused-neuron": page.locator(".lf-card-nc .lf-focused-neuron").inner_text()})
+        live.close()
+
+    # a lasso: a selection's description needs a server, and the card says so
+    from tests.test_browser_clusters import _FIGURE, _lasso
+
+    card = page.locator(".lf-card-tc")
+    card.locator(".lf-map-plot").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    _lasso(page, card, page.evaluate(_FIGURE, "lf-texts-map"), (0.05, 0.95), (0.05, 0.95))
+    card.locator(".lf-lasso-note").wait_for(timeout=10_000)
+    assert "needs lensframe serve" in card.locator(".lf-lasso-note").inner_text()
+    page.screenshot(path=str(Path(__file__).parent / "artifacts" / "export-clusters-lasso.png"))
+    assert requests == [] and errors == []
+    context.close()

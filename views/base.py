@@ -94,6 +94,9 @@ class View:
     export_note: ClassVar[str] = ""  # why it is not exported, after "this <type> view" (default: no JS port)
     export_by_layer: ClassVar[bool] = False  # its data grows with the exported layers (--layers)
     export_webgl: ClassVar[bool] = False  # it draws a HoloViews plot (WebGL): the page keeps bokeh-gl
+    # JSComponent classes of its own it brings to the page, with their module's and stylesheets' bytes
+    # (once per page, whichever views use them), e.g. {"ClusterLegend": 14_000}
+    export_components: ClassVar[dict] = {}
 
     def export_refusal(self) -> str:
         """Why this view is a note in an exported page ("" when it exports)."""
@@ -109,6 +112,22 @@ class View:
         """What the JS port reads (lensframe.export_pack.ExportData), for ex.samples; ex is an
         ExportContext. Called after the page's first render, so ex.rendered holds its parts."""
         raise NotImplementedError
+
+    def export_parts(self, ctx) -> dict:
+        """Components the port reads besides ctx's named parts, as {name: (component, events)}:
+        e.g. a map kept with ctx.keep. `events`: Bokeh UI events of the component's model (a
+        plot's "tap", "selectiongeometry") that reach the port's click["<name>.<event>"] with
+        {x, y, final}."""
+        return {}
+
+    def export_neurons(self, ex) -> dict[int, list[int]]:
+        """Neurons (layer -> indices) a click in this view can focus, beyond those the neuron
+        views list: the neurons view of the page holds their activations too."""
+        return {}
+
+    def export_neuron_count(self, shapes) -> int:
+        """How many neurons export_neurons names at most, from shapes (for the neurons view's plan)."""
+        return 0
 
     def export_size(self, shapes) -> dict[str, int]:
         """Planned bytes in the page by part (its data and its first render), from

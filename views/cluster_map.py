@@ -48,6 +48,7 @@ MAP_CSS = """
 .lf-clusters-head, .lf-nclusters-head { line-height: 1.35; }
 .lf-map-key { color: #555; font-size: 11px; margin-top: 2px; line-height: 1.35; }
 .lf-outside { color: #8a5a00; }
+.lf-lasso-note { color: #8a5a00; margin-top: 4px; }
 """
 
 
@@ -283,3 +284,25 @@ def clear_button(ctx, shown: bool, on_clear):
 
     return ctx.part("clear", pn.widgets.Button, visible=shown, on_click=on_clear, init={
         "label": "clear selection", "color": "light", "width": 120, "css_classes": ["lf-clear-selection"]})
+
+
+# --- lensframe export (views/js/runtime.js clusterMap; the ports of the map views) ------------------
+KEY_OPEN = "<div class='lf-map-key'>"
+
+
+def export_map_parts(ctx) -> dict:
+    """The map's figure for an exported page's port, with its tap and lasso gestures."""
+    cmap = ctx.keep("map", lambda: None)
+    return {"map": (cmap.pane, ("tap", "selectiongeometry"))}
+
+
+def key_tail(noun: str, outside: int) -> str:
+    """map_key's HTML after its framed, outlined and ringed entries (a port writes those)."""
+    return map_key(noun, None, None, None, outside)[len(KEY_OPEN):]
+
+
+def map_export_bytes(n_points: int, heads: int, tips: int) -> int:
+    """Planned bytes of a map's first render: the figure, its tools and mark layers, and per point
+    x and y (float64), row and group (int64) as base64, four colour strings, and the hover's head
+    and tip strings (`heads`, `tips`: their characters in all)."""
+    return 24_000 + n_points * (2 * 11 + 2 * 11 + 4 * 10 + 2 * 3) + heads + tips

@@ -28,12 +28,19 @@ from .base import VIEW_CSS, View, esc, html_part, layout_part
 from .text_clusters import ClusterParams, _preview, check_layer, text_cluster_nodes
 
 
+NO_CLUSTER_HINT = ("<div class='lf-hint'>click a cluster (in a text_clusters view) or lasso texts on its map to see "
+                   "what sets them apart from the rest</div>")
+MISSING_TEXT_NOTE = ("<div class='lf-export-missing lf-hint'>Text #{index} is not in this exported page (it holds "
+                     "samples {held}), so it cannot be focused here.</div>")
+
+
 class DifferenceView(View):
     type = "difference"
     default_title = "What sets the groups apart"
     description = "distinguishing words (log-odds z), representative texts and separability of two groups"
     reads = ("text_cluster", "sample", "texts")
     sets = ("sample", "text", "position")
+    export_script = "js/difference.js"
 
     class Params(ClusterParams):
         compare: Literal["cluster", "labels"] = Field(
@@ -92,12 +99,7 @@ class DifferenceView(View):
         waiting = isinstance(groups, str)
         head_text, items = "", {"a": [], "b": []}
         if not waiting:  # a hint instead: the other parts stay, hidden, so showing them again builds nothing
-            a, b, names = groups
-            res = ctx.lookup(self.describe_node(ctx.board.spec.dataset.max_tokens), a=a, b=b)
-            head_text = self._head(res, names)
-            items = {side: [{"index": i, "label": ds.labels[i] if ds.labels else "",
-                             "text": f"p={p:.2f} · " + _preview(ds.texts[i], 100)}
-                            for i, p in res.meta[f"representative_{side}"]] for side in "ab"}
+            head_text, items = self._described(ctx, groups)
         hint = shown_html(ctx, "hint", groups if waiting else "", waiting, sizing_mode="stretch_width")
         head = shown_html(ctx, "head", head_text, not waiting, sizing_mode="stretch_width")
         pick = lambda index: ctx.set(sample=index, text=None, position=None)  # noqa: E731
@@ -106,6 +108,45 @@ class DifferenceView(View):
         row = ctx.part("lists", pn.Row, visible=not waiting, init={"objects": lists, "sizing_mode": "stretch_width"})
         return layout_part(ctx, "layout", hint, head, row, sizing_mode="stretch_both", scroll=True,
                            css_classes=["lf-view-difference"])
+
+    def _described(self, ctx, groups) -> tuple[str, dict]:
+        """The head (terms, separability) and each side's representative texts for (a, b, names)."""
+        ds = ctx.board.dataset
+        a, b, names = groups
+        res = ctx.lookup(self.describe_node(ctx.board.spec.dataset.max_tokens), a=a, b=b)
+        items = {side: [{"index": i, "label": ds.labels[i] if ds.labels else "",
+                         "text": f"p={p:.2f} · " + _preview(ds.texts[i], 100)}
+                        for i, p in res.meta[f"representative_{side}"]] for side in "ab"}
+        return self._head(res, names), items
+
+    # --- export (views/js/difference.js): the description of every text cluster (or of the two
+    # labels) computed here; a lasso selection of texts cannot be described in advance (text_clusters
+    # says so in its card), nor can a representative text the page does not hold be focused
+    def export_data(self, ex):
+        from lensframe.export_pack import ExportData
+        from lensframe.export_plan import ranges
+
+        ctx = ex.rendered
+        if self.p.compare == "labels":
+            entries = [self._described(ctx, self._groups(ctx, len(ctx.board.dataset)))]
+        else:
+            _, node = text_cluster_nodes(self, self.info, ex.board.spec.dataset.max_tokens)
+            k = int(ctx.result(node).meta["k"])
+            entries = [self._described(ctx, (("cluster", c), ("rest", c), (f"cluster {c}", "the rest"))) for c in range(k)]
+        return ExportData(meta={"labels": self.p.compare == "labels", "hint": NO_CLUSTER_HINT,
+                                "heads": [h for h, _ in entries], "items": [items for _, items in entries],
+                                "missing": MISSING_TEXT_NOTE.replace("{held}", ranges(ex.samples))})
+
+    def export_size(self, shapes):
+        ds = shapes.board.dataset
+        n = len(ds)
+        k = 1 if self.p.compare == "labels" else (self.p.k or max(2, round(n ** 0.5)))
+        label = (sum(len(x) for x in ds.labels) / n + 12) if ds.labels else 10
+        item = 30 + label + min(100, sum(len(" ".join(t.split())) for t in ds.texts) / max(n, 1))
+        # per description: its head (the terms of both sides: up to `top` chips of ~110 characters)
+        # and 5 representative texts a side
+        return {"descriptions": int(k * (1_400 + 2 * min(self.p.top, 12) * 110 + 10 * item)),
+                "first render": 9_000}
 
     def _head(self, res, names) -> str:
         meta, terms = res.meta, res.meta["terms"]
@@ -138,8 +179,7 @@ class DifferenceView(View):
                                                          "the rest")
         cluster = ctx.get("text_cluster")
         if cluster is None:
-            return ("<div class='lf-hint'>click a cluster (in a text_clusters view) or lasso texts on its map to see "
-                    "what sets them apart from the rest</div>")
+            return NO_CLUSTER_HINT
         return ("cluster", cluster), ("rest", cluster), (f"cluster {cluster}", "the rest")
 
 

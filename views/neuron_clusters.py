@@ -24,12 +24,20 @@ from lensframe.graph import Node
 from .base import VIEW_CSS, View, ViewParams, beyond_depth, esc, html_part, layout_part, neuron_label
 
 
+LASSO_NOTE = ("<div class='lf-export-missing lf-lasso-note'>Not in this exported page: the topic enrichment of "
+              "neurons selected with the lasso is computed for the neurons you pick, so it needs lensframe serve. "
+              "Every cluster's neurons are here: click a cluster in the legend, or a neuron on the map.</div>")
+
+
 class NeuronClustersView(View):
     type = "neuron_clusters"
     default_title = "Neuron clusters by topic"
     description = "neurons clustered by importance per topic, tagged with the topic they serve"
     reads = ("cluster", "layer", "neuron", "neurons")
     sets = ("cluster", "layer", "neuron", "neurons")
+    export_script = "js/neuron_clusters.js"
+    export_webgl = True
+    export_components = {"ClusterLegend": 14_000}  # the legend's module and stylesheet (views/cluster_map.py)
 
     class Params(ViewParams):
         layers: Union[Literal["all"], list[int]] = Field("all", description="layers whose neurons are scored")
@@ -101,11 +109,7 @@ class NeuronClustersView(View):
         focused = rows.get((layer, neuron))
         caption = html_part(
             ctx, "caption",
-            f"<div class='lf-nclusters-head'>{len(layers)} neurons sampled by {esc(meta['method'])} importance "
-            f"over {len(meta['topics'])} topics · {len(clusters)} clusters, "
-            f"{sum(1 for c in clusters if c['tag'])} tagged (p &lt; 0.05 after correction"
-            f"{', tagged on held-out samples' if meta['held_out'] else ''}) · map: {esc(meta['map_method'].upper())} of each "
-            f"neuron's share of importance per topic</div>"
+            self._caption_head(meta, len(layers))
             + map_key("neuron",
                       f"<b class='lf-focused-neuron'>{neuron_label(layer, neuron)}</b>" if focused is not None else None,
                       f"cluster c{cluster}" if cluster is not None and cluster < len(clusters) else None,
@@ -117,18 +121,10 @@ class NeuronClustersView(View):
         enrichment = shown_html(ctx, "enrichment", self._enrichment(ctx, chosen, max_tokens) if chosen else "",
                                 bool(chosen), sizing_mode="stretch_width", css_classes=["lf-enrichment-box"])
         shown = cluster is not None and cluster < len(clusters)
-        members = clusters[cluster]["members"][:40] if shown else []
-        weight = self._importance(ctx, max_tokens, members)
-        members_head = shown_html(
-            ctx, "members_head",
-            f"<div class='lf-sub'>neurons of cluster <b class='lf-cluster'>{cluster}</b> "
-            f"({esc(clusters[cluster]['tag'] or 'untagged')}), most important first; bar: importance summed over "
-            f"the dataset, relative to the first</div>" if shown else "",
-            shown, sizing_mode="stretch_width")
+        members, members_text, member_items = self._members(ctx, max_tokens, clusters, cluster if shown else None)
+        members_head = shown_html(ctx, "members_head", members_text, shown, sizing_mode="stretch_width")
         member_list = ctx.part(
-            "members", BarList, visible=shown, kind="member",
-            items=[{"key": i, "label": neuron_label(l, n), "bar": w / max(weight[0], 1e-30), "note": f"{w:.3g}"}
-                   for i, ((l, n), w) in enumerate(zip(members, weight))],
+            "members", BarList, visible=shown, kind="member", items=member_items,
             selected=next((i for i, (l, n) in enumerate(members) if l == layer and n == neuron), -1),
             init={"sizing_mode": "stretch_width", "height": 160},
             on_click=lambda key: ctx.set(layer=members[key][0], neuron=members[key][1]))
@@ -136,6 +132,83 @@ class NeuronClustersView(View):
         body = layout_part(ctx, "body", cmap.pane, legend, cls=pn.Row, sizing_mode="stretch_both", min_height=320)
         return layout_part(ctx, "layout", head, body, enrichment, members_head, member_list, sizing_mode="stretch_both",
                            scroll=True, css_classes=["lf-view-neuron-clusters"])
+
+    @staticmethod
+    def _caption_head(meta: dict, n_mapped: int) -> str:
+        clusters = meta["clusters"]
+        return (f"<div class='lf-nclusters-head'>{n_mapped} neurons sampled by {esc(meta['method'])} importance "
+                f"over {len(meta['topics'])} topics · {len(clusters)} clusters, "
+                f"{sum(1 for c in clusters if c['tag'])} tagged (p &lt; 0.05 after correction"
+                f"{', tagged on held-out samples' if meta['held_out'] else ''}) · map: {esc(meta['map_method'].upper())} "
+                f"of each neuron's share of importance per topic</div>")
+
+    def _members(self, ctx, max_tokens: int, clusters: list, cluster) -> tuple[list, str, list]:
+        """A cluster's first 40 neurons (layer, index), the list's heading and its items (None: none shown)."""
+        if cluster is None:
+            return [], "", []
+        members = clusters[cluster]["members"][:40]
+        weight = self._importance(ctx, max_tokens, members)
+        head = (f"<div class='lf-sub'>neurons of cluster <b class='lf-cluster'>{cluster}</b> "
+                f"({esc(clusters[cluster]['tag'] or 'untagged')}), most important first; bar: importance summed over "
+                f"the dataset, relative to the first</div>")
+        items = [{"key": i, "label": neuron_label(l, n), "bar": w / max(weight[0], 1e-30), "note": f"{w:.3g}"}
+                 for i, ((l, n), w) in enumerate(zip(members, weight))]
+        return members, head, items
+
+    # --- export (views/js/neuron_clusters.js): the map and legend as rendered; every cluster's
+    # member list computed here; a lasso's enrichment (a lookup of any set of neurons) is a note
+    def export_parts(self, ctx):
+        from .cluster_map import export_map_parts
+
+        return export_map_parts(ctx)
+
+    def export_data(self, ex):
+        from lensframe.export_pack import ExportData
+
+        from .cluster_map import TAP_RADIUS, key_tail
+
+        ctx, max_tokens = ex.rendered, ex.board.spec.dataset.max_tokens
+        res = ctx.result(self.nodes(max_tokens)[1])
+        clusters = res.meta["clusters"]
+        cmap = ctx.keep("map", lambda: None)
+        per = [self._members(ctx, max_tokens, clusters, c) for c in range(len(clusters))]
+        return ExportData(
+            meta={"head": self._caption_head(res.meta, len(res["layer"])), "key": key_tail("neuron", cmap.outside),
+                  "radius": TAP_RADIUS, "k": len(clusters),
+                  "members": [[[int(l), int(n)] for l, n in m] for m, _, _ in per],
+                  "members_head": [h for _, h, _ in per], "member_items": [items for _, _, items in per],
+                  "lasso": LASSO_NOTE},
+            arrays={"layer": np.asarray(res["layer"], dtype=np.int32), "neuron": np.asarray(res["neuron"], dtype=np.int32),
+                    "cluster": np.asarray(res["cluster"], dtype=np.int32)})
+
+    def export_neurons(self, ex):  # ex: the asking view's (neurons'): the board's result, not a ctx's
+        res = ex.board.result(self.nodes(ex.board.spec.dataset.max_tokens)[1])
+        out: dict[int, list[int]] = {}
+        for l, n in zip(np.asarray(res["layer"]).tolist(), np.asarray(res["neuron"]).tolist()):
+            out.setdefault(l, []).append(n)
+        return out
+
+    def _mapped(self, shapes) -> int:
+        """The neurons on the map, at most (n_neurons of the scored layers' neurons)."""
+        info = shapes.info(self.model)
+        scored = info.n_layers if self.p.layers == "all" else len({l for l in self.p.layers if l < info.n_layers})
+        return min(self.p.n_neurons, scored * info.d_mlp)
+
+    def export_neuron_count(self, shapes):
+        exported = set(shapes.layers(self.model))
+        info = shapes.info(self.model)
+        scored = set(range(info.n_layers)) if self.p.layers == "all" else set(self.p.layers)
+        return self._mapped(shapes) if scored & exported else 0
+
+    def export_size(self, shapes):
+        from lensframe.export_pack import b64_size
+
+        from .cluster_map import map_export_bytes
+
+        m = self._mapped(shapes)
+        listed = min(m, 40 * self.p.k)  # each cluster's first 40, in the lists
+        return {"map": map_export_bytes(m, m * 38, m * 34), "legend and caption": 3_000 + self.p.k * 220,
+                "members": 3 * b64_size(4 * m) + self.p.k * 260 + listed * 75}
 
     def _importance(self, ctx, max_tokens: int, members: list) -> list[float]:
         """Each member's importance summed over every sample (what the sampling and the order use)."""

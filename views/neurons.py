@@ -119,6 +119,12 @@ class NeuronsView(View):
         act_ids, act_m, size_ids, size_m, strip_ids, strips, starts = [], [], [], [], [], [], [0]
         # besides the listed neurons, the one the page opens at and the one the view is pinned to
         chosen = [x for x in (ex.options.focus.get("neuron"), self.p.pin.neuron) if x is not None and x < info.d_mlp]
+        # and those another view of the page can focus (a cluster map's neurons), at their layer
+        elsewhere: dict[int, set] = {}
+        for view in ex.board.views.values():
+            if view.model == self.model and view is not self and not view.export_refusal():
+                for layer, ids in view.export_neurons(ex).items():
+                    elsewhere.setdefault(int(layer), set()).update(int(i) for i in ids if 0 <= int(i) < info.d_mlp)
         for s in ex.samples:
             acts = ex.context(s).focus_result(self.acts_node(max_tokens))["acts"][layers]  # [layers, T, d_mlp]
             size = np.abs(acts) * norms[:, None, :]
@@ -130,7 +136,8 @@ class NeuronsView(View):
             size_ids.append(by_size.ravel())
             size_m.append(np.take_along_axis(acts, by_size, -1).ravel())
             for li in range(len(layers)):  # the neurons a click on these lists can focus
-                listed = np.unique(np.concatenate([by_act[li].ravel(), by_size[li].ravel(), chosen]).astype(np.int64))
+                listed = np.unique(np.concatenate([by_act[li].ravel(), by_size[li].ravel(), chosen,
+                                                   sorted(elsewhere.get(layers[li], ()))]).astype(np.int64))
                 strip_ids.append(listed)
                 strips.append(acts[li][:, listed].T.ravel())  # [listed, T]
                 starts.append(starts[-1] + len(listed))
@@ -157,6 +164,11 @@ class NeuronsView(View):
         # 37% of 2n·T distinct)
         listed = sum(min(info.d_mlp, int(0.37 * 2 * n * T)) for T in lengths) * nl
         strip_values = sum(min(info.d_mlp, int(0.37 * 2 * n * T)) * int(T) for T in lengths) * nl
+        # the neurons other views can focus (a cluster map's), at each sample: counted as not listed
+        other = sum(v.export_neuron_count(shapes) for v in shapes.board.views.values()
+                    if v.model == self.model and v is not self and not v.export_refusal())
+        listed += other * len(lengths)
+        strip_values += other * int(lengths.sum())
         T0 = int(lengths[0]) if len(lengths) else 0
         return {"norms": b64_size(nl * info.d_mlp * 4), "lists": b64_size(cells * n * 2 * 6),
                 "strips": b64_size(listed * 2 + strip_values * 4) + b64_size(4 * (len(lengths) * nl + 1)),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
+import numpy as np
 from pydantic import Field
 
 from lensframe.graph import Node
@@ -39,12 +40,24 @@ def check_layer(view, info) -> list:
     return []
 
 
+TEXTS_LASSO_NOTE = ("<div class='lf-export-missing lf-lasso-note'>Not in this exported page: what sets texts "
+                    "selected with the lasso apart is computed for the texts you pick, so it needs lensframe serve. "
+                    "Every cluster's description is here: click a cluster in the legend, or a text on the map.</div>")
+TEXTS_LABEL_NOTE = ("<div class='lf-export-missing lf-lasso-note'>Not in this exported page: selecting a label's "
+                    "texts asks for a description of that selection, which needs lensframe serve.</div>")
+TEXTS_MISSING_NOTE = ("<div class='lf-export-missing lf-lasso-note'>Text #{row} is not in this exported page (it "
+                      "holds samples {held}): its cluster is focused, the text is not.</div>")
+
+
 class TextClustersView(View):
     type = "text_clusters"
     default_title = "Text clusters"
     description = "texts embedded by the model, clustered (PCA + k-means, Zhong et al. 2022), on a map"
     reads = ("sample", "text", "text_cluster", "texts")
     sets = ("sample", "text", "position", "text_cluster", "texts")
+    export_script = "js/text_clusters.js"
+    export_webgl = True
+    export_components = {"ClusterLegend": 14_000}  # the legend's module and stylesheet (views/cluster_map.py)
 
     class Params(ClusterParams):
         color_by: Literal["cluster", "label"] = Field("cluster", description="what colours the map")
@@ -91,15 +104,9 @@ class TextClustersView(View):
                                 "css_classes": ["lf-text-legend"]},
                           on_click=lambda group: ctx.set(texts=[i for i, l in enumerate(ds.labels) if l == names[group]])
                           if by_label else ctx.set(text_cluster=group, texts=[]))
-        ari = meta["ari"]
         caption = html_part(
             ctx, "caption",
-            f"<div class='lf-clusters-head'>{len(ds)} texts · k = {meta['k']} · mean-pooled residual of block "
-            f"{node.inputs[0].param('layer')} · PCA, {meta['n_components']} components kept"
-            + ((" after dropping the first" + (f" ({100 * meta['dropped_variance']:.3g}% of the variance, mostly what "
-                                               "every text shares)" if "dropped_variance" in meta else "")
-                + "; the map shows PCs 2 and 3") if meta["dropped_first"] else "; the map shows PCs 1 and 2")
-            + (f" · agreement with the labels: ARI <b class='lf-ari'>{ari:.3f}</b>" if ari is not None else "")
+            self._caption_head(len(ds), node, meta)
             + (f" · focused cluster <b class='lf-cluster'>{focus_cluster}</b>" if focus_cluster is not None else "")
             + "</div>"
             + map_key("text", f"text <b class='lf-focused-text'>#{focused}</b>" if focused is not None else None,
@@ -112,6 +119,55 @@ class TextClustersView(View):
         head = layout_part(ctx, "head", caption, clear, cls=pn.Row, sizing_mode="stretch_width")
         body = layout_part(ctx, "body", cmap.pane, legend, cls=pn.Row, sizing_mode="stretch_both", min_height=240)
         return layout_part(ctx, "layout", head, body, sizing_mode="stretch_both", css_classes=["lf-view-text-clusters"])
+
+    @staticmethod
+    def _caption_head(n: int, node, meta: dict) -> str:
+        """The caption's first line up to the focused cluster (left open)."""
+        ari = meta["ari"]
+        return (f"<div class='lf-clusters-head'>{n} texts · k = {meta['k']} · mean-pooled residual of block "
+                f"{node.inputs[0].param('layer')} · PCA, {meta['n_components']} components kept"
+                + ((" after dropping the first" + (f" ({100 * meta['dropped_variance']:.3g}% of the variance, mostly "
+                                                   "what every text shares)" if "dropped_variance" in meta else "")
+                    + "; the map shows PCs 2 and 3") if meta["dropped_first"] else "; the map shows PCs 1 and 2")
+                + (f" · agreement with the labels: ARI <b class='lf-ari'>{ari:.3f}</b>" if ari is not None else ""))
+
+    # --- export (views/js/text_clusters.js): the map and legend as rendered, the focus marks and
+    # caption in JS; a lasso (or, coloured by label, a label's texts) selects texts, which only a
+    # server can describe, and a text the page does not hold cannot be focused: both are notes
+    def export_parts(self, ctx):
+        from .cluster_map import export_map_parts
+
+        return export_map_parts(ctx)
+
+    def export_data(self, ex):
+        from lensframe.export_pack import ExportData
+        from lensframe.export_plan import ranges
+
+        from .cluster_map import TAP_RADIUS, key_tail
+
+        _, node = text_cluster_nodes(self, self.info, ex.board.spec.dataset.max_tokens)
+        res = ex.rendered.result(node)
+        ds = ex.board.dataset
+        by_label = bool(self.p.color_by == "label" and ds.labels)
+        cmap = ex.rendered.keep("map", lambda: None)
+        return ExportData(
+            meta={"head": self._caption_head(len(ds), node, res.meta), "key": key_tail("text", cmap.outside),
+                  "radius": TAP_RADIUS, "by_label": by_label, "lasso": TEXTS_LASSO_NOTE,
+                  "label_note": TEXTS_LABEL_NOTE, "missing": TEXTS_MISSING_NOTE.replace("{held}", ranges(ex.samples))},
+            arrays={"cluster": np.asarray(res["labels"], dtype=np.int32)})
+
+    def export_size(self, shapes):
+        from lensframe.export_pack import b64_size
+
+        from .cluster_map import map_export_bytes
+
+        ds = shapes.board.dataset
+        n = len(ds)
+        k = self.p.k or max(2, round(n ** 0.5))
+        tips = sum(min(len(" ".join(t.split())), 300) for t in ds.texts)
+        labels = sum(len(x) + 3 for x in ds.labels) if ds.labels else 0
+        return {"map": map_export_bytes(n, n * 18 + labels, tips), "legend and caption": 3_000 + k * 120,
+                "clusters": b64_size(4 * n) + 1_200}
 
     @staticmethod
     def _legend(ds, clusters, names, by_label) -> list[dict]:

@@ -107,6 +107,34 @@ window.LF = (() => {
     return n ? s.slice(0, s.length - n) + '.' + s.slice(s.length - n) : s;
   }
 
+  // --- a cluster map (views/cluster_map.py ClusterMap) ------------------------------------------
+  // The figure's points are its source with a `row` column; the marks (the focused cluster's
+  // outlines, the selection's rings, the focused point's frame) are the other three sources, in
+  // that order, which the served map's pipes fill with the marked points' x and y.
+  function clusterMap(fig, radius) {
+    const base = fig.renderers.find((r) => 'row' in r.data_source.data).data_source.data;
+    const marks = fig.renderers.filter((r) => !('row' in r.data_source.data)).map((r) => r.data_source);
+    const xs = base.x, ys = base.y;
+    // cluster_map.nearest: the nearest point within `radius` of the visible range on each axis
+    function nearest(px, py) {
+      if (px === null || px === undefined || py === null || py === undefined || !xs.length) return null;
+      const wx = Math.max(fig.x_range.end - fig.x_range.start, 1e-12), wy = Math.max(fig.y_range.end - fig.y_range.start, 1e-12);
+      let best = 0, bd = Infinity;
+      for (let j = 0; j < xs.length; j++) {
+        const d = Math.hypot((xs[j] - px) / wx, (ys[j] - py) / wy);
+        if (d < bd) { bd = d; best = j; }
+      }
+      return bd <= radius ? best : null;
+    }
+    function show(group, selected, focused) {
+      [group, selected, focused === null ? [] : [focused]].forEach((rows, i) => {
+        const ok = rows.filter((r) => r >= 0 && r < xs.length);
+        marks[i].data = {x: ok.map((r) => xs[r]), y: ok.map((r) => ys[r])};
+      });
+    }
+    return {nearest, show};
+  }
+
   // --- the focus ----------------------------------------------------------------------------
   function tokens(model, sample) {
     const t = page.tokens[model];
@@ -129,7 +157,7 @@ window.LF = (() => {
         position: (n) => { const p = get('position'); return p === null || p === undefined ? n - 1 : Math.max(0, Math.min(p, n - 1)); },
         tokens: (sample) => tokens(v.model, sample),
         subject: (sample) => `sample <b class='lf-sample-index'>${sample}</b>`,
-        set, esc, setHtml, cut, fixed, general, scaled,
+        set, esc, setHtml, cut, fixed, general, scaled, clusterMap,
       };
       const port = ports[v.type](api);
       views.push({id: v.id, reads: v.reads, pin: v.pin, port});
