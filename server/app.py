@@ -122,6 +122,13 @@ def render_view(view, ctx) -> pn.viewable.Viewable:
             f"{html.escape(str(exc))}{detail}</div>", css_classes=["lf-error-card"], sizing_mode="stretch_both")
 
 
+def view_card(view, body, note: bool = False):
+    """A view's card on the grid, served or exported (note: an exported page's note in its place)."""
+    return pn.Card(body, title=view.title, collapsible=False, sizing_mode="stretch_both",
+                   css_classes=["lf-card", f"lf-card-{view.id}", f"lf-type-{view.type}"]
+                   + (["lf-export-note-card"] if note else []))
+
+
 class Page:
     """One session's dashboard on one board, in parts: `title`, `progress` (None once the dataset
     passes are done), `probe_bar`, `grid` of view cards. build_app stacks them in a column; the
@@ -135,14 +142,19 @@ class Page:
     makes every render build new components (the re-create engine, for bench_serving)."""
 
     def __init__(self, board, focus: Focus, job: ComputeJob | None = None, notices=(), in_place: bool = True,
-                 sidebar: bool = False, focus_queue: int = 0, focus_process: bool = False):
-        """sidebar: parts for the served template (a stacked probe box, a grid that fills the main area).
+                 sidebar: bool = False, focus_queue: int = 0, focus_process: bool = False, notes: dict | None = None):
+        """notes: {view id: component} for views the page shows as that component instead of
+        rendering them (an exported page's note cards: server/export.py); the others' contexts are
+        `contexts`, their card bodies `bodies`.
+        sidebar: parts for the served template (a stacked probe box, a grid that fills the main area).
         focus_queue: > 0 in a served session: a focus forward runs on the board's worker threads
         (lensframe.focus_worker, at most this many waiting per model) while the event loop serves
         other sessions; 0: on the event loop (notebooks, tests, the old engine in bench_serving).
         focus_process: the workers hand each forward to a process per model (lensframe.focus_process)."""
         self.board, self.focus = board, focus
         self.cards, self.refreshers = {}, []
+        self.contexts: dict[str, ViewContext] = {}
+        self.bodies: dict[str, pn.Column] = {}
         self._watchers, self._callbacks = [], []
         self.workers = board.executor.focus_workers(focus_queue, focus_process) if focus_queue > 0 else None
         if self.workers is not None and timings.enabled():
@@ -153,8 +165,12 @@ class Page:
         # first, so a change is clocked before any view renders it
         self._watchers.append(focus.param.watch(self._clock_change, [f for f in Focus.param if f != "name"]))
         for vid, view in board.views.items():
-            ctx = ViewContext(board, focus, view, in_place=in_place)
-            body = pn.Column(sizing_mode="stretch_both", css_classes=["lf-view-body"])
+            if notes and vid in notes:
+                self.cards[vid] = view_card(view, pn.Column(notes[vid], sizing_mode="stretch_both",
+                                                            css_classes=["lf-view-body"]), note=True)
+                continue
+            ctx = self.contexts[vid] = ViewContext(board, focus, view, in_place=in_place)
+            body = self.bodies[vid] = pn.Column(sizing_mode="stretch_both", css_classes=["lf-view-body"])
             needs = view.needs(board.spec.dataset.max_tokens)
             focus_models = sorted({n.model for n in needs if n.kind == "focus"})
 
@@ -186,8 +202,7 @@ class Page:
             if fields:
                 follows[vid] = set(fields)
                 self._watchers.append(focus.param.watch(refresh, fields))
-            self.cards[vid] = pn.Card(body, title=view.title, collapsible=False, sizing_mode="stretch_both",
-                                      css_classes=["lf-card", f"lf-card-{vid}", f"lf-type-{view.type}"])
+            self.cards[vid] = view_card(view, body)
         self._follows = follows
         self.title = pn.pane.HTML(f"<h2 class='lf-title'>{html.escape(board.title)}</h2>", sizing_mode="stretch_width")
         self.progress = self._progress(job) if job is not None and not job.done else None

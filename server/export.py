@@ -1,7 +1,8 @@
 """`lensframe export`: the dashboard as one HTML file that opens offline, its views linked in JS.
 
-The page is the served page's first render: the same views render the same components into cards
-on the spec's grid (as server/app.py Page does), at the first exported sample or --focus. It is saved with
+The page is the served page's first render: server/app.py Page builds the cards on the spec's grid
+(the views' components, rendered at the first exported sample or --focus; a note body for each view
+that does not export). It is saved with
 Bokeh's and Panel's JavaScript and every stylesheet inline (no template: the served
 FastListTemplate asks 22 CDN hosts), and without favicon links, so it asks nothing of any host.
 
@@ -24,13 +25,12 @@ from pathlib import Path
 
 import panel as pn
 
-from lensframe.context import ViewContext
 from lensframe.errors import LensframeError
 from lensframe.export_pack import ExportContext
 from lensframe.export_plan import ExportOptions, ExportPlan, check_fits, plan_export, ranges
 from lensframe.views.base import RUNTIME_JS, VIEW_CSS
 
-from .app import CSS, render_view
+from .app import CSS, Page
 from .grid import build_grid
 
 EXPORT_CSS = """
@@ -86,23 +86,18 @@ def build_html(board, options: ExportOptions, plan: ExportPlan) -> tuple[bytes, 
 
     focus = board.new_focus()
     focus.update(**{"sample": options.samples[0], **options.focus})  # the page opens there
-    cards, contexts = {}, {}
-    for vid, view in board.views.items():
-        why = plan.notes.get(vid)
-        if why:
-            body = pn.pane.HTML(f"<div class='lf-export-note'>Not in this exported page: this {html.escape(view.type)} "
-                                f"view {html.escape(why)}.</div>", stylesheets=[VIEW_CSS, EXPORT_CSS],
-                                sizing_mode="stretch_width", css_classes=["lf-export-note-pane"])
-        else:
-            ctx = contexts[vid] = ViewContext(board, focus, view)
-            body = render_view(view, ctx)
-            if {"lf-error-card"} & set(getattr(body, "css_classes", None) or []):  # a page is not shared broken
-                raise LensframeError(f"{board.spec.file}: view {vid!r} ({view.type}) failed to render: "
-                                     f"{html.unescape(re.sub('<[^>]+>', '', body.object))[:500]}")
-        cards[vid] = pn.Card(pn.Column(body, sizing_mode="stretch_both", css_classes=["lf-view-body"]),
-                             title=view.title, collapsible=False, sizing_mode="stretch_both",
-                             css_classes=["lf-card", f"lf-card-{vid}", f"lf-type-{view.type}"]
-                             + (["lf-export-note-card"] if why else []))
+    notes = {vid: pn.pane.HTML(f"<div class='lf-export-note'>Not in this exported page: this "
+                               f"{html.escape(board.views[vid].type)} view {html.escape(why)}.</div>",
+                               stylesheets=[VIEW_CSS, EXPORT_CSS], sizing_mode="stretch_width",
+                               css_classes=["lf-export-note-pane"]) for vid, why in plan.notes.items()}
+    served = Page(board, focus, notes=notes)  # the served page's cards: the views rendered at the focus
+    served.stop()  # nothing moves it: the page's runtime does
+    cards, contexts = served.cards, served.contexts
+    for vid, body in served.bodies.items():
+        content = body.objects[0] if body.objects else None
+        if {"lf-error-card"} & set(getattr(content, "css_classes", None) or []):  # a page is not shared broken
+            raise LensframeError(f"{board.spec.file}: view {vid!r} ({board.views[vid].type}) failed to render: "
+                                 f"{html.unescape(re.sub('<[^>]+>', '', content.object))[:500]}")
     datas = {}
     for vid, ctx in contexts.items():  # before the document is built: a view may trim its parts (text)
         view = board.views[vid]
