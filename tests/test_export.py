@@ -3,7 +3,10 @@ for views that cannot export, Python's number formatting in the page's JS, and t
 in an offline Chromium: clicks on a token, a lens cell, a head, a neuron, a top example, a sample
 and a layer of the layer finder move the other views, and every card shows what the served
 dashboard shows at the same focus (DOM text and hover tips compared, and the top examples'
-histogram figure), with no request leaving the page.
+histogram figure), with no request leaving the page; the cluster maps and difference views
+(legend entries, a member neuron, a point on each map, a representative text) clicked in the
+exported and the served page alike show the same cards and map marks, and a lasso says it needs
+a server.
 """
 from __future__ import annotations
 
@@ -448,7 +451,8 @@ def test_views_say_whether_they_export(capsys):
     assert main(["views"]) == 0
     out = capsys.readouterr().out
     blocks = {b.split(":", 1)[0]: b for b in re.split(r"\n(?=\S)", out)}
-    for name in ("text", "logit_lens", "attention", "neurons", "top_examples", "layer_finder"):
+    for name in ("text", "logit_lens", "attention", "neurons", "top_examples", "layer_finder", "neuron_clusters",
+                 "text_clusters", "difference"):
         assert "lensframe export: linked in the page" in blocks[name], name
     assert "lensframe export: a note in the page: it runs the model" in blocks["generate"]
     assert "lensframe export: a note in the page: it has no JS port yet" in blocks["ffn_vocab"]
