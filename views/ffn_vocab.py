@@ -9,11 +9,22 @@ the activations in a focus pass, never a change of the weights.
 """
 from __future__ import annotations
 
+import numpy as np
 from pydantic import Field
 
 from lensframe.graph import Node
 
 from .base import View, ViewParams, esc, html_part, layout_part, neuron_label
+
+SUB_HEADING = ("<div class='lf-sub'>sub-updates m<sub>i</sub>v<sub>i</sub> at this token, by "
+               "|m<sub>i</sub>| ‖v<sub>i</sub>‖ (red: m &lt; 0), with the tokens each promotes</div>")
+# the editor's place in an exported page (views/js/ffn_vocab.js puts it there): the rest stays linked
+EDIT_NOTE = ("<div class='lf-export-missing lf-ffn-edit-note lf-hint'>Not in this exported page: setting a "
+             "neuron's activation m<sub>i</sub> at this token runs a forward of the model with the edit, so it "
+             "needs lensframe serve. The rest of this view follows the page's focus.</div>")
+LENS_K = 10  # tokens of the residual before and after the MLP (ffn_dynamic's _lens)
+SUB_K = 3  # tokens listed per sub-update (the dynamic node's k)
+RMS_FAMILIES = ("llama",)  # final norm without a bias (RMSNorm): sub-updates' tokens are read from the static ones
 
 
 class FfnVocabView(View):
@@ -22,6 +33,8 @@ class FfnVocabView(View):
     description = "value vectors projected to the vocabulary; sub-updates at the focused token; edits"
     reads = ("sample", "text", "position", "layer", "neuron")
     sets = ("neuron",)
+    export_script = "js/ffn_vocab.js"
+    export_by_layer = True
 
     class Params(ViewParams):
         top_n: int = Field(10, ge=1, le=100, description="sub-updates listed at the focused token")
@@ -50,6 +63,9 @@ class FfnVocabView(View):
     def needs(self, max_tokens):
         return list(self.nodes(max_tokens).values())
 
+    def _projection(self) -> str:
+        return 'E·norm<sub>f</sub>(v), through the final norm' if self.p.final_norm else 'E·v, without the final norm'
+
     def render(self, ctx):
         from .widgets import BarList
 
@@ -72,7 +88,7 @@ class FfnVocabView(View):
             static = (
                 f"<div class='lf-ffn-static'>value vector <b class='lf-neuron'>{neuron_label(layer, neuron)}</b> "
                 f"(‖v‖ = {float(st['norm']):.3f}), "
-                f"{'E·norm<sub>f</sub>(v), through the final norm' if self.p.final_norm else 'E·v, without the final norm'}<br>"
+                f"{self._projection()}<br>"
                 f"promotes: <span class='lf-promoted'>{chips(st['promoted_ids'], st['promoted'])}</span><br>"
                 f"suppresses: <span class='lf-suppressed'>{chips(st['suppressed_ids'], st['suppressed'])}</span></div>")
         # always in the layout, hidden without a neuron: a part taken out and put back gets new Bokeh models
@@ -81,8 +97,7 @@ class FfnVocabView(View):
         items = [{"key": int(i), "label": neuron_label(layer, int(i)), "bar": float(s) / top * (1 if m >= 0 else -1),
                   "note": f"m={m:+.3f} |v|={nv:.2f} → " + " ".join(repr(t) for t in ctx.decode(ids))}
                  for i, m, nv, s, ids in zip(dyn["neurons"], dyn["m"], dyn["norm"], dyn["size"], dyn["token_ids"])]
-        parts.append(html_part(ctx, "sub", "<div class='lf-sub'>sub-updates m<sub>i</sub>v<sub>i</sub> at this token, by "
-                                  "|m<sub>i</sub>| ‖v<sub>i</sub>‖ (red: m &lt; 0), with the tokens each promotes</div>"))
+        parts.append(html_part(ctx, "sub", SUB_HEADING))
         parts.append(ctx.part("bars", BarList, items=items, selected=neuron if neuron is not None else -1,
                               height=min(19 * len(items) + 8, 240), init={"kind": "subupdate", "sizing_mode": "stretch_width"},
                               on_click=lambda key: ctx.set(neuron=key)))
@@ -144,3 +159,137 @@ class FfnVocabView(View):
                                            "the weights are untouched)</div>")
         row = layout_part(ctx, "edit-row", which, value, apply, clear, cls=pn.Row)
         return layout_part(ctx, "edit", note, row, result, sizing_mode="stretch_width", css_classes=["lf-ffn-edit"])
+
+    # --- export (views/js/ffn_vocab.js): at every exported (sample, layer, position) the listed
+    # sub-updates and the residual's tokens before and after the MLP; at every exported layer the
+    # static projection of each neuron a click in the page can focus; computed in bulk
+    # (lensframe/ffn_bulk.py), not one lookup per focus. The editor is a note: it runs the model.
+    def _export_layers(self, info, options) -> list[int]:
+        return [l for l in (options.layers if options.layers is not None else range(info.n_layers)) if l < info.n_layers]
+
+    def export_data(self, ex):
+        from lensframe.export_pack import ExportData, fixed_digits, smallest_uint
+        from lensframe.ffn_bulk import dynamic_tops, scale_invariant, static_tops, sub_update_tokens
+
+        board, info = ex.board, ex.board.infos[self.model]
+        nodes = self.nodes(board.spec.dataset.max_tokens)
+        layers = self._export_layers(info, ex.options)
+        adapter = board.executor.model(self.model).adapter
+        first = ex.context(ex.samples[0])
+        norms = first.prepared(nodes["norms"])["norms"]  # [layers, d_mlp]
+        n, k, K = min(self.p.top_n, info.d_mlp), self.p.k, max(self.p.k, SUB_K)
+        # the neurons a click can focus at each layer: those listed here, in a neurons view of the
+        # page (its two rankings), by another view (export_neurons), the page's and the pin's
+        others = [v for v in board.views.values() if v.model == self.model and v is not self and not v.export_refusal()]
+        rankings = [v.p.top_n for v in others if v.type == "neurons"]
+        focusable = {l: set() for l in layers}
+        for v in others:
+            for l, ids in v.export_neurons(ex).items():
+                if int(l) in focusable:
+                    focusable[int(l)].update(int(i) for i in ids)
+        for x in (ex.options.focus.get("neuron"), self.p.pin.neuron):
+            for l in layers:
+                focusable[l].update([x] if x is not None else [])
+        dyn = []  # [sample][layer index]: dynamic_tops
+        for s in ex.samples:
+            ctx = ex.context(s)
+            acts = ctx.focus_result(nodes["acts"])["acts"]  # [layers, T, d_mlp]
+            res = ctx.focus_result(nodes["resid"])
+            row = []
+            for l in layers:
+                d = dynamic_tops(adapter, acts[l], norms[l], res["mid"][l], res["post"][l], n, LENS_K)
+                focusable[l].update(d["neurons"].ravel().tolist())
+                for top in rankings:  # the neurons view's lists: by m, and by |m| ||v|| (as its export ranks)
+                    size = np.abs(acts[l]) * norms[l]
+                    focusable[l].update(np.argsort(-acts[l], -1)[:, :top].ravel().tolist())
+                    focusable[l].update(np.argsort(-size, -1)[:, :top].ravel().tolist())
+                row.append(d)
+            dyn.append(row)
+        static_ids, starts, tops = [], [0], []
+        for l in layers:
+            ids = sorted(i for i in focusable[l] if 0 <= i < info.d_mlp)
+            st = static_tops(adapter, l, ids, K, self.p.final_norm)
+            static_ids.append(np.asarray(ids, dtype=np.int64))
+            starts.append(starts[-1] + len(ids))
+            tops.append(st)
+        # each sub-update's tokens: the static projection's for m != 0 (scale-invariant), else computed
+        fast = scale_invariant(adapter, self.p.final_norm) and all(
+            (d["m"] != 0).all() for row in dyn for d in row)
+        sub_tok = []
+        if not fast:
+            for row in dyn:
+                for li, d in enumerate(row):
+                    st = tops[li]
+                    static = {int(i): (st["promoted_ids"][j], st["suppressed_ids"][j]) for j, i in enumerate(static_ids[li])}
+                    T = d["neurons"].shape[0]
+                    sub_tok.append(sub_update_tokens(adapter, layers[li], d["neurons"].ravel(), d["m"].ravel(), SUB_K,
+                                                     self.p.final_norm, static).reshape(T, n, SUB_K))
+        cat = lambda key: np.concatenate([d[key] for row in dyn for d in row])  # noqa: E731  [cells, ...]
+        before_ids, after_ids = cat("before_ids"), cat("after_ids")
+        prom_ids = np.concatenate([t["promoted_ids"] for t in tops]).reshape(-1, K)
+        supp_ids = np.concatenate([t["suppressed_ids"] for t in tops]).reshape(-1, K)
+        used = [before_ids.ravel(), after_ids.ravel(), prom_ids.ravel(), supp_ids.ravel()]
+        used += [t.ravel() for t in sub_tok]
+        vocab = np.unique(np.concatenate(used)).astype(np.int64)
+        vdt = smallest_uint(max(len(vocab) - 1, 0))
+        index = lambda ids: np.searchsorted(vocab, ids).astype(vdt)  # noqa: E731
+        ndt = smallest_uint(info.d_mlp - 1)
+        arrays = {
+            "norms": norms[layers].astype(np.float32).ravel(),
+            "sub_ids": cat("neurons").astype(ndt).ravel(), "sub_m": cat("m").astype(np.float32).ravel(),
+            "before_ids": index(before_ids).ravel(), "after_ids": index(after_ids).ravel(),
+            "before_p": fixed_digits(cat("before_probs"), 2).astype(np.uint8).ravel(),
+            "after_p": fixed_digits(cat("after_probs"), 2).astype(np.uint8).ravel(),
+            "static_ids": np.concatenate(static_ids).astype(ndt), "static_starts": np.asarray(starts, dtype=np.uint32),
+            "prom_ids": index(prom_ids).ravel(), "supp_ids": index(supp_ids).ravel(),
+            "prom": np.concatenate([t["promoted"][:, :k] for t in tops]).astype(np.float32).ravel(),
+            "supp": np.concatenate([t["suppressed"][:, :k] for t in tops]).astype(np.float32).ravel(),
+            "static_norm": np.concatenate([t["norm"] for t in tops]).astype(np.float32)}
+        if sub_tok:
+            arrays["sub_tok"] = index(np.concatenate(sub_tok)).ravel()
+        return ExportData(
+            meta={"samples": list(ex.samples), "layers": layers, "layers_text": _ranges(layers), "n": n, "k": k,
+                  "K": K, "sub_k": SUB_K, "lens_k": LENS_K, "n_layers": info.n_layers, "d_mlp": info.d_mlp,
+                  "vocab": [repr(t) for t in first.decode(vocab)], "projection": self._projection(),
+                  "sub_heading": SUB_HEADING, "edit_note": EDIT_NOTE},
+            arrays=arrays)
+
+    def export_size(self, shapes):
+        from lensframe.export_pack import b64_size, smallest_uint
+
+        info = shapes.info(self.model)
+        lengths = shapes.lengths(self.model)
+        nl = len(shapes.layers(self.model))
+        n, k, K = min(self.p.top_n, info.d_mlp), self.p.k, max(self.p.k, SUB_K)
+        cells = int(lengths.sum()) * nl
+        nb = np.dtype(smallest_uint(info.d_mlp - 1)).itemsize
+        # neurons a click can focus at a layer: this view's lists and a neurons view's two, which
+        # share most neurons from one position to the next (as the neurons view plans: 37% distinct)
+        per_position = n + sum(2 * v.p.top_n for v in shapes.board.views.values()
+                               if v.type == "neurons" and v.model == self.model and not v.export_refusal())
+        other = sum(v.export_neuron_count(shapes) for v in shapes.board.views.values()
+                    if v.model == self.model and v is not self and not v.export_refusal())
+        # across samples, coverage of the layer's neurons (calibrated on the tiny models' exports)
+        drawn = 0.37 * per_position * int(lengths.sum())
+        static = nl * min(info.d_mlp, int(info.d_mlp * -np.expm1(-drawn / (4 * info.d_mlp))) + other)
+        # distinct tokens shown (the vocabulary's reprs, ~12 bytes each in JSON)
+        distinct = min(info.vocab_size, int(0.3 * (cells * 2 * LENS_K + static * 2 * K)))
+        vb = np.dtype(smallest_uint(max(distinct - 1, 0))).itemsize
+        opens = (self.p.pin.neuron if self.p.pin.neuron is not None else shapes.options.focus.get("neuron")) is not None
+        return {"norms": b64_size(nl * info.d_mlp * 4),
+                "sub-updates": b64_size(cells * n * nb) + b64_size(cells * n * 4)
+                # each sub-update's own tokens where the final norm is a LayerNorm (not scale-invariant)
+                + (b64_size(cells * n * SUB_K * vb) if self.p.final_norm and info.family not in RMS_FAMILIES else 0),
+                "residual": 2 * b64_size(cells * LENS_K * vb) + 2 * b64_size(cells * LENS_K),
+                "static": b64_size(static * nb) + 2 * b64_size(static * K * vb) + 2 * b64_size(static * k * 4)
+                + b64_size(static * 4) + b64_size((nl + 1) * 4),
+                "vocabulary": 10 * distinct,
+                # measured on the tiny models' exports: ~18 kB of components (the editor's widgets
+                # included), ~120 bytes per listed sub-update and ~100 per chip
+                "first render": 18_000 + n * 120 + 2 * LENS_K * 100 + (2 * k * 110 + 300 if opens else 0)}
+
+
+def _ranges(indices) -> str:
+    from lensframe.export_plan import ranges
+
+    return ranges(list(indices))
