@@ -17,6 +17,7 @@ import pytest
 from lensframe.export_pack import ExportContext
 from lensframe.export_plan import export_options
 from tests.conftest import tiny_spec
+from tests.test_browser import browser  # noqa: F401  (the module-scoped Chromium fixture, shared)
 from tests.test_export import CARD, _first_difference
 
 VIEWS = ("  text: {type: text}\n  lens: {type: logit_lens}\n  neurons: {type: neurons, top_n: 6}\n"
@@ -108,12 +109,26 @@ def test_bulk_equals_the_lookups_llama(exported):
 def test_bulk_equals_the_lookups_gpt2_final_norm(tiny_models, tmp_path_factory):
     # a LayerNorm with a bias is not scale-invariant: each sub-update is projected as ffn_dynamic does
     root = tmp_path_factory.mktemp("export-ffn-gpt2")
-    views = "  ffn: {type: ffn_vocab, top_n: 3, k: 3, final_norm: true}\n  plain: {type: ffn_vocab, top_n: 3}"
-    _, board = _board(tiny_models["gpt2"], root, views, "layout: |\n  ffn plain\n")
+    views = ("  ffn: {type: ffn_vocab, top_n: 3, k: 3, final_norm: true}\n  plain: {type: ffn_vocab, top_n: 3}\n"
+             "  neurons: {type: neurons, top_n: 2}")
+    _, board = _board(tiny_models["gpt2"], root, views, "layout: |\n  ffn plain neurons\n")
     board.compute()
-    _, a = _check_against_lookups(board, "ffn")
+    meta, a = _check_against_lookups(board, "ffn")
     assert "sub_tok" in a
     _check_against_lookups(board, "plain")
+    # the neurons view lists 2 by |m| ||v||, these 3: it holds the activations of the third ones too
+    options = export_options(board)
+    named = board.views["ffn"].export_neurons(ExportContext(board, board.views["neurons"], options.samples, options))
+    listed, cell, n = {l: set() for l in meta["layers"]}, 0, meta["n"]
+    for s in options.samples:
+        T = len(board.result(board.views["ffn"].tokens_node(16)).meta["strings"][s])
+        for l in meta["layers"]:
+            listed[l].update(a["sub_ids"][cell * n:(cell + T) * n].tolist())
+            cell += T
+    assert {l: set(ids) for l, ids in named.items()} == listed
+    _, held = _decoded(board.views["neurons"].export_data(ExportContext(board, board.views["neurons"], options.samples,
+                                                                          options)))
+    assert set(np.concatenate([np.asarray(v) for v in named.values()]).tolist()) <= set(held["strip_ids"].tolist())
 
 
 def test_plan_matches_the_written_size(exported):
@@ -137,21 +152,6 @@ def _card(page, vid):
     text = text[:text.index(marker)]
     assert "sub-updates" in text and "after the MLP:" in text, text
     return text, out["tips"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
-
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")

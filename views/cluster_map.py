@@ -305,4 +305,4 @@ def map_export_bytes(n_points: int, heads: int, tips: int) -> int:
     """Planned bytes of a map's first render: the figure, its tools and mark layers, and per point
     x and y (float64), row and group (int64) as base64, four colour strings, and the hover's head
     and tip strings (`heads`, `tips`: their characters in all)."""
-    return 24_000 + n_points * (2 * 11 + 2 * 11 + 4 * 10 + 2 * 3) + heads + tips
+    return 19_500 + n_points * (2 * 11 + 2 * 11 + 4 * 10 + 2 * 3) + heads + tips

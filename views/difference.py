@@ -143,10 +143,11 @@ class DifferenceView(View):
         k = 1 if self.p.compare == "labels" else (self.p.k or max(2, round(n ** 0.5)))
         label = (sum(len(x) for x in ds.labels) / n + 12) if ds.labels else 10
         item = 30 + label + min(100, sum(len(" ".join(t.split())) for t in ds.texts) / max(n, 1))
-        # per description: its head (the terms of both sides: up to `top` chips of ~110 characters)
-        # and 5 representative texts a side
-        return {"descriptions": int(k * (1_400 + 2 * min(self.p.top, 12) * 110 + 10 * item)),
-                "first render": 9_000}
+        # per description: its head (the terms of both sides: up to `top` chips of ~80 characters)
+        # and 5 representative texts a side; the first render shows one (labels) or the hint (a page
+        # opens at no cluster)
+        one = 1_300 + 2 * min(self.p.top, 12) * 80 + 10 * item
+        return {"descriptions": int(k * one), "first render": int(6_000 + (one if self.p.compare == "labels" else 0))}
 
     def _head(self, res, names) -> str:
         meta, terms = res.meta, res.meta["terms"]

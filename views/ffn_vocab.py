@@ -254,6 +254,37 @@ class FfnVocabView(View):
                   "sub_heading": SUB_HEADING, "edit_note": EDIT_NOTE},
             arrays=arrays)
 
+    def _beyond_neurons_view(self, views) -> bool:
+        """Whether a neurons view of this model lists fewer neurons by |m| ||v|| than this one (its
+        lists hold this one's otherwise: the same ranking, at least as long)."""
+        tops = [v.p.top_n for v in views.values() if v.type == "neurons" and v.model == self.model]
+        return bool(tops) and min(tops) < self.p.top_n
+
+    def export_neurons(self, ex):
+        """The sub-updates listed here at each exported layer, when a neurons view lists fewer (a
+        click here focuses them: that view shows their activations over the sample)."""
+        if not self._beyond_neurons_view(ex.board.views):
+            return {}
+        info = ex.board.infos[self.model]
+        nodes = self.nodes(ex.board.spec.dataset.max_tokens)
+        layers = self._export_layers(info, ex.options)
+        norms = ex.context(ex.samples[0]).prepared(nodes["norms"])["norms"]
+        n = min(self.p.top_n, info.d_mlp)
+        out: dict[int, set] = {l: set() for l in layers}
+        for s in ex.samples:
+            acts = ex.context(s).focus_result(nodes["acts"])["acts"]
+            for l in layers:  # as dynamic_tops ranks them
+                size = np.abs(acts[l]) * norms[l]
+                out[l].update(np.argsort(-size, -1)[:, :n].ravel().tolist())
+        return {l: sorted(ids) for l, ids in out.items()}
+
+    def export_neuron_count(self, shapes):
+        if not self._beyond_neurons_view(shapes.board.views):
+            return 0
+        info = shapes.info(self.model)
+        n = min(self.p.top_n, info.d_mlp)
+        return len(shapes.layers(self.model)) * min(info.d_mlp, int(0.37 * n * int(shapes.lengths(self.model).sum())))
+
     def export_size(self, shapes):
         from lensframe.export_pack import b64_size, smallest_uint
 

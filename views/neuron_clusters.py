@@ -207,7 +207,7 @@ class NeuronClustersView(View):
 
         m = self._mapped(shapes)
         listed = min(m, 40 * self.p.k)  # each cluster's first 40, in the lists
-        return {"map": map_export_bytes(m, m * 38, m * 34), "legend and caption": 3_000 + self.p.k * 220,
+        return {"map": map_export_bytes(m, m * 30, m * 34), "legend and caption": 3_000 + self.p.k * 220,
                 "members": 3 * b64_size(4 * m) + self.p.k * 260 + listed * 75}
 
     def _importance(self, ctx, max_tokens: int, members: list) -> list[float]:

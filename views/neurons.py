@@ -162,13 +162,13 @@ class NeuronsView(View):
         # neurons listed at a layer of a sample: at most 2n per position, but the lists of a layer
         # share most of their neurons from one position to the next (measured on specs/neurons.yaml:
         # 37% of 2n·T distinct)
-        listed = sum(min(info.d_mlp, int(0.37 * 2 * n * T)) for T in lengths) * nl
-        strip_values = sum(min(info.d_mlp, int(0.37 * 2 * n * T)) * int(T) for T in lengths) * nl
-        # the neurons other views can focus (a cluster map's), at each sample: counted as not listed
+        # and the neurons other views can focus (a cluster map's) at each sample, counted as not
+        # listed, up to every neuron of the exported layers
         other = sum(v.export_neuron_count(shapes) for v in shapes.board.views.values()
                     if v.model == self.model and v is not self and not v.export_refusal())
-        listed += other * len(lengths)
-        strip_values += other * int(lengths.sum())
+        per = [min(nl * info.d_mlp, nl * min(info.d_mlp, int(0.37 * 2 * n * T)) + other) for T in lengths]
+        listed = sum(per)
+        strip_values = sum(k * int(T) for k, T in zip(per, lengths))
         T0 = int(lengths[0]) if len(lengths) else 0
         return {"norms": b64_size(nl * info.d_mlp * 4), "lists": b64_size(cells * n * 2 * 6),
                 "strips": b64_size(listed * 2 + strip_values * 4) + b64_size(4 * (len(lengths) * nl + 1)),
