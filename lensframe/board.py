@@ -134,15 +134,16 @@ class Board:
 
         return compare_probes(self.executor, list(self.spec.models), list(probes or self.focus.probes), token)
 
-    def export(self, path, samples=None, max_mb: float | None = None, layers=None, focus=None):
+    def export(self, path, samples=None, max_mb: float | None = None, layers=None, focus=None, neurons=None):
         """Write this dashboard as one HTML file that opens offline, its views linked in the page
         (lensframe export; server/export.py). samples, layers: "0-49" text, a list or a range (default:
-        all); focus: where the page opens ("sample=3&layer=5" or a dict of sample, position, layer,
-        head, neuron); max_mb: refuse a larger page (LensframeError naming what fits). Computes what is
-        missing first. Returns the ExportReport (bytes per view, the plan)."""
+        all); neurons: the neurons whose top examples the page holds, the same way (default: every
+        neuron of the exported layers); focus: where the page opens ("sample=3&layer=5" or a dict of
+        sample, position, layer, head, neuron); max_mb: refuse a larger page (LensframeError naming
+        what fits). Computes what is missing first. Returns the ExportReport (bytes per view, the plan)."""
         from .export_plan import check_fits, export_options, plan_export
 
-        options = export_options(self, samples, layers, focus)
+        options = export_options(self, samples, layers, focus, neurons)
         limit = int(max_mb * 10**6) if max_mb is not None else None
         if limit is not None:
             check_fits(self, plan_export(self, options), options, limit, str(self.spec.file))

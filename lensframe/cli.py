@@ -145,7 +145,7 @@ def cmd_export(args) -> int:
     if args.max_mb is not None and args.max_mb <= 0:
         raise LensframeError(f"--max-mb {args.max_mb}: give a size in MB above 0")
     board = _board(args)
-    options = export_options(board, args.samples, args.layers, args.focus)
+    options = export_options(board, args.samples, args.layers, args.focus, args.neurons)
     limit = int(args.max_mb * 10**6) if args.max_mb is not None else None
     if limit is not None:  # before any forward: the plan needs the token counts only
         check_fits(board, plan_export(board, options), options, limit, args.spec)
@@ -320,11 +320,15 @@ def parser() -> argparse.ArgumentParser:
                     help="the samples the page holds, e.g. 0-49 or 3,7,10-12 (default: every sample)")
     ex.add_argument("--layers", metavar="RANGES",
                     help="the layers whose attention patterns the page holds, e.g. 0-11 (default: every layer)")
+    ex.add_argument("--neurons", metavar="RANGES",
+                    help="the neurons whose top examples the page holds, e.g. 0-99,512 (default: every neuron of "
+                         "the exported layers)")
     ex.add_argument("--focus", metavar="QUERY",
                     help='the focus the page opens at, as the served page\'s address writes it, e.g. '
                          '"sample=3&position=5&layer=12&head=2&neuron=100" (default: the first sample\'s last token)')
     ex.add_argument("--max-mb", type=float, metavar="MB",
-                    help="refuse (exit 2) a page over MB megabytes, naming the --samples or --layers that fit")
+                    help="refuse (exit 2) a page over MB megabytes, naming the --samples, --layers or --neurons "
+                         "that fit")
     ex.add_argument("--quiet", "-q", action="store_true", help="no progress bar while missing results are computed")
     ex.set_defaults(fn=cmd_export)
     lk = with_board(sub.add_parser("lock", help="write SPEC's lock file beside it (models, data, versions it resolves to)"))

@@ -1,9 +1,10 @@
 """The size of an exported page (`lensframe export`), planned before anything is written.
 
 Bytes per view come from the stored shapes (each exported sample's token count, the model's layers,
-heads and vocabulary) and the options (which samples, which attention layers), through each view's
-`export_size` (views/base.py); the rest is the page's fixed part: Bokeh's and Panel's JavaScript
-inline (~3 MB), lensframe's runtime and the views' ports, and the shared token strings. `--max-mb`
+heads and vocabulary) and the options (which samples, which layers, which neurons' top examples),
+through each view's `export_size` (views/base.py); the rest is the page's fixed part: Bokeh's and
+Panel's JavaScript inline (~3 MB), lensframe's runtime and the views' ports, and the shared token
+strings. `--max-mb`
 refuses a page over the limit and names options that would fit. No Panel, no model: numpy and the
 store only.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,13 @@ BOKEH_BUNDLES = ("bokeh.min.js", "bokeh-widgets.min.js", "bokeh-tables.min.js")
 class ExportOptions:
     """samples: the dataset samples the page holds (its focus can move between them only);
     layers: the layers whose attention patterns, neurons and top examples it holds (None: every
-    layer); focus: the focus the page opens at (fields of Focus; default: the first sample)."""
+    layer); focus: the focus the page opens at (fields of Focus; default: the first sample);
+    neurons: the neurons whose top examples it holds, at each of those layers (None: every neuron)."""
 
     samples: list[int]
     layers: list[int] | None = None
     focus: dict = field(default_factory=dict)
+    neurons: list[int] | None = None
 
 
 @dataclass
@@ -78,6 +81,11 @@ class ExportShapes:
     def layers(self, model: str) -> list[int]:
         n = self.info(model).n_layers
         return [l for l in (self.options.layers if self.options.layers is not None else range(n)) if l < n]
+
+    def neurons(self, model: str) -> list[int]:
+        """The neurons whose top examples the page holds (at each exported layer)."""
+        d = self.info(model).d_mlp
+        return [i for i in (self.options.neurons if self.options.neurons is not None else range(d)) if i < d]
 
 
 def js_baseline_bytes(webgl: bool = False) -> int:
@@ -147,18 +155,14 @@ COMPONENTS_BYTES = 50_000
 EXPORT_FOCUS = ("sample", "position", "layer", "head", "neuron")
 
 
-def export_options(board, samples=None, layers=None, focus=None) -> ExportOptions:
-    """Options from what a user gives: samples and layers as "0-49,60" text, a list or a range
-    (default: every sample, every layer); focus as a query string ("sample=3&layer=5", as the served
-    page's address and `serve --open` write it) or a dict. Samples a view is pinned to are added: the
-    page must hold them."""
+def export_options(board, samples=None, layers=None, focus=None, neurons=None) -> ExportOptions:
+    """Options from what a user gives: samples, layers and neurons as "0-49,60" text, a list or a
+    range (default: every sample, every layer, every neuron); focus as a query string
+    ("sample=3&layer=5", as the served page's address and `serve --open` write it) or a dict. Samples
+    a view is pinned to are added: the page must hold them; so are the neurons a view that exports
+    by neuron (top_examples) is pinned to."""
     n = len(board.dataset)
-    picked = list(range(n)) if samples is None else (parse_samples(samples, n, "--samples") if isinstance(samples, str)
-                                                   else [int(s) for s in samples])
-    bad = [s for s in picked if not 0 <= s < n]
-    if bad or not picked:
-        raise LensframeError(f"samples {ranges(bad) if bad else '(none)'}: the dataset has {n} samples (0..{n - 1})\n"
-                             f"    hint: e.g. --samples 0-{min(n, 50) - 1}")
+    picked = list(range(n)) if samples is None else _indices(samples, n, "--samples", f"the dataset has {n} samples", 50)
     for view in board.views.values():
         pin = view.p.pin.sample
         if pin is not None and pin < n and pin not in picked and not view.export_refusal():
@@ -166,11 +170,36 @@ def export_options(board, samples=None, layers=None, focus=None) -> ExportOption
     if layers is not None:
         depth = max(info.n_layers for info in board.infos.values())
         layers = parse_samples(layers, depth, "--layers") if isinstance(layers, str) else [int(x) for x in layers]
-    return ExportOptions(picked, layers, export_focus(board, focus, picked))
+    if neurons is not None:
+        neurons = export_neurons(board, neurons)
+    return ExportOptions(picked, layers, export_focus(board, focus, picked, neurons), neurons)
 
 
-def export_focus(board, focus, samples: list[int]) -> dict:
-    """The page's first focus from --focus, checked as a served page checks its address."""
+def export_neurons(board, neurons) -> list[int]:
+    """--neurons as sorted indices, checked against the models' d_mlp, with the neurons a view that
+    exports by neuron is pinned to."""
+    d = max(info.d_mlp for info in board.infos.values())
+    picked = _indices(neurons, d, "--neurons", f"the model has {d} neurons a layer", 100)
+    for view in board.views.values():
+        pin = view.p.pin.neuron
+        if view.export_by_neuron and not view.export_refusal() and pin is not None and pin < d:
+            picked.append(pin)
+    return sorted(set(picked))
+
+
+def _indices(given, n: int, option: str, where: str, example: int) -> list[int]:
+    """--samples or --neurons (text, a list or a range) as indices, each checked to be below n."""
+    picked = parse_samples(given, n, option) if isinstance(given, str) else [int(x) for x in given]
+    bad = [i for i in picked if not 0 <= i < n]
+    if bad or not picked:
+        raise LensframeError(f"{option[2:]} {ranges(bad) if bad else '(none)'}: {where} (0..{n - 1})\n"
+                             f"    hint: e.g. {option} 0-{min(n, example) - 1}")
+    return picked
+
+
+def export_focus(board, focus, samples: list[int], neurons: list[int] | None = None) -> dict:
+    """The page's first focus from --focus, checked as a served page checks its address (and
+    against the exported samples and neurons)."""
     from urllib.parse import urlencode
 
     from .focus_url import parse_query, query_string
@@ -190,6 +219,10 @@ def export_focus(board, focus, samples: list[int]) -> dict:
     if "sample" in fields and fields["sample"] not in samples:
         raise LensframeError(f"--focus {text!r}: sample {fields['sample']} is not among the exported samples "
                              f"({ranges(samples)})\n    hint: add it to --samples")
+    by_neuron = any(v.export_by_neuron and not v.export_refusal() for v in board.views.values())
+    if by_neuron and neurons is not None and fields.get("neuron") is not None and fields["neuron"] not in neurons:
+        raise LensframeError(f"--focus {text!r}: neuron {fields['neuron']} is not among the exported neurons "
+                             f"({ranges(neurons)})\n    hint: add it to --neurons")
     return fields
 
 
@@ -205,7 +238,7 @@ def parse_samples(text: str, n_samples: int, option: str = "--samples") -> list[
         if hi < lo:
             raise LensframeError(f"{option} {text!r}: {lo}-{hi} is empty\n    hint: write the lower index first")
         if hi >= n_samples:
-            what = "samples" if option == "--samples" else "layers"
+            what = {"--samples": "samples", "--layers": "layers"}.get(option, "neurons a layer")
             raise LensframeError(f"{option} {text!r}: there are {n_samples} {what} (0..{n_samples - 1})\n"
                                  f"    hint: {option} 0-{n_samples - 1}")
         out.extend(i for i in range(lo, hi + 1) if i not in out)
@@ -213,7 +246,7 @@ def parse_samples(text: str, n_samples: int, option: str = "--samples") -> list[
 
 
 def ranges(indices: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5' (what --samples and --layers read)."""
+    """[0, 1, 2, 5] -> '0-2,5' (what --samples, --layers and --neurons read)."""
     out, i = [], 0
     while i < len(indices):
         j = i
@@ -226,29 +259,50 @@ def ranges(indices: list[int]) -> str:
 
 def check_fits(board, plan: ExportPlan, options: ExportOptions, max_bytes: int, spec_name: str) -> None:
     """Refuse a page over max_bytes, naming options that fit: fewer samples (the first ones of those
-    asked), or fewer attention layers (the first ones) with every sample asked."""
+    asked), fewer layers (the first ones) with every sample asked, or fewer neurons' top examples
+    (the first ones) with every sample and layer asked; else the first sample at the first layer,
+    with as many neurons as fit."""
     if plan.total <= max_bytes:
         return
     fits = []
     room = max_bytes * (1 - SUGGESTION_MARGIN)
-    n = _largest(len(options.samples), lambda k: plan_export(board, ExportOptions(options.samples[:k], options.layers))
-                 .total <= room)
+    total = lambda o: plan_export(board, o).total  # noqa: E731
+
+    def most(base: ExportOptions, name: str, values: list[int]) -> tuple[int, ExportOptions]:
+        """The most of `values` (the first ones) the page holds and fits, with the options then."""
+        k = _largest(len(values), lambda k: total(replace(base, **{name: values[:k]})) <= room)
+        return k, replace(base, **{name: values[:k]})
+
+    n, fewer = most(options, "samples", options.samples)
     if n:
-        p = plan_export(board, ExportOptions(options.samples[:n], options.layers))
-        fits.append(f"--samples {ranges(options.samples[:n])} ({fmt(p.total)})")
-    has_layers = [v for v in board.views.values() if not v.export_refusal() and v.export_by_layer]
+        fits.append(f"--samples {ranges(fewer.samples)} ({fmt(total(fewer))})")
+    exported = [v for v in board.views.values() if not v.export_refusal()]
+    has_layers = [v for v in exported if v.export_by_layer]
+    has_neurons = [v for v in exported if v.export_by_neuron]
+    shapes = ExportShapes(board, options)
+    layers = shapes.layers(has_layers[0].model) if has_layers else []
+    neurons = shapes.neurons(has_neurons[0].model) if has_neurons else []
+    # the neuron the page opens at and those views are pinned to come first: what is named must hold them
+    first = [i for i in [options.focus.get("neuron")] + [v.p.pin.neuron for v in has_neurons] if i in neurons]
+    neurons = list(dict.fromkeys(first + neurons))
     if has_layers:
-        layers = ExportShapes(board, options).layers(has_layers[0].model)
-        m = _largest(len(layers), lambda k: plan_export(board, ExportOptions(options.samples, layers[:k]))
-                     .total <= room)
+        m, fewer = most(options, "layers", layers)
         if m:
-            p = plan_export(board, ExportOptions(options.samples, layers[:m]))
-            fits.append(f"--layers {ranges(layers[:m])} ({fmt(p.total)})")
-    if not fits and has_layers:  # both at once: the first sample at the first layer
-        layers = ExportShapes(board, options).layers(has_layers[0].model)
-        p = plan_export(board, ExportOptions(options.samples[:1], layers[:1]))
-        if p.total <= room:
-            fits.append(f"--samples {options.samples[0]} --layers {layers[0]} ({fmt(p.total)})")
+            fits.append(f"--layers {ranges(fewer.layers)} ({fmt(total(fewer))})")
+    if has_neurons:
+        m, fewer = most(options, "neurons", neurons)
+        if m:
+            fits.append(f"--neurons {ranges(sorted(fewer.neurons))} ({fmt(total(fewer))})")
+    if not fits and (has_layers or has_neurons):  # at once: the first sample at the first layer, and neurons that fit
+        least = replace(options, samples=options.samples[:1], layers=layers[:1] if has_layers else options.layers)
+        words = [f"--samples {options.samples[0]}"] + ([f"--layers {layers[0]}"] if has_layers else [])
+        if total(least) > room and has_neurons:
+            m, fewer = most(least, "neurons", neurons)
+            if m:
+                least = fewer
+                words.append(f"--neurons {ranges(sorted(fewer.neurons))}")
+        if total(least) <= room:
+            fits.append(f"{' '.join(words)} ({fmt(total(least))})")
     hint = ("options that fit: " + "; ".join(fits)) if fits else \
         "nothing fits: even one sample (and one layer) is larger; raise --max-mb"
     raise LensframeError(f"{spec_name}: the exported page would be {plan.describe()}, over --max-mb "

@@ -69,7 +69,7 @@ def export(board, path, options: ExportOptions, max_bytes: int | None = None) ->
     if max_bytes is not None and len(page) > max_bytes:  # the plan estimates the strings: the limit holds anyway
         raise LensframeError(f"{board.spec.file}: the exported page came out at {len(page):,} bytes, over --max-mb "
                              f"({max_bytes:,} bytes; the plan said {plan.total:,}), so it was not written\n"
-                             f"    hint: fewer --samples or --layers, or a higher --max-mb")
+                             f"    hint: fewer --samples, --layers or --neurons, or a higher --max-mb")
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(page)

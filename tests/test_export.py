@@ -15,12 +15,14 @@ import math
 import random
 import re
 import struct
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lensframe.cli import main
+from lensframe.export_plan import ranges
 from tests.conftest import tiny_spec
 from tests.test_browser import browser  # noqa: F401  (the module-scoped Chromium fixture, shared)
 
@@ -96,11 +98,15 @@ def test_max_mb_refuses_with_what_fits(exported, tmp_path, capsys):
     assert code == 0 and out.stat().st_size <= limit * 1e6
 
 
-def test_bad_samples_are_one_message(exported, tmp_path, capsys):
+@pytest.mark.parametrize("option, value, said", [
+    ("--samples", "3-40", ("there are 8 samples (0..7)", "hint: --samples 0-7")),
+    ("--neurons", "0-99,512", ("there are 128 neurons a layer (0..127)", "hint: --neurons 0-127")),
+    ("--neurons", "5,x", ("cannot read 'x'", "hint: write them as 0-49, or 3,7,10-12"))])
+def test_bad_samples_are_one_message(exported, tmp_path, capsys, option, value, said):
     code = main(["export", str(exported["spec"]), "--cache-dir", str(exported["store"]), "-o",
-                 str(tmp_path / "x.html"), "--samples", "3-40"])
+                 str(tmp_path / "x.html"), option, value])
     err = capsys.readouterr().err
-    assert code == 2 and "there are 8 samples (0..7)" in err and "hint: --samples 0-7" in err
+    assert code == 2 and all(s in err for s in said), err
     assert "Traceback" not in err
 
 
@@ -145,9 +151,10 @@ FIGURE = r"""
 """
 
 
-@pytest.fixture(scope="module")
-def offline(exported, browser):
-    """The exported page in a context with the network off; every request but the file is counted."""
+@contextmanager
+def _offline_page(browser, path: Path, ready: str):
+    """An exported page opened in a context with the network off, once `ready` shows: (page,
+    requests, errors), with every request but the file's counted and every page error kept."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_offline(True)
     requests, errors = [], []
@@ -159,14 +166,23 @@ def offline(exported, browser):
             requests.append(r.request.url)
             r.abort()
 
-    context.route("**/*", route)
-    page = context.new_page()
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("requestfailed", lambda r: None if r.url.startswith("file:") else requests.append(r.url))
-    page.goto(exported["report"].path.as_uri())
-    page.locator(".lf-card-attn .lf-head").first.wait_for(timeout=60_000)
-    yield page, requests, errors
-    context.close()
+    try:
+        context.route("**/*", route)
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: None if r.url.startswith("file:") else requests.append(r.url))
+        page.goto(path.as_uri())
+        page.locator(ready).first.wait_for(timeout=60_000)
+        yield page, requests, errors
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def offline(exported, browser):
+    """The exported page in a context with the network off; every request but the file is counted."""
+    with _offline_page(browser, exported["report"].path, ".lf-card-attn .lf-head") as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")
@@ -336,15 +352,8 @@ def test_layers_not_exported_are_said(exported, browser):
     """--layers 0: the attention view holds layer 0 only; focusing another layer says so."""
     report = exported["board"].export(exported["root"] / "layer0.html", samples="0-1", layers="0")
     assert report.plan.views["attn"] < exported["report"].plan.views["attn"]
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_offline(True)
-    try:
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(report.path.as_uri())
+    with _offline_page(browser, report.path, ".lf-card-attn .lf-head") as (page, _, errors):
         attn = page.locator(".lf-card-attn")
-        attn.locator(".lf-head").first.wait_for(timeout=60_000)
         assert attn.locator(".lf-sample").count() == 0 and page.locator(".lf-card-text .lf-sample").count() == 2
         page.locator('.lf-card-lens .lf-cell[data-row="1"][data-col="2"]').click()  # layer 1
         _after(page, ".lf-card-attn .lf-layer", "1")
@@ -354,8 +363,6 @@ def test_layers_not_exported_are_said(exported, browser):
         _after(page, ".lf-card-attn .lf-layer", "0")
         assert attn.locator(".lf-head").count() == 4 and "attends to" in attn.locator(".lf-attn-head").inner_text()
         assert errors == []
-    finally:
-        context.close()
 
 
 @pytest.mark.browser
@@ -364,22 +371,98 @@ def test_a_page_opens_at_the_focus_given(exported, browser, served):
     land where the served page's do."""
     query = "sample=2&position=4&layer=1&head=3&neuron=7"
     report = exported["board"].export(exported["root"] / "focused.html", focus=query)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_offline(True)
-    try:
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(report.path.as_uri())
-        page.locator(".lf-card-top .lf-example").first.wait_for(timeout=60_000)
+    with _offline_page(browser, report.path, ".lf-card-top .lf-example") as (page, _, errors):
         _same(page, served(query, {".lf-card-neurons .lf-neuron": "L1/N7", ".lf-card-attn .lf-head-index": "3"}))
         page.locator('.lf-card-text .lf-token[data-position="1"]').click()
         _after(page, ".lf-card-attn .lf-position", "1")
         _same(page, served(query.replace("position=4", "position=1"),
                            {".lf-card-neurons .lf-neuron": "L1/N7", ".lf-card-attn .lf-position": "1"}))
         assert errors == []
-    finally:
-        context.close()
+
+
+# --- --neurons: the top examples of some neurons -----------------------------------------------------
+
+def _page_data(path: Path, vid: str) -> tuple[dict, dict]:
+    """A view's block of an exported page: its meta and its arrays as numpy (as the runtime decodes them)."""
+    import base64
+
+    raw = json.loads(re.search(rf'id="lf-data-{vid}">(.*?)</script>', path.read_text(), re.S).group(1))
+    return raw["meta"], {k: np.frombuffer(base64.b64decode(a["b64"]), dtype=np.dtype(a["dtype"]).newbyteorder("<"))
+                         for k, a in raw["arrays"].items()}
+
+
+@pytest.fixture(scope="module")
+def neurons_export(exported):
+    """The tiny page again, opened at layer 1, position 5, holding the top examples of neurons 0-9 and
+    of the first two the neurons view lists there by activation; `outside`: one it lists that is not held."""
+    from lensframe.export_pack import ExportContext
+
+    board, view = exported["board"], exported["board"].views["neurons"]
+    acts = ExportContext(board, view, [0], None).context(0).focus_result(view.acts_node(16))["acts"][1, 5]
+    listed = [int(i) for i in np.argsort(-acts)[:6]]
+    held = sorted(set(range(10)) | set(listed[:2]))
+    outside = next(i for i in listed if i not in held)
+    text = ",".join(map(str, held))
+    report = board.export(exported["root"] / "neurons.html", focus="position=5&layer=1", neurons=text)
+    return {"report": report, "held": held, "listed": listed, "outside": outside}
+
+
+def test_an_export_of_some_neurons_holds_their_rows_only(exported, neurons_export):
+    report, held = neurons_export["report"], neurons_export["held"]
+    meta, arrays = _page_data(report.path, "top")
+    full_meta, full = _page_data(exported["report"].path, "top")
+    assert meta["neurons"] == held and full_meta["neurons"] is None and meta["d_mlp"] == full_meta["d_mlp"] == 128
+    nl, k, bins = len(meta["layers"]), meta["k"], len(meta["edges"]) - 1
+    for name, per in (("values", k), ("samples", k), ("positions", k), ("shade", k * 17), ("hist", bins)):
+        mine = arrays[name].reshape(nl, len(held), per)
+        np.testing.assert_array_equal(mine, full[name].reshape(nl, 128, per)[:, held], err_msg=name)
+    # planned as the other pages are: the whole within 5%, the view within a factor of 2, and smaller
+    assert abs(report.plan.total - report.bytes) / report.bytes < 0.05, (report.plan.describe(), report.describe())
+    assert 0.5 < report.plan.views["top"] / report.views["top"] < 2, (report.plan.views["top"], report.views["top"])
+    assert report.views["top"] < exported["report"].views["top"] / 2
+
+
+def test_max_mb_names_the_neurons_that_fit(exported, capsys):
+    """A page whose top examples are most of it: the refusal names the --neurons that fit, and they do."""
+    spec = exported["root"] / "top-heavy.yaml"
+    spec.write_text(exported["spec"].read_text().split("views:")[0] + "views:\n  text: {type: text}\n"
+                    "  top: {type: top_examples, k: 100}\n")
+    from lensframe.board import Board
+    from lensframe.export_plan import export_options, plan_export
+
+    out = exported["root"] / "top-heavy.html"
+    args = ["export", str(spec), "--cache-dir", str(exported["store"]), "-o", str(out), "-q"]
+    board = Board.from_file(spec, cache_dir=exported["store"])
+    planned = plan_export(board, export_options(board))
+    assert planned.views["top"] > 0.25 * planned.total, planned.describe()
+    limit = (planned.total - planned.views["top"] / 2) / 1e6
+    assert main(args + ["--max-mb", f"{limit:.3f}"]) == 2 and not out.exists()
+    err = capsys.readouterr().err
+    m = re.search(r"options that fit: .*--neurons 0-(\d+) \(", err)
+    assert m and "Traceback" not in err, err
+    n = int(m.group(1)) + 1
+    assert 0 < n < 128
+    assert main(args + ["--max-mb", f"{limit:.3f}", "--neurons", f"0-{n - 1}"]) == 0
+    assert out.stat().st_size <= limit * 1e6
+
+
+@pytest.mark.browser
+def test_neurons_not_exported_are_said(exported, neurons_export, browser, served):
+    """In a page of some neurons, clicking a held one shows the served card; one not held says so."""
+    report, held, outside = neurons_export["report"], neurons_export["held"], neurons_export["outside"]
+    first = neurons_export["listed"][0]
+    with _offline_page(browser, report.path, ".lf-card-attn .lf-head") as (page, requests, errors):
+        row = '.lf-card-neurons .lf-neuron-list .lf-bar-row[data-key="{}"]'
+        page.locator(row.format(first)).first.click()
+        _after(page, ".lf-card-top .lf-neuron", f"L1/N{first}")
+        _same(page, served(f"position=5&layer=1&neuron={first}", {".lf-card-neurons .lf-neuron": f"L1/N{first}",
+                                                                  ".lf-card-attn .lf-layer": "1"}))
+        page.locator(row.format(outside)).first.click()
+        _after(page, ".lf-card-neurons .lf-neuron", f"L1/N{outside}")
+        hint = f"neuron {outside} is not in this exported page (it holds neurons {ranges(held)})"
+        _after(page, ".lf-card-top .lf-hint", hint)
+        assert page.locator(".lf-card-top .lf-example-head").filter(has_text="sample").count() == 0
+        assert requests == [] and errors == []
 
 
 def test_focus_a_page_cannot_open_at_is_one_message(exported, tmp_path, capsys):

@@ -93,6 +93,7 @@ class View:
     export_script: ClassVar[Optional[str]] = None
     export_note: ClassVar[str] = ""  # why it is not exported, after "this <type> view" (default: no JS port)
     export_by_layer: ClassVar[bool] = False  # its data grows with the exported layers (--layers)
+    export_by_neuron: ClassVar[bool] = False  # its data grows with the exported neurons (--neurons)
     export_webgl: ClassVar[bool] = False  # it draws a HoloViews plot (WebGL): the page keeps bokeh-gl
     # JSComponent classes of its own it brings to the page, with their module's and stylesheets' bytes
     # (once per page, whichever views use them), e.g. {"ClusterLegend": 14_000}

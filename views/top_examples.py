@@ -5,6 +5,7 @@ is answered from the store, without running the model.
 """
 from __future__ import annotations
 
+import json
 from typing import Literal, Union
 
 import numpy as np
@@ -38,6 +39,7 @@ class TopExamplesView(View):
     sets = ("sample", "text", "position")
     export_script = "js/top_examples.js"
     export_by_layer = True
+    export_by_neuron = True
     export_webgl = True
 
     class Params(ViewParams):
@@ -89,7 +91,8 @@ class TopExamplesView(View):
         return layout_part(ctx, "layout", *parts, *(p for slot in slots for p in slot), sizing_mode="stretch_both",
                            scroll=True, css_classes=["lf-view-top-examples"])
 
-    # --- export (views/js/top_examples.js): every neuron of the indexed layers the page holds ------
+    # --- export (views/js/top_examples.js): the exported neurons (--neurons, default every one) of
+    # the indexed layers the page holds
     def export_data(self, ex):
         from lensframe.export_pack import ExportData, smallest_uint
 
@@ -98,21 +101,26 @@ class TopExamplesView(View):
         wanted = set(ex.options.layers) if ex.options.layers is not None else set(indexed)
         layers = [l for l in indexed if l in wanted]
         li = [indexed.index(l) for l in layers]
+        d = int(res["samples"].shape[1])
+        held = None if ex.options.neurons is None else [i for i in ex.options.neurons if i < d]
+        rows = np.arange(d) if held is None else np.asarray(held, dtype=np.int64)
         ds = ex.board.dataset
-        samples = res["samples"][li]  # [layers, d_mlp, k], -1 where a neuron has fewer examples
-        values, positions, windows = res["values"][li], res["positions"][li], res["windows"][li].astype(np.float32)
+        pick = lambda name: res[name][li][:, rows]  # noqa: E731  [layers, neurons, ...]
+        samples = pick("samples")  # [layers, neurons, k], -1 where a neuron has fewer examples
+        values, positions, windows = pick("values"), pick("positions"), pick("windows").astype(np.float32)
         # what each example's strip shades (max(0, v / its value), as _fill); the colour is all it sets
         with np.errstate(invalid="ignore", divide="ignore"):
             shade = np.where((values[..., None] > 0) & ~np.isnan(windows), np.maximum(0, windows / values[..., None]), 0)
         missing = len(ds)  # samples -1 -> the dtype's top value
         referenced = sorted({int(x) for x in np.unique(samples) if x >= 0})
         strings = ex.board.executor.tokens(self.model).meta["strings"]
-        hist = res["hist"][li]
+        hist = pick("hist")
         return ExportData(
             meta={"layers": layers, "indexed": indexed, "indexed_text": str(indexed),
                   "exported_text": _ranges(layers), "k": self.p.k, "window": list(res.meta["window"]),
                   "edges": [float(e) for e in res["edges"]], "n_layers": ex.board.infos[self.model].n_layers,
-                  "d_mlp": int(samples.shape[1]), "exported": list(ex.samples),
+                  "d_mlp": d, "neurons": held, "neurons_text": None if held is None else _ranges(held),
+                  "exported": list(ex.samples),
                   "strings": {str(x): list(strings[x]) for x in referenced},
                   "labels": {str(x): ds.labels[x] for x in referenced} if ds.labels else None},
             arrays={"values": values.astype(np.float32).ravel(),
@@ -127,14 +135,24 @@ class TopExamplesView(View):
         info = shapes.info(self.model)
         indexed = range(info.n_layers) if self.p.layers == "all" else self.p.layers
         wanted = set(shapes.layers(self.model))
-        nl, k, d = len([l for l in indexed if l in wanted]), self.p.k, info.d_mlp
+        neurons = shapes.neurons(self.model)
+        nl, k, d = len([l for l in indexed if l in wanted]), self.p.k, len(neurons)
         lengths = np.asarray(shapes.board.executor.tokens(self.model)["lengths"])
         tokens = int(lengths.sum())
         sample_b = 1 if len(lengths) < 255 else 2
         hist_b = 1 if tokens < 256 else (2 if tokens < 65536 else 4)
         window = 17  # lensframe.ops.neurons.WINDOW: 12 before, the peak, 4 after
+        # the token strings of the samples the examples come from: all of them, unless few examples
+        # are held (then those of as many distinct samples as nl·d·k picks spread evenly would hit)
+        n = len(lengths)
+        share = 1.0 if n == 0 else 1.0 - (1.0 - 1.0 / n) ** (nl * d * k)
+        listed = 0 if shapes.options.neurons is None else 2 * len(json.dumps(neurons))  # the list and its ranges
+        # the first render: the histogram's figure (~20 kB) and each example slot's heading and strip
+        # (measured, k 4 to 100); each strip's model also carries its own copy of TokenStrip's module and
+        # stylesheet (Bokeh writes them with every instance; the written page counts them under components)
         return {"examples": b64_size(nl * d * k * (4 + sample_b + 1 + window)), "hist": b64_size(nl * d * 48 * hist_b),
-                "tokens": tokens * 14, "first render": 28_000 + 400 * k}  # the histogram's figure: ~20 kB
+                "tokens": int(tokens * 14 * share) + listed, "first render": 20_000 + 2_300 * k,
+                "strip modules": 4_200 * k}
 
     def _fill(self, ctx, res, layer: int, neuron: int, slots) -> tuple[str, dict, str]:
         """The header, the histogram's bars and the caption of one neuron, with its examples put

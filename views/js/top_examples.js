@@ -1,8 +1,11 @@
 // The top_examples view's port (views/top_examples.py render and _fill): the focused neuron's
 // header, histogram (the Bokeh figure's bars, lines, ranges and axis label, as histogram_bars
 // computes them), caption and example strips; a click on an example's token focuses that sample.
+// The page holds the neurons of meta.neurons (--neurons) or, when it is null, every neuron.
 LF.define('top_examples', (api) => {
   const {parts, meta, arrays} = api;
+  const rowOf = meta.neurons ? new Map(meta.neurons.map((i, r) => [i, r])) : null;   // neuron -> its row
+  const nHeld = meta.neurons ? meta.neurons.length : meta.d_mlp;   // rows a layer holds
   const k = meta.k, d = meta.d_mlp, W = meta.window[0] + meta.window[1] + 1, before = meta.window[0];
   const bins = meta.edges.length - 1;
   const signed = (x, n) => { const s = api.fixed(x, n); return s.startsWith('-') ? s : '+' + s; };
@@ -51,8 +54,10 @@ LF.define('top_examples', (api) => {
     if (!meta.indexed.includes(layer)) { hide(`layer ${layer} is not indexed by this view (layers: ${meta.indexed_text})`); return; }
     const li = meta.layers.indexOf(layer);
     if (li < 0 || neuron >= d) { hide(`layer ${layer} is not in this exported page (it holds layers ${meta.exported_text})`); return; }
-    const at = (li * d + neuron) * k, name = label(layer, neuron);
-    const hist = arrays.hist.subarray((li * d + neuron) * bins, (li * d + neuron + 1) * bins);
+    const row = rowOf ? rowOf.get(neuron) : neuron;
+    if (row === undefined) { hide(`neuron ${neuron} is not in this exported page (it holds neurons ${meta.neurons_text})`); return; }
+    const at = (li * nHeld + row) * k, name = label(layer, neuron);
+    const hist = arrays.hist.subarray((li * nHeld + row) * bins, (li * nHeld + row + 1) * bins);
     const best = arrays.values[at];
     const total = hist.reduce((a, b) => a + b, 0);
     setHidden('hint', '');
