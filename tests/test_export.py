@@ -185,9 +185,10 @@ def offline(exported, browser):
         yield opened
 
 
-@pytest.fixture(scope="module")
-def served(exported, browser, tmp_path_factory):
-    """The same spec and store served; yields a function: focus query -> each linked card's text and tips."""
+@contextmanager
+def served_pages(exported, browser, tmp_path_factory, read):
+    """The exported spec and store served; yields cards(query, expect): a page opened at the focus
+    query, waited on until each selector of `expect` shows its text, then read(page, query)."""
     from lensframe.server.process import serve_process
 
     log = tmp_path_factory.mktemp("serve") / "serve.log"
@@ -199,18 +200,33 @@ def served(exported, browser, tmp_path_factory):
             page.goto(server.url + "?" + query)
             for selector, text in expect.items():
                 page.locator(selector).filter(has_text=re.compile(rf"^{re.escape(text)}$")).first.wait_for(timeout=60_000)
-            neuron = re.search(r"neuron=(\d+)", query)
-            if neuron:  # the histogram's patch comes with the view's: wait for its label all the same
-                page.wait_for_function(f"() => ({FIGURE})().some((f) => f.label.endsWith('/N{neuron.group(1)}'))",
-                                       timeout=60_000)
-            page.wait_for_timeout(300)
-            out = {vid: page.evaluate(CARD, vid) for vid in LINKED}
-            out["figure"] = page.evaluate(FIGURE)
+            out = read(page, query)
             page.close()
             return out
 
+        try:
+            yield cards
+        finally:
+            context.close()
+
+
+def _linked_cards(page, query: str) -> dict:
+    """Each linked card's text and tips, and the histogram's figure."""
+    neuron = re.search(r"neuron=(\d+)", query)
+    if neuron:  # the histogram's patch comes with the view's: wait for its label all the same
+        page.wait_for_function(f"() => ({FIGURE})().some((f) => f.label.endsWith('/N{neuron.group(1)}'))",
+                               timeout=60_000)
+    page.wait_for_timeout(300)
+    out = {vid: page.evaluate(CARD, vid) for vid in LINKED}
+    out["figure"] = page.evaluate(FIGURE)
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(exported, browser, tmp_path_factory):
+    """The same spec and store served; yields a function: focus query -> each linked card's text and tips."""
+    with served_pages(exported, browser, tmp_path_factory, _linked_cards) as cards:
         yield cards
-        context.close()
 
 
 def _after(page, selector: str, text: str) -> None:

@@ -18,7 +18,7 @@ from lensframe.export_pack import ExportContext
 from lensframe.export_plan import export_options
 from tests.conftest import tiny_spec
 from tests.test_browser import browser  # noqa: F401  (the module-scoped Chromium fixture, shared)
-from tests.test_export import CARD, _first_difference
+from tests.test_export import CARD, _first_difference, served_pages
 
 VIEWS = ("  text: {type: text}\n  lens: {type: logit_lens}\n  neurons: {type: neurons, top_n: 6}\n"
          "  ffn: {type: ffn_vocab, top_n: 5, k: 4}\n  ffn_norm: {type: ffn_vocab, top_n: 4, k: 2, final_norm: true}")
@@ -154,27 +154,16 @@ def _card(page, vid):
     return text, out["tips"]
 
 
+def _ffn_cards(page, query: str) -> dict:
+    page.wait_for_timeout(400)
+    return {vid: _card(page, vid) for vid in FFN}
+
+
 @pytest.fixture(scope="module")
 def served(exported, browser, tmp_path_factory):
     """The same spec and store served: focus query -> each ffn card's text (to the editor) and tips."""
-    from lensframe.server.process import serve_process
-
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with serve_process(exported["spec"], "--cache-dir", str(exported["store"]), log_path=log, wait_s=120) as server:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-
-        def cards(query: str, expect: dict) -> dict:
-            page = context.new_page()
-            page.goto(server.url + "?" + query)
-            for selector, text in expect.items():
-                page.locator(selector).filter(has_text=re.compile(rf"^{re.escape(text)}$")).first.wait_for(timeout=60_000)
-            page.wait_for_timeout(400)
-            out = {vid: _card(page, vid) for vid in FFN}
-            page.close()
-            return out
-
+    with served_pages(exported, browser, tmp_path_factory, _ffn_cards) as cards:
         yield cards
-        context.close()
 
 
 def _after(page, selector: str, text: str) -> None:
