@@ -303,8 +303,16 @@ def check_fits(board, plan: ExportPlan, options: ExportOptions, max_bytes: int, 
                 words.append(f"--neurons {ranges(sorted(fewer.neurons))}")
         if total(least) <= room:
             fits.append(f"{' '.join(words)} ({fmt(total(least))})")
-    hint = ("options that fit: " + "; ".join(fits)) if fits else \
-        "nothing fits: even one sample (and one layer) is larger; raise --max-mb"
+    if fits:
+        hint = "options that fit: " + "; ".join(fits)
+    else:  # what is left at the least the options can ask: the page's own parts, and a view's own parameters
+        smallest = plan_export(board, replace(options, samples=options.samples[:1], layers=layers[:1] or options.layers,
+                                              neurons=neurons[:1] or options.neurons))
+        vid, size = max(smallest.views.items(), key=lambda kv: kv[1], default=(None, 0))
+        least = f"one sample{' at one layer' if layers else ''}{' with one neuron' if neurons else ''}"
+        hint = (f"nothing fits: {least} is {fmt(smallest.total)}: the page's scripts and components "
+                f"{fmt(sum(smallest.fixed.values()))}" + (f", view `{vid}` {fmt(size)} (lower its k or top_n in the spec)"
+                                                          if vid else "") + "; or raise --max-mb")
     raise LensframeError(f"{spec_name}: the exported page would be {plan.describe()}, over --max-mb "
                          f"{max_bytes / 1e6:g}\n    hint: {hint}")
 

@@ -462,6 +462,22 @@ def test_max_mb_names_the_neurons_that_fit(exported, capsys):
     assert out.stat().st_size <= limit * 1e6
 
 
+def test_max_mb_below_the_least_page_names_what_is_left(exported, capsys):
+    """Under even one sample at one layer with one neuron: the refusal says what that page holds
+    (its scripts, its largest view, whose own parameters are the way down) and writes nothing."""
+    out = exported["root"] / "nothing.html"
+    args = ["export", str(exported["spec"]), "--cache-dir", str(exported["store"]), "-o", str(out), "-q"]
+    assert main(args + ["--max-mb", "1"]) == 2 and not out.exists()
+    err = capsys.readouterr().err
+    size = r"([\d.]+) (kB|MB)"
+    m = re.search(rf"nothing fits: one sample at one layer with one neuron is {size}: the page's scripts and "
+                  rf"components {size}, view `(\w+)` {size} \(lower its k or top_n in the spec\); or raise --max-mb", err)
+    assert m and "Traceback" not in err, err
+    mb = [float(m.group(i)) * (1 if m.group(i + 1) == "MB" else 1e-3) for i in (1, 3, 6)]
+    assert mb[1] > 1 and mb[1] + mb[2] <= mb[0] + 0.01, err  # the scripts alone are over 1 MB
+    assert m.group(5) in exported["board"].views, err
+
+
 @pytest.mark.browser
 def test_neurons_not_exported_are_said(exported, neurons_export, browser, served):
     """In a page of some neurons, clicking a held one shows the served card; one not held says so."""
