@@ -436,13 +436,14 @@ def serve(board, port: int = 5006, address: str = "127.0.0.1", show: bool = Fals
 
     # transformers imported here, before the compute job's thread and the warm-up both load models
     transformers_names("AutoModelForCausalLM", "AutoTokenizer")
-    FOCUS_QUEUE["value"], FOCUS_PROCESS["value"] = max(0, int(focus_queue)), bool(focus_process)
     if read_only_store:
         board.store.read_only = True  # a write now raises instead of racing the other servers
         require_stored(board)
         job = None
     else:
         job = ComputeJob(board).start()  # the warm-up below shares the model load with it (a lock)
+    # the sessions' engine, set once the store is known to serve (a refused serve leaves it as it was)
+    FOCUS_QUEUE["value"], FOCUS_PROCESS["value"] = max(0, int(focus_queue)), bool(focus_process)
     if warm:
         warm_up(board)
     live = LiveSpec(board, job, allow_local_views=allow_local_views, say=say)

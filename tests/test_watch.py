@@ -45,10 +45,16 @@ def write(path, text: str) -> None:
 
 
 @pytest.fixture
-def served(tiny_models, tmp_path):
-    """A computed spec, its LiveSpec, and one session's page focused off its defaults."""
+def served(tiny_models, tmp_path, monkeypatch):
+    """A computed spec, its LiveSpec, and one session's page focused off its defaults. Its focus
+    forwards run on the caller's thread (focus queue 0), so each is counted when it happens; the
+    worker threads are tested in test_focus_worker."""
+    from lensframe.server import app
     from lensframe.server.template import SessionPage
     from lensframe.server.watch import LiveSpec
+
+    monkeypatch.setitem(app.FOCUS_QUEUE, "value", 0)
+    monkeypatch.setitem(app.FOCUS_PROCESS, "value", False)
 
     path = tmp_path / "spec.yaml"
     text = tiny_spec(tiny_models["gpt2"], VIEWS, LAYOUT)
