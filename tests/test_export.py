@@ -199,7 +199,7 @@ def served_pages(exported, browser, tmp_path_factory, read):
             page = context.new_page()
             page.goto(server.url + "?" + query)
             for selector, text in expect.items():
-                page.locator(selector).filter(has_text=re.compile(rf"^{re.escape(text)}$")).first.wait_for(timeout=60_000)
+                _shows(page, selector, text, timeout=60_000)
             out = read(page, query)
             page.close()
             return out
@@ -229,8 +229,13 @@ def served(exported, browser, tmp_path_factory):
         yield cards
 
 
+def _shows(page, selector: str, text: str, timeout: int) -> None:
+    """Wait until an element of `selector` reads exactly `text`."""
+    page.locator(selector).filter(has_text=re.compile(rf"^{re.escape(text)}$")).first.wait_for(timeout=timeout)
+
+
 def _after(page, selector: str, text: str) -> None:
-    page.locator(selector).filter(has_text=re.compile(rf"^{re.escape(text)}$")).first.wait_for(timeout=10_000)
+    _shows(page, selector, text, timeout=10_000)
     page.wait_for_timeout(150)
 
 

@@ -8,7 +8,6 @@ focus, the editor replaced by a note.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from lensframe.export_pack import ExportContext
 from lensframe.export_plan import export_options
 from tests.conftest import tiny_spec
 from tests.test_browser import browser  # noqa: F401  (the module-scoped Chromium fixture, shared)
-from tests.test_export import CARD, _first_difference, served_pages
+from tests.test_export import CARD, _after, _first_difference, served_pages
 
 VIEWS = ("  text: {type: text}\n  lens: {type: logit_lens}\n  neurons: {type: neurons, top_n: 6}\n"
          "  ffn: {type: ffn_vocab, top_n: 5, k: 4}\n  ffn_norm: {type: ffn_vocab, top_n: 4, k: 2, final_norm: true}")
@@ -164,11 +163,6 @@ def served(exported, browser, tmp_path_factory):
     """The same spec and store served: focus query -> each ffn card's text (to the editor) and tips."""
     with served_pages(exported, browser, tmp_path_factory, _ffn_cards) as cards:
         yield cards
-
-
-def _after(page, selector: str, text: str) -> None:
-    page.locator(selector).filter(has_text=re.compile(rf"^{re.escape(text)}$")).first.wait_for(timeout=10_000)
-    page.wait_for_timeout(150)
 
 
 def _same(page, theirs) -> None:
