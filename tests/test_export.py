@@ -647,75 +647,66 @@ def test_cluster_views_link_offline_like_the_served_ones(cluster_export, browser
     from lensframe.server.process import serve_process
 
     report = cluster_export["report"]
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_offline(True)
-    requests, errors = [], []
-    context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("file:", "data:", "blob:"))
-                  else (requests.append(r.request.url), r.abort()))
-    page = context.new_page()
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(report.path.as_uri())
-    page.locator(".lf-card-nc .lf-legend-item").first.wait_for(timeout=60_000)
+    with _offline_page(browser, report.path, ".lf-card-nc .lf-legend-item") as (page, requests, errors):
 
-    log = cluster_export["spec"].parent / "serve.log"
-    with serve_process(cluster_export["spec"], "--cache-dir", str(cluster_export["store"]), log_path=log,
-                       wait_s=120) as server:
-        live = browser.new_context(viewport={"width": 1400, "height": 1000})
-        theirs = live.new_page()
-        theirs.goto(server.url)
-        theirs.locator(".lf-card-nc .lf-legend-item").first.wait_for(timeout=60_000)
+        log = cluster_export["spec"].parent / "serve.log"
+        with serve_process(cluster_export["spec"], "--cache-dir", str(cluster_export["store"]), log_path=log,
+                           wait_s=120) as server:
+            live = browser.new_context(viewport={"width": 1400, "height": 1000})
+            theirs = live.new_page()
+            theirs.goto(server.url)
+            theirs.locator(".lf-card-nc .lf-legend-item").first.wait_for(timeout=60_000)
 
-        def same(expect: dict) -> None:
-            for p in (page, theirs):
-                for selector, text in expect.items():
-                    p.locator(selector).filter(has_text=re.compile(rf"^{re.escape(text)}$")).first.wait_for(timeout=60_000)
-            theirs.wait_for_timeout(400)
-            for vid in CLUSTER_LINKED:
-                a, b = page.evaluate(CARD, vid), theirs.evaluate(CARD, vid)
-                assert a["text"] == b["text"], (vid, _first_difference(a["text"], b["text"]))
-                assert a["tips"] == b["tips"], vid
-            for name in ("lf-neurons-map", "lf-texts-map"):
-                assert page.evaluate(MARKS, name) == theirs.evaluate(MARKS, name), name
+            def same(expect: dict) -> None:
+                for p in (page, theirs):
+                    for selector, text in expect.items():
+                        p.locator(selector).filter(has_text=re.compile(rf"^{re.escape(text)}$")).first.wait_for(timeout=60_000)
+                theirs.wait_for_timeout(400)
+                for vid in CLUSTER_LINKED:
+                    a, b = page.evaluate(CARD, vid), theirs.evaluate(CARD, vid)
+                    assert a["text"] == b["text"], (vid, _first_difference(a["text"], b["text"]))
+                    assert a["tips"] == b["tips"], vid
+                for name in ("lf-neurons-map", "lf-texts-map"):
+                    assert page.evaluate(MARKS, name) == theirs.evaluate(MARKS, name), name
 
-        def both(action) -> None:
-            for p in (page, theirs):
-                action(p)
+            def both(action) -> None:
+                for p in (page, theirs):
+                    action(p)
 
-        same({".lf-card-text .lf-sample-index": "0"})
-        # a neuron cluster in the legend: its members listed; one of them focused (the neurons view follows)
-        both(lambda p: p.locator(".lf-card-nc .lf-legend-item").nth(2).click())
-        same({".lf-card-nc .lf-cluster": "2"})
-        label = page.locator(".lf-card-nc .lf-bar-row").nth(1).locator(".lf-bar-label").inner_text()
-        both(lambda p: p.locator(".lf-card-nc .lf-bar-row").nth(1).click())
-        same({".lf-card-neurons .lf-layer": label.split("/")[0][1:], ".lf-card-nc .lf-focused-neuron": label})
-        # a text cluster in the legend: the difference view describes it (computed in advance)
-        both(lambda p: p.locator(".lf-card-tc .lf-legend-item").nth(1).click())
-        same({".lf-card-diffc .lf-group-a": "cluster 1"})
-        # a text on the map: it is focused, with its cluster
-        row = _map_point(page, page.locator(".lf-card-tc"), "lf-texts-map", avoid={0})[0]
-        both(lambda p: _click_point(p, p.locator(".lf-card-tc"), "lf-texts-map", row))
-        same({".lf-card-text .lf-sample-index": str(row), ".lf-card-tc .lf-focused-text": f"#{row}"})
-        page.screenshot(path=str(Path(__file__).parent / "artifacts" / "export-clusters.png"))
-        # a representative text of the difference view
-        pick = int(page.locator(".lf-card-diffc .lf-sample").nth(2).get_attribute("data-sample"))
-        both(lambda p: p.locator(f'.lf-card-diffc .lf-sample[data-sample="{pick}"]').first.click())
-        same({".lf-card-text .lf-sample-index": str(pick)})
-        # a neuron on the map: its layer, index and cluster
-        nrow = _map_point(page, page.locator(".lf-card-nc"), "lf-neurons-map")[0]
-        both(lambda p: _click_point(p, p.locator(".lf-card-nc"), "lf-neurons-map", nrow))
-        page.locator(".lf-card-nc .lf-focused-neuron").first.wait_for(timeout=10_000)
-        same({".lf-card-nc .lf-focused-neuron": page.locator(".lf-card-nc .lf-focused-neuron").inner_text()})
-        live.close()
+            same({".lf-card-text .lf-sample-index": "0"})
+            # a neuron cluster in the legend: its members listed; one of them focused (the neurons view follows)
+            both(lambda p: p.locator(".lf-card-nc .lf-legend-item").nth(2).click())
+            same({".lf-card-nc .lf-cluster": "2"})
+            label = page.locator(".lf-card-nc .lf-bar-row").nth(1).locator(".lf-bar-label").inner_text()
+            both(lambda p: p.locator(".lf-card-nc .lf-bar-row").nth(1).click())
+            same({".lf-card-neurons .lf-layer": label.split("/")[0][1:], ".lf-card-nc .lf-focused-neuron": label})
+            # a text cluster in the legend: the difference view describes it (computed in advance)
+            both(lambda p: p.locator(".lf-card-tc .lf-legend-item").nth(1).click())
+            same({".lf-card-diffc .lf-group-a": "cluster 1"})
+            # a text on the map: it is focused, with its cluster
+            row = _map_point(page, page.locator(".lf-card-tc"), "lf-texts-map", avoid={0})[0]
+            both(lambda p: _click_point(p, p.locator(".lf-card-tc"), "lf-texts-map", row))
+            same({".lf-card-text .lf-sample-index": str(row), ".lf-card-tc .lf-focused-text": f"#{row}"})
+            page.screenshot(path=str(Path(__file__).parent / "artifacts" / "export-clusters.png"))
+            # a representative text of the difference view
+            pick = int(page.locator(".lf-card-diffc .lf-sample").nth(2).get_attribute("data-sample"))
+            both(lambda p: p.locator(f'.lf-card-diffc .lf-sample[data-sample="{pick}"]').first.click())
+            same({".lf-card-text .lf-sample-index": str(pick)})
+            # a neuron on the map: its layer, index and cluster
+            nrow = _map_point(page, page.locator(".lf-card-nc"), "lf-neurons-map")[0]
+            both(lambda p: _click_point(p, p.locator(".lf-card-nc"), "lf-neurons-map", nrow))
+            page.locator(".lf-card-nc .lf-focused-neuron").first.wait_for(timeout=10_000)
+            same({".lf-card-nc .lf-focused-neuron": page.locator(".lf-card-nc .lf-focused-neuron").inner_text()})
+            live.close()
 
-    # a lasso: a selection's description needs a server, and the card says so
-    from tests.test_browser_clusters import _FIGURE, _lasso
+        # a lasso: a selection's description needs a server, and the card says so
+        from tests.test_browser_clusters import _FIGURE, _lasso
 
-    card = page.locator(".lf-card-tc")
-    card.locator(".lf-map-plot").first.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
-    _lasso(page, card, page.evaluate(_FIGURE, "lf-texts-map"), (0.05, 0.95), (0.05, 0.95))
-    card.locator(".lf-lasso-note").wait_for(timeout=10_000)
-    assert "needs lensframe serve" in card.locator(".lf-lasso-note").inner_text()
-    page.screenshot(path=str(Path(__file__).parent / "artifacts" / "export-clusters-lasso.png"))
-    assert requests == [] and errors == []
-    context.close()
+        card = page.locator(".lf-card-tc")
+        card.locator(".lf-map-plot").first.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        _lasso(page, card, page.evaluate(_FIGURE, "lf-texts-map"), (0.05, 0.95), (0.05, 0.95))
+        card.locator(".lf-lasso-note").wait_for(timeout=10_000)
+        assert "needs lensframe serve" in card.locator(".lf-lasso-note").inner_text()
+        page.screenshot(path=str(Path(__file__).parent / "artifacts" / "export-clusters-lasso.png"))
+        assert requests == [] and errors == []

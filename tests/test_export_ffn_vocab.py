@@ -17,7 +17,7 @@ from lensframe.export_pack import ExportContext
 from lensframe.export_plan import export_options
 from tests.conftest import tiny_spec
 from tests.test_browser import browser  # noqa: F401  (the module-scoped Chromium fixture, shared)
-from tests.test_export import CARD, _after, _first_difference, served_pages
+from tests.test_export import CARD, _after, _first_difference, _offline_page, served_pages
 
 VIEWS = ("  text: {type: text}\n  lens: {type: logit_lens}\n  neurons: {type: neurons, top_n: 6}\n"
          "  ffn: {type: ffn_vocab, top_n: 5, k: 4}\n  ffn_norm: {type: ffn_vocab, top_n: 4, k: 2, final_norm: true}")
@@ -174,57 +174,48 @@ def _same(page, theirs) -> None:
 
 @pytest.mark.browser
 def test_exported_card_links_offline_like_the_served_one(exported, browser, served):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_offline(True)
-    requests, errors = [], []
-    context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("file:", "data:", "blob:"))
-                  else (requests.append(r.request.url), r.abort()))
-    page = context.new_page()
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(exported["report"].path.as_uri())
-    ffn = page.locator(".lf-card-ffn")
-    ffn.locator(".lf-subupdate-item").first.wait_for(timeout=60_000)
-    text = page.locator(".lf-card-text")
-    T = text.locator(".lf-token").count()
-    # the editor is a note; the rest is the served card
-    assert ffn.locator(".lf-ffn-edit-note").count() == 1
-    _same(page, served("", {".lf-card-ffn .lf-position": str(T - 1)}))
+    with _offline_page(browser, exported["report"].path, ".lf-card-ffn .lf-subupdate-item") as (page, requests, errors):
+        ffn = page.locator(".lf-card-ffn")
+        text = page.locator(".lf-card-text")
+        T = text.locator(".lf-token").count()
+        # the editor is a note; the rest is the served card
+        assert ffn.locator(".lf-ffn-edit-note").count() == 1
+        _same(page, served("", {".lf-card-ffn .lf-position": str(T - 1)}))
 
-    # a token: the sub-updates and residuals at its position
-    text.locator('.lf-token[data-position="4"]').click()
-    _after(page, ".lf-card-ffn .lf-position", "4")
-    _same(page, served("position=4", {".lf-card-ffn .lf-position": "4"}))
+        # a token: the sub-updates and residuals at its position
+        text.locator('.lf-token[data-position="4"]').click()
+        _after(page, ".lf-card-ffn .lf-position", "4")
+        _same(page, served("position=4", {".lf-card-ffn .lf-position": "4"}))
 
-    # a lens cell: another layer (and position)
-    lens = page.locator(".lf-card-lens")
-    lens.locator('.lf-cell[data-row="1"][data-col="3"]').click()
-    layer = ffn.locator(".lf-layer").inner_text()
-    _after(page, ".lf-card-ffn .lf-position", "3")
-    _same(page, served(f"position=3&layer={layer}", {".lf-card-ffn .lf-position": "3", ".lf-card-ffn .lf-layer": layer}))
+        # a lens cell: another layer (and position)
+        lens = page.locator(".lf-card-lens")
+        lens.locator('.lf-cell[data-row="1"][data-col="3"]').click()
+        layer = ffn.locator(".lf-layer").inner_text()
+        _after(page, ".lf-card-ffn .lf-position", "3")
+        _same(page, served(f"position=3&layer={layer}", {".lf-card-ffn .lf-position": "3", ".lf-card-ffn .lf-layer": layer}))
 
-    # a sub-update: its neuron is focused, its value vector shown, in both ffn views
-    key = ffn.locator(".lf-subupdate-item").nth(1).get_attribute("data-key")
-    ffn.locator(f'.lf-subupdate-item[data-key="{key}"]').click()
-    _after(page, ".lf-card-ffn .lf-neuron", f"L{layer}/N{key}")
-    assert page.locator(".lf-card-neurons .lf-neuron").first.inner_text() == f"L{layer}/N{key}"
-    _same(page, served(f"position=3&layer={layer}&neuron={key}", {".lf-card-ffn .lf-neuron": f"L{layer}/N{key}"}))
-    artifacts = Path(__file__).parent / "artifacts"
-    artifacts.mkdir(exist_ok=True)
-    ffn.screenshot(path=str(artifacts / "export-ffn-vocab-card.png"))
-    page.screenshot(path=str(artifacts / "export-ffn-vocab.png"))
+        # a sub-update: its neuron is focused, its value vector shown, in both ffn views
+        key = ffn.locator(".lf-subupdate-item").nth(1).get_attribute("data-key")
+        ffn.locator(f'.lf-subupdate-item[data-key="{key}"]').click()
+        _after(page, ".lf-card-ffn .lf-neuron", f"L{layer}/N{key}")
+        assert page.locator(".lf-card-neurons .lf-neuron").first.inner_text() == f"L{layer}/N{key}"
+        _same(page, served(f"position=3&layer={layer}&neuron={key}", {".lf-card-ffn .lf-neuron": f"L{layer}/N{key}"}))
+        artifacts = Path(__file__).parent / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        ffn.screenshot(path=str(artifacts / "export-ffn-vocab-card.png"))
+        page.screenshot(path=str(artifacts / "export-ffn-vocab.png"))
 
-    # a neuron of the neurons view (ranked by m: not always among the sub-updates listed here)
-    neurons = page.locator(".lf-card-neurons")
-    other = neurons.locator(".lf-neuron-list .lf-bar-row").nth(4).get_attribute("data-key")
-    neurons.locator(f'.lf-neuron-list .lf-bar-row[data-key="{other}"]').first.click()
-    _after(page, ".lf-card-ffn .lf-neuron", f"L{layer}/N{other}")
-    _same(page, served(f"position=3&layer={layer}&neuron={other}", {".lf-card-ffn .lf-neuron": f"L{layer}/N{other}"}))
+        # a neuron of the neurons view (ranked by m: not always among the sub-updates listed here)
+        neurons = page.locator(".lf-card-neurons")
+        other = neurons.locator(".lf-neuron-list .lf-bar-row").nth(4).get_attribute("data-key")
+        neurons.locator(f'.lf-neuron-list .lf-bar-row[data-key="{other}"]').first.click()
+        _after(page, ".lf-card-ffn .lf-neuron", f"L{layer}/N{other}")
+        _same(page, served(f"position=3&layer={layer}&neuron={other}", {".lf-card-ffn .lf-neuron": f"L{layer}/N{other}"}))
 
-    # another sample, and its last token
-    text.locator('.lf-sample[data-sample="2"]').click()
-    _after(page, ".lf-card-ffn .lf-sample-index", "2")
-    T2 = text.locator(".lf-token").count()
-    _same(page, served(f"sample=2&layer={layer}&neuron={other}", {".lf-card-ffn .lf-position": str(T2 - 1),
-                                                                  ".lf-card-ffn .lf-sample-index": "2"}))
-    assert requests == [] and errors == []
-    context.close()
+        # another sample, and its last token
+        text.locator('.lf-sample[data-sample="2"]').click()
+        _after(page, ".lf-card-ffn .lf-sample-index", "2")
+        T2 = text.locator(".lf-token").count()
+        _same(page, served(f"sample=2&layer={layer}&neuron={other}", {".lf-card-ffn .lf-position": str(T2 - 1),
+                                                                      ".lf-card-ffn .lf-sample-index": "2"}))
+        assert requests == [] and errors == []
